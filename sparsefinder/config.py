@@ -1,0 +1,61 @@
+"""Configuration in one place: method defaults and the settings read from the environment.
+
+Every command-line default and every service setting comes from here. Settings are read
+from environment variables with the prefix ``SPARSEFINDER_`` (for example
+``SPARSEFINDER_STORE=/data/store``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: α of α-entmax; 1.5 is the default of the method (method.md §1).
+DEFAULT_ALPHA: float = 1.5
+#: Sequence length L in tokens, special tokens included.
+DEFAULT_MAX_LENGTH: int = 512
+#: Iterations of bisection for α ∉ {1.5, 2} (recorded in every manifest).
+BISECT_ITERATIONS: int = 50
+#: Sequences per extraction shard.
+SHARD_SEQUENCES: int = 32
+#: Sequences per model forward pass during extraction.
+EXTRACT_BATCH: int = 4
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """Folder with WikiText-2 (``valid.txt``, ``test.txt``): ``$SPARSEFINDER_DATA_DIR`` or ``../shared/data/wikitext-2``."""
+    env = os.environ.get("SPARSEFINDER_DATA_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "wikitext-2"
+
+
+class Settings(BaseSettings):
+    """Settings shared by the CLI and the service; each field is ``SPARSEFINDER_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SPARSEFINDER_", extra="ignore")
+
+    model: str | None = None
+    """Local Hugging Face encoder folder; ``None`` means the packaged all-MiniLM-L6-v2."""
+    alpha: float = DEFAULT_ALPHA
+    max_length: int = DEFAULT_MAX_LENGTH
+    work_dir: Path = Path("artifacts")
+    """Root of everything the main job writes: datasets, the store, reports."""
+    store: str = "artifacts/store"
+    """Artifact store: a local folder or an fsspec URL."""
+    reports: Path = Path("artifacts/reports")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str | None = None
+    """``cuda`` or ``cpu``; ``None`` picks CUDA when present."""
+    token: str | None = None
+    """Bearer token required by state-changing HTTP routes; ``None`` disables them."""
+    max_texts: int = 64
+    max_body_bytes: int = 1_000_000
+
+
+def get_settings() -> Settings:
+    """Settings from the environment (a new object each call, so tests can change the environment)."""
+    return Settings()

@@ -1,0 +1,283 @@
+"""The predictor interface, its registry and spec strings.
+
+A predictor forecasts the attention pattern of one layer before attention is computed.
+The contract follows scikit-learn's estimators:
+
+- the constructor only stores keyword parameters (all JSON-serialisable);
+- ``fit(data)`` learns from a :class:`~sparsefinder.dataset.GoldDataset`, sets attributes
+  ending in ``_`` and returns ``self``; predictors that learn nothing still accept it;
+- ``predict(inputs)`` returns a :class:`~sparsefinder.pattern.Pattern` of shape
+  ``(H, n, n)`` for one layer of one sequence; calling it before ``fit`` raises
+  :class:`~sparsefinder.errors.NotFittedError`;
+- ``get_params()`` / ``set_params()`` round-trip the parameters; ``state_dict()`` /
+  ``load_state_dict()`` round-trip the fitted tensors (safetensors in the store).
+
+Each predictor has a *knob* (one parameter, read at predict time only) that the evaluation
+sweeps to trace a recall–sparsity curve without refitting.
+
+Spec strings name a predictor in the CLI, in artifacts and over HTTP, in the spirit of
+FAISS's ``index_factory``: ``-``-separated tokens, each letters then an optional number,
+for example ``window16`` or ``proj4-kmeans16-top2``. A class declares ``spec_tokens``
+(token letters → parameter) and ``spec_key`` (the letters that identify it). A token
+without a number sets a boolean parameter. A spec that leaves the knob out means "sweep
+the knob over ``grid``".
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from ..errors import NotFittedError, SparsefinderError
+from ..pattern import Pattern
+
+__all__ = [
+    "AttentionInputs",
+    "Predictor",
+    "available_predictors",
+    "get_predictor_class",
+    "parse_spec",
+    "predictor_from_spec",
+    "register_predictor",
+]
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    """What a predictor sees for one layer of one sequence (no padding).
+
+    Attributes
+    ----------
+    layer : int
+        Layer index.
+    queries, keys : Tensor, shape (H, n, d)
+        The layer's per-head queries and keys (before scaling).
+    input_ids : Tensor, int64, shape (n,)
+        Token ids, for lexical predictors.
+    """
+
+    layer: int
+    queries: Tensor
+    keys: Tensor
+    input_ids: Tensor
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.queries.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.queries.shape[1])
+
+
+class Predictor:
+    """Base class: parameter handling, fitted-state checks and spec strings."""
+
+    #: Registry name (also the default spec when nothing else is given).
+    name: ClassVar[str]
+    #: Token letters that identify the class in a spec.
+    spec_key: ClassVar[tuple[str, ...]]
+    #: Token letters → parameter name, in canonical order.
+    spec_tokens: ClassVar[dict[str, str]]
+    #: The parameter swept to trace a curve (read at predict time only), or ``None``.
+    knob: ClassVar[str | None] = None
+    #: Default values of the knob for a sweep.
+    grid: ClassVar[tuple[Any, ...]] = ()
+    #: One-line description for reports and the README.
+    description: ClassVar[str] = ""
+    #: Paper the predictor implements.
+    source: ClassVar[str] = ""
+    #: Whether ``fit`` learns state from data (stateless predictors are not stored).
+    learns: ClassVar[bool] = False
+    #: Reference curves (oracles that read the true scores) are drawn apart in reports.
+    reference: ClassVar[bool] = False
+
+    # -------------------------------------------------------------- parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters as a JSON-serialisable dict."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Predictor:
+        """Set constructor parameters; unknown names raise a user error. Returns ``self``."""
+        valid = set(self._param_names())
+        for key, value in params.items():
+            if key not in valid:
+                raise SparsefinderError(f"{self.name} has no parameter {key!r} (it has: {', '.join(sorted(valid))})")
+            setattr(self, key, value)
+        self._validate_params()
+        return self
+
+    def _validate_params(self) -> None:
+        """Raise :class:`SparsefinderError` when a parameter is out of range (override)."""
+
+    # -------------------------------------------------------------- fitting
+    def fit(self, data: Any, progress: bool = False) -> Predictor:
+        """Learn from a :class:`~sparsefinder.dataset.GoldDataset`; stateless predictors just validate."""
+        self._validate_params()
+        self.fitted_ = True
+        return self
+
+    def predict(self, inputs: AttentionInputs) -> Pattern:  # pragma: no cover - abstract
+        """Pattern of shape ``(H, n, n)`` for one layer of one sequence."""
+        raise NotImplementedError
+
+    def is_fitted(self) -> bool:
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
+    def check_is_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless ``fit`` has run."""
+        if not self.is_fitted():
+            raise NotFittedError(f"predictor {self.spec} is not fitted: call fit() first or load a fitted artifact")
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Fitted tensors, for the store (empty for stateless predictors)."""
+        self.check_is_fitted()
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> Predictor:
+        """Restore fitted tensors from :meth:`state_dict`; returns ``self``."""
+        self.fitted_ = True
+        return self
+
+    # -------------------------------------------------------------- specs
+    @property
+    def spec(self) -> str:
+        """Canonical spec string of this predictor and its current parameters, knob included."""
+        return format_spec(type(self), self.get_params())
+
+    @property
+    def family_spec(self) -> str:
+        """Spec without the knob: names the fitted artifact that serves every knob value."""
+        return format_spec(type(self), self.get_params(), with_knob=False)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+# ------------------------------------------------------------------ registry
+_REGISTRY: dict[str, type[Predictor]] = {}
+
+
+def register_predictor(cls: type[Predictor]) -> type[Predictor]:
+    """Class decorator: add ``cls`` to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"predictor name {cls.name!r} is already registered")
+    for letters in cls.spec_key:
+        if letters not in cls.spec_tokens:
+            raise ValueError(f"{cls.__name__}.spec_key token {letters!r} is not in spec_tokens")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    from . import builtin  # noqa: F401  (registers every built-in predictor)
+
+
+def available_predictors() -> dict[str, type[Predictor]]:
+    """Every registered predictor class by name."""
+    _load_builtin()
+    return dict(_REGISTRY)
+
+
+def get_predictor_class(name: str) -> type[Predictor]:
+    """The class registered as ``name``; unknown names raise a user error listing the known ones."""
+    registry = available_predictors()
+    if name not in registry:
+        raise SparsefinderError(f"unknown predictor {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+_TOKEN = re.compile(r"^([a-z]+)(-?[0-9]+(?:\.[0-9]+)?)?$")
+
+
+def _tokens(spec: str) -> list[tuple[str, str | None]]:
+    out = []
+    for raw in spec.strip().lower().split("-"):
+        m = _TOKEN.match(raw)
+        if not m:
+            raise SparsefinderError(f"bad predictor spec {spec!r}: token {raw!r} is not letters followed by a number")
+        out.append((m.group(1), m.group(2)))
+    return out
+
+
+def parse_spec(spec: str) -> tuple[type[Predictor], dict[str, Any]]:
+    """Resolve a spec string to its class and the parameters it sets.
+
+    >>> parse_spec("window16")  # doctest: +SKIP
+    (WindowPredictor, {'width': 16})
+    """
+    tokens = _tokens(spec)
+    letters = {t for t, _ in tokens}
+    if len(letters) != len(tokens):
+        raise SparsefinderError(f"bad predictor spec {spec!r}: a token appears twice")
+    matches = [c for c in available_predictors().values()
+               if set(c.spec_key) <= letters <= set(c.spec_tokens)]
+    if not matches:
+        raise SparsefinderError(
+            f"unknown predictor spec {spec!r}; known names: {', '.join(sorted(available_predictors()))}")
+    cls = max(matches, key=lambda c: len(c.spec_key))
+    defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+                if p.kind == p.KEYWORD_ONLY}
+    params: dict[str, Any] = {}
+    for letters_, number in tokens:
+        param = cls.spec_tokens[letters_]
+        if number is None:
+            if isinstance(defaults.get(param), bool):
+                params[param] = True
+            elif letters_ not in cls.spec_key:
+                raise SparsefinderError(f"bad predictor spec {spec!r}: token {letters_!r} needs a value")
+        else:
+            params[param] = float(number) if "." in number else int(number)
+    return cls, params
+
+
+def format_spec(cls: type[Predictor], params: dict[str, Any], with_knob: bool = True) -> str:
+    """Canonical spec: key tokens always, the knob unless ``with_knob`` is false, others when not default."""
+    defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+                if p.kind == p.KEYWORD_ONLY}
+    parts = []
+    for letters, param in cls.spec_tokens.items():
+        value = params.get(param, defaults.get(param))
+        is_key = letters in cls.spec_key
+        if param == cls.knob and not with_knob:
+            value = None
+        elif param == cls.knob:
+            is_key = True
+        if isinstance(value, bool):
+            if value and not defaults.get(param):
+                parts.append(letters)
+        elif value is None:
+            if is_key:
+                parts.append(letters)
+        elif is_key or value != defaults.get(param):
+            parts.append(f"{letters}{value:g}" if isinstance(value, float) else f"{letters}{value}")
+    return "-".join(parts)
+
+
+def predictor_from_spec(spec: str) -> Predictor:
+    """A new, unfitted predictor for ``spec`` (parameters validated)."""
+    cls, params = parse_spec(spec)
+    try:
+        predictor = cls(**params)
+    except TypeError as exc:
+        raise SparsefinderError(f"bad predictor spec {spec!r}: {exc}") from None
+    predictor._validate_params()
+    return predictor
+
+
+def sweep_values(spec: str) -> list[Any] | None:
+    """Knob values to sweep for ``spec``: the class grid when the spec leaves the knob out, else ``None``."""
+    cls, params = parse_spec(spec)
+    if cls.knob is None or cls.knob in params:
+        return None
+    return list(cls.grid)

@@ -1,0 +1,3 @@
+"""Imports every built-in predictor module so that each registers itself."""
+
+from . import fixed  # noqa: F401

@@ -16,7 +16,7 @@ from entmax import entmax15, entmax_bisect, sparsemax
 from entmax.activations import _entmax_threshold_and_support, _sparsemax_threshold_and_support
 from torch import Tensor
 
-from .config import BISECT_ITERATIONS
+from .config import BISECT_ITERATIONS, ENTMAX_TOPK
 from .errors import SparsefinderError
 
 __all__ = ["check_alpha", "entmax", "support", "threshold"]
@@ -33,14 +33,17 @@ def check_alpha(alpha: float) -> float:
 def entmax(scores: Tensor, alpha: float, dim: int = -1) -> Tensor:
     """α-entmax probabilities of ``scores`` along ``dim`` (same shape; ``-inf`` entries get 0).
 
-    Computed in float32 at least (half precision is unreliable for the threshold).
+    Computed in float32 at least (half precision is unreliable for the threshold). For
+    α ∈ {1.5, 2} the threshold search partially sorts the top :data:`ENTMAX_TOPK` scores and
+    doubles that where a support is larger (exact, the ``entmax`` package's ``k`` schedule).
     """
     dtype = scores.dtype
     x = scores.float() if dtype in (torch.float16, torch.bfloat16) else scores
+    k = ENTMAX_TOPK if x.shape[dim] > 2 * ENTMAX_TOPK else None
     if alpha == 1.5:
-        p = entmax15(x, dim=dim)
+        p = entmax15(x, dim=dim, k=k)
     elif alpha == 2.0:
-        p = sparsemax(x, dim=dim)
+        p = sparsemax(x, dim=dim, k=k)
     else:
         p = entmax_bisect(x, alpha=alpha, dim=dim, n_iter=BISECT_ITERATIONS)
     return p.to(dtype)

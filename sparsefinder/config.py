@@ -18,6 +18,8 @@ DEFAULT_ALPHA: float = 1.5
 DEFAULT_MAX_LENGTH: int = 512
 #: Iterations of bisection for α ∉ {1.5, 2} (recorded in every manifest).
 BISECT_ITERATIONS: int = 50
+#: Keys partially sorted first by exact entmax (doubled where a support is larger).
+ENTMAX_TOPK: int = 64
 #: Sequences per extraction shard.
 SHARD_SEQUENCES: int = 32
 #: Sequences per model forward pass during extraction.

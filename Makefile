@@ -1,0 +1,20 @@
+# Two entry points: `make run` (the main job) and `make test` (the test suite).
+# Each sets up .venv on first use: torch 2.13.0 first (the local CPU build), then the package.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/sparsefinder pipeline
+
+test: $(STAMP)
+	$(BIN)/python -m pytest

@@ -1,0 +1,48 @@
+"""Running the encoder with dense α-entmax and capturing each layer's attention inputs.
+
+A recorder passed as the ``attention_recorder`` keyword reaches our registered attention
+function (:mod:`sparsefinder.attention.hf`) in every layer; it keeps the queries, keys,
+values and the support of the attention (the gold graph). Used by extraction, by the
+service's attention view and by anything that needs gold graphs of new text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from transformers import PreTrainedModel
+
+from .dataset import Sequence
+from .pattern import Pattern
+
+__all__ = ["capture"]
+
+
+@torch.no_grad()
+def capture(model: PreTrainedModel, batch: list[list[int]], alpha: float) -> Iterator[Sequence]:
+    """Run ``model`` (loaded with ``attn_implementation="sparsefinder_entmax"``) on token-id lists.
+
+    Yields one :class:`~sparsefinder.dataset.Sequence` per input, padding removed: float16
+    queries/keys/values of shape (layers, H, n, d) and the gold pattern of every layer.
+    """
+    device = next(model.parameters()).device
+    n_max = max(len(ids) for ids in batch)
+    input_ids = torch.zeros(len(batch), n_max, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for b, ids in enumerate(batch):
+        input_ids[b, :len(ids)] = torch.tensor(ids)
+        mask[b, :len(ids)] = 1
+    captured: dict[int, tuple] = {}
+
+    def record(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor) -> None:
+        captured[layer] = (q.half().cpu(), k.half().cpu(), v.half().cpu(), (probs > 0).cpu())
+
+    model(input_ids=input_ids.to(device), attention_mask=mask.to(device), attention_recorder=record,
+          entmax_alpha=alpha)
+    layers = sorted(captured)
+    for b, ids in enumerate(batch):
+        n = len(ids)
+        q, k, v = (torch.stack([captured[layer][j][b, :, :n] for layer in layers]) for j in range(3))
+        gold = [Pattern.from_dense(captured[layer][3][b, :, :n, :n]) for layer in layers]
+        yield Sequence(input_ids[b, :n].clone(), q, k, v, gold)

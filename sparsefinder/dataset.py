@@ -1,0 +1,183 @@
+"""Extracted datasets: per-sequence queries, keys, values and gold graphs, in shards.
+
+A dataset folder holds ``manifest.json`` and ``shard-XXXXX.safetensors`` files. Each shard
+stores, for ``S`` sequences of lengths ``n_s`` (``T = Σ n_s`` tokens):
+
+- ``input_ids`` (T,) int32 and ``lengths`` (S,) int64;
+- ``queries``, ``keys``, ``values`` (layers, H, T, d) float16;
+- the gold graphs in CSR pieces: ``gold_row_lengths`` (layers, H, T) int32 (gold keys per
+  query) and ``gold_col`` int32, ordered by sequence, layer, head, query, key.
+
+:class:`ShardWriter` writes them, :class:`GoldDataset` streams them back one shard at a
+time, so memory stays bounded by the shard size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .errors import NotFoundError, SparsefinderError
+from .pattern import Pattern
+from .predictors.base import AttentionInputs
+
+__all__ = ["GoldDataset", "MANIFEST", "Sequence", "ShardWriter"]
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Sequence:
+    """One extracted sequence of ``n`` tokens.
+
+    Attributes
+    ----------
+    input_ids : Tensor, int64, shape (n,)
+    queries, keys, values : Tensor, float16, shape (layers, H, n, d)
+    gold : list[Pattern]
+        Gold graph of each layer, each of shape (H, n, n).
+    """
+
+    input_ids: Tensor
+    queries: Tensor
+    keys: Tensor
+    values: Tensor
+    gold: list[Pattern]
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.numel())
+
+    def inputs(self, layer: int) -> AttentionInputs:
+        """Predictor inputs of ``layer`` in float32."""
+        return AttentionInputs(layer, self.queries[layer].float(), self.keys[layer].float(), self.input_ids)
+
+
+class ShardWriter:
+    """Accumulates sequences and writes a shard every ``shard_size`` sequences into ``folder``."""
+
+    def __init__(self, folder: Path, shard_size: int) -> None:
+        self.folder = folder
+        self.shard_size = shard_size
+        self.shards: list[dict] = []
+        self._pending: list[Sequence] = []
+
+    def add(self, seq: Sequence) -> None:
+        self._pending.append(seq)
+        if len(self._pending) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending sequences (if any) as one shard."""
+        if not self._pending:
+            return
+        seqs, self._pending = self._pending, []
+        name = f"shard-{len(self.shards):05d}.safetensors"
+        tensors = {
+            "input_ids": torch.cat([s.input_ids for s in seqs]).to(torch.int32),
+            "lengths": torch.tensor([s.length for s in seqs], dtype=torch.long),
+            "queries": torch.cat([s.queries for s in seqs], dim=2).half().contiguous(),
+            "keys": torch.cat([s.keys for s in seqs], dim=2).half().contiguous(),
+            "values": torch.cat([s.values for s in seqs], dim=2).half().contiguous(),
+            "gold_row_lengths": torch.cat(
+                [torch.stack([g.row_lengths() for g in s.gold]) for s in seqs], dim=2).to(torch.int32).contiguous(),
+            "gold_col": torch.cat([g.col for s in seqs for g in s.gold]).to(torch.int32),
+        }
+        save_file(tensors, str(self.folder / name))
+        self.shards.append({"file": name, "sequences": len(seqs), "tokens": int(tensors["lengths"].sum()),
+                            "gold_edges": int(tensors["gold_col"].numel())})
+
+
+def _read_shard(path: Path) -> Iterator[Sequence]:
+    try:
+        t = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SparsefinderError(f"dataset shard {path} is unreadable or truncated ({exc}); extract it again") from None
+    lengths = t["lengths"].tolist()
+    row_len = t["gold_row_lengths"].long()
+    col = t["gold_col"].long()
+    start, edge = 0, 0
+    layers, heads = row_len.shape[:2]
+    for n in lengths:
+        stop = start + n
+        gold = []
+        for layer in range(layers):
+            rl = row_len[layer, :, start:stop].reshape(-1)
+            crow = torch.zeros(heads * n + 1, dtype=torch.long)
+            crow[1:] = torch.cumsum(rl, 0)
+            nnz = int(crow[-1])
+            gold.append(Pattern(crow, col[edge:edge + nnz], heads, n))
+            edge += nnz
+        yield Sequence(t["input_ids"][start:stop].long(), t["queries"][:, :, start:stop],
+                       t["keys"][:, :, start:stop], t["values"][:, :, start:stop], gold)
+        start = stop
+
+
+class GoldDataset:
+    """An extracted dataset folder, read back sequence by sequence."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        manifest = self.folder / MANIFEST
+        if not self.folder.is_dir():
+            raise NotFoundError(f"dataset folder {self.folder} does not exist; run 'sparsefinder extract' first")
+        if not manifest.is_file():
+            raise SparsefinderError(f"{self.folder} is not a sparsefinder dataset (no {MANIFEST})")
+        try:
+            self.manifest: dict = json.loads(manifest.read_text())
+            self.manifest["model"]["id"]  # noqa: B018 - presence check
+        except (ValueError, KeyError, TypeError):
+            raise SparsefinderError(f"{manifest} is corrupt; extract the dataset again") from None
+
+    # manifest shortcuts
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model"]["id"]
+
+    @property
+    def alpha(self) -> float:
+        return float(self.manifest["alpha"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.manifest["max_length"])
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.manifest["model"]["num_layers"])
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.manifest["model"]["num_heads"])
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.manifest["model"]["head_dim"])
+
+    def __len__(self) -> int:
+        return int(self.manifest["sequences"])
+
+    def __iter__(self) -> Iterator[Sequence]:
+        return self.sequences()
+
+    def sequences(self, limit: int | None = None) -> Iterator[Sequence]:
+        """Yield up to ``limit`` sequences (all by default), one shard in memory at a time."""
+        done = 0
+        for shard in self.manifest["shards"]:
+            for seq in _read_shard(self.folder / shard["file"]):
+                if limit is not None and done >= limit:
+                    return
+                yield seq
+                done += 1
+
+    def __repr__(self) -> str:
+        return (f"GoldDataset({str(self.folder)!r}, sequences={len(self)}, model={self.model_id!r}, "
+                f"alpha={self.alpha}, max_length={self.max_length})")

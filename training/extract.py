@@ -1,0 +1,137 @@
+"""``sparsefinder extract``: queries, keys, values and gold graphs of a corpus.
+
+The corpus is packed into sequences of at most L tokens (nothing is cut off), the encoder
+runs with dense α-entmax attention (:mod:`sparsefinder.attention.hf`), and a recorder
+captures each layer's queries, keys, values and the support of its attention (the gold
+graph). Sequences stream into shards; the folder appears under its final name only when
+complete, with a manifest (model id, corpus sha256, α, L, counts, package version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from itertools import islice
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..alpha_entmax import check_alpha
+from ..attention.hf import DENSE_ENTMAX
+from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, SHARD_SEQUENCES
+from ..corpus import check_corpus, iter_texts, pack_sequences
+from ..capture import capture
+from ..dataset import MANIFEST, GoldDataset, ShardWriter
+from ..errors import ConflictError, SparsefinderError
+from ..files import atomic_dir, atomic_write_json
+from ..model import ModelInfo, load_encoder, model_info
+
+__all__ = ["add_arguments", "extract", "run"]
+
+
+def _dataset_key(info: ModelInfo, corpus_sha: str, alpha: float, max_length: int, limit: int | None) -> dict:
+    return {"model_id": info.id, "corpus_sha256": corpus_sha, "alpha": alpha, "max_length": max_length,
+            "limit": limit}
+
+
+def _existing_key(out: Path) -> dict | None:
+    """Key of the dataset already in ``out``; ``None`` if ``out`` is absent or empty; error otherwise."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise ConflictError(f"output {out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return None
+    if not (out / MANIFEST).is_file():
+        raise ConflictError(f"output folder {out} is not empty and holds no sparsefinder dataset; choose another")
+    return GoldDataset(out).manifest["key"]
+
+
+def extract(
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    model: str | Path | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    alpha: float = DEFAULT_ALPHA,
+    limit: int | None = None,
+    batch_size: int = EXTRACT_BATCH,
+    progress: bool = True,
+) -> GoldDataset:
+    """Extract the dataset of ``corpus`` into ``out`` and return it.
+
+    If ``out`` already holds the same dataset (same model, corpus, α, L and limit) it is
+    returned as is; a different dataset there is a :class:`ConflictError`.
+    """
+    alpha = check_alpha(alpha)
+    if limit is not None and limit < 1:
+        raise SparsefinderError(f"--limit must be at least 1, got {limit}")
+    info = model_info(model)
+    if not 3 <= max_length <= info.max_positions:
+        raise SparsefinderError(f"max length {max_length} is outside 3..{info.max_positions} (the model's limit)")
+    corpus_info = check_corpus(corpus)
+    out = Path(out)
+    key = _dataset_key(info, corpus_info.sha256, alpha, max_length, limit)
+    existing = _existing_key(out)
+    if existing == key:
+        return GoldDataset(out)
+    if existing is not None:
+        raise ConflictError(f"output folder {out} already holds a different dataset "
+                            f"(corpus sha256 {existing['corpus_sha256'][:12]}, alpha {existing['alpha']}, "
+                            f"L {existing['max_length']}); choose another folder")
+
+    encoder, tokenizer, _ = load_encoder(model, attn_implementation=DENSE_ENTMAX)
+    sequences = pack_sequences(iter_texts(corpus), tokenizer, max_length)
+    if limit is not None:
+        sequences = islice(sequences, limit)
+    counts = {"sequences": 0, "tokens": 0}
+    with atomic_dir(out) as tmp:
+        writer = ShardWriter(tmp, SHARD_SEQUENCES)
+        bar = tqdm(total=limit, unit="seq", desc=f"extract {Path(corpus).name}", disable=not progress)
+        while batch := list(islice(sequences, batch_size)):
+            for seq in capture(encoder, batch, alpha):
+                writer.add(seq)
+                counts["sequences"] += 1
+                counts["tokens"] += seq.length
+            bar.update(len(batch))
+        bar.close()
+        writer.flush()
+        atomic_write_json(tmp / MANIFEST, {
+            "format": 1,
+            "key": key,
+            "model": info.to_dict(),
+            "corpus": {"path": str(Path(corpus).resolve()), "sha256": corpus_info.sha256,
+                       "bytes": corpus_info.bytes, "texts": corpus_info.texts},
+            "alpha": alpha,
+            "max_length": max_length,
+            "limit": limit,
+            "entmax": {"method": "entmax15" if alpha == 1.5 else "sparsemax" if alpha == 2 else "bisection",
+                       "bisect_iterations": BISECT_ITERATIONS},
+            "sequences": counts["sequences"],
+            "tokens": counts["tokens"],
+            "gold_edges": sum(s["gold_edges"] for s in writer.shards),
+            "shards": writer.shards,
+            "sparsefinder_version": __version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+    return GoldDataset(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="plain-text file, one document or paragraph per line")
+    parser.add_argument("--out", required=True, help="dataset folder to create")
+    parser.add_argument("--model", default=None, help="local Hugging Face encoder folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per sequence, L")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
+    parser.add_argument("--limit", type=int, default=None, help="stop after N sequences")
+
+
+def run(args: argparse.Namespace) -> int:
+    ds = extract(args.corpus, args.out, model=args.model, max_length=args.max_length, alpha=args.alpha,
+                 limit=args.limit)
+    m = ds.manifest
+    print(json.dumps({"dataset": str(ds.folder), "sequences": m["sequences"], "tokens": m["tokens"],
+                      "gold_edges": m["gold_edges"], "model": m["model"]["id"]}))
+    return 0

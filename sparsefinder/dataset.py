@@ -28,7 +28,7 @@ from .errors import NotFoundError, SparsefinderError
 from .pattern import Pattern
 from .predictors.base import AttentionInputs
 
-__all__ = ["GoldDataset", "MANIFEST", "Sequence", "ShardWriter"]
+__all__ = ["GoldDataset", "InMemoryDataset", "MANIFEST", "Sequence", "ShardWriter"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -181,3 +181,31 @@ class GoldDataset:
     def __repr__(self) -> str:
         return (f"GoldDataset({str(self.folder)!r}, sequences={len(self)}, model={self.model_id!r}, "
                 f"alpha={self.alpha}, max_length={self.max_length})")
+
+
+class InMemoryDataset(GoldDataset):
+    """A dataset held in memory (tests, synthetic heads, a service's single input).
+
+    Same reading interface as :class:`GoldDataset`; ``queries`` etc. of each sequence have
+    shape (layers, H, n, d).
+    """
+
+    def __init__(self, sequences: list[Sequence], *, alpha: float = 1.5, model_id: str = "in-memory",
+                 max_length: int | None = None) -> None:
+        if not sequences:
+            raise SparsefinderError("an in-memory dataset needs at least one sequence")
+        self.folder = Path("<memory>")
+        self._sequences = list(sequences)
+        layers, heads, _, dim = sequences[0].queries.shape
+        self.manifest = {
+            "key": {"model_id": model_id, "alpha": alpha},
+            "model": {"id": model_id, "num_layers": layers, "num_heads": heads, "head_dim": dim},
+            "alpha": alpha,
+            "max_length": max_length or max(s.length for s in sequences),
+            "sequences": len(sequences),
+            "tokens": sum(s.length for s in sequences),
+            "shards": [],
+        }
+
+    def sequences(self, limit: int | None = None) -> Iterator[Sequence]:
+        yield from self._sequences[:limit]

@@ -17,6 +17,8 @@ from .errors import SparsefinderError
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("sparsefinder.training.extract", "extract queries, keys and gold graphs of a corpus"),
     # evaluate
+    "adapt": ("sparsefinder.training.adapt", "distil the softmax encoder into an alpha-entmax encoder"),
+    "adapt-eval": ("sparsefinder.training.adapt_eval", "fidelity of an entmax encoder to the softmax one"),
 }
 
 

@@ -25,6 +25,24 @@ SHARD_SEQUENCES: int = 32
 #: Sequences per model forward pass during extraction.
 EXTRACT_BATCH: int = 4
 
+#: Distillation of the entmax encoder from the softmax one (``sparsefinder adapt``, issue 8).
+ADAPT_STEPS: int = 300
+ADAPT_MAX_LENGTH: int = 128
+ADAPT_BATCH: int = 16
+ADAPT_LR: float = 1e-4
+ADAPT_WARMUP: float = 0.1
+"""Fraction of the steps with a linear learning-rate warm-up (then linear decay to 0)."""
+ADAPT_SEED: int = 0
+ADAPT_CHECKPOINT_EVERY: int = 25
+ADAPT_HIDDEN_WEIGHT: float = 1.0
+"""Weight of the token-level MSE on last hidden states next to ``1 − cos`` of the sentence embeddings."""
+ADAPT_HOLDOUT_TEXTS: int = 64
+"""Last texts of the training corpus kept out of training to measure fidelity for the model card."""
+#: Fidelity evaluation (``sparsefinder adapt-eval``): texts, sequence length, sparsity sequences.
+ADAPT_EVAL_TEXTS: int = 200
+ADAPT_EVAL_MAX_LENGTH: int = 512
+ADAPT_EVAL_SPARSITY_SEQUENCES: int = 4
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

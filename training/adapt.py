@@ -1,0 +1,307 @@
+"""``sparsefinder adapt``: distil the softmax encoder into an α-entmax copy of itself.
+
+Swapping softmax for α-entmax in a pretrained encoder changes its outputs (issue 8); the
+Sparsefinder paper (Treviso et al., 2022) uses encoders *trained* with entmax attention,
+and entmax attention itself is from Peters, Niculae & Martins (2019) / Correia et al.
+(2019). Here a copy of the encoder, loaded with our dense α-entmax attention
+(:mod:`sparsefinder.attention.hf`, α kept as ``config.entmax_alpha``), learns to
+reproduce the frozen softmax model (``attn_implementation="eager"``) on the texts of a
+corpus, with the loss
+
+    L = (1 − cos(e_s, e_t)) + w · MSE(h_s, h_t)
+
+where ``e`` are the sentence embeddings (masked mean of the last hidden states,
+L2-normalised) and ``h`` the last hidden states of the non-padding tokens (``w`` is
+:data:`~sparsefinder.config.ADAPT_HIDDEN_WEIGHT`).
+
+Training is deterministic given the seed: texts (one per corpus line, truncated to L
+tokens) are visited in a seeded permutation per epoch, so the data position is the step
+itself; dropout is off and the token-embedding table stays frozen (it is a third of the
+parameters and most of the optimizer's work, and attention is what changed). A checkpoint (weights, AdamW and scheduler state, RNG state,
+step, losses) is written atomically every K steps next to the output folder
+(``<out>.checkpoint/``); ``--resume`` continues from it on the same trajectory. The
+result is a Hugging Face model folder (model, tokenizer, ``adapt.json``, ``README.md``
+model card) that ``--model`` accepts everywhere. The last
+:data:`~sparsefinder.config.ADAPT_HOLDOUT_TEXTS` texts of the corpus are kept out of
+training and give the fidelity figures of the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from .. import __version__
+from ..alpha_entmax import check_alpha
+from ..attention.hf import DENSE_ENTMAX
+from ..config import (
+    ADAPT_BATCH,
+    ADAPT_CHECKPOINT_EVERY,
+    ADAPT_HIDDEN_WEIGHT,
+    ADAPT_HOLDOUT_TEXTS,
+    ADAPT_LR,
+    ADAPT_MAX_LENGTH,
+    ADAPT_SEED,
+    ADAPT_STEPS,
+    ADAPT_WARMUP,
+    DEFAULT_ALPHA,
+)
+from ..corpus import check_corpus, iter_texts
+from ..errors import ConflictError, SparsefinderError
+from ..files import atomic_dir, atomic_write_bytes, atomic_write_json
+from ..model import load_encoder, mean_pool, model_info
+from .adapt_eval import embed, fidelity
+from .model_card import ADAPT_JSON, write_model_card
+
+__all__ = ["add_arguments", "adapt", "batch_indices", "checkpoint_dir", "distillation_loss", "run"]
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, mask: Tensor, hidden_weight: float = ADAPT_HIDDEN_WEIGHT
+                      ) -> tuple[Tensor, dict[str, float]]:
+    """Loss between last hidden states ``student``/``teacher`` ``(B, n, D)`` over ``mask`` ``(B, n)``.
+
+    Returns the scalar ``mean(1 − cos(e_s, e_t)) + hidden_weight · MSE(h_s, h_t)`` (MSE over
+    non-padding tokens and features) and its two parts as floats.
+    """
+    cos = (mean_pool(student, mask) * mean_pool(teacher, mask)).sum(-1)
+    m = mask.unsqueeze(-1).to(student.dtype)
+    mse = ((student - teacher) ** 2 * m).sum() / (m.sum() * student.shape[-1])
+    emb_loss = (1 - cos).mean()
+    return emb_loss + hidden_weight * mse, {"embedding": float(emb_loss.detach()), "hidden_mse": float(mse.detach())}
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
+    """Indices of the texts of step ``step`` (0-based): a seeded permutation of ``range(n)`` per epoch."""
+    out = []
+    for i in range(step * batch_size, (step + 1) * batch_size):
+        epoch, pos = divmod(i, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(int(perm[pos]))
+    return out
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """Folder of the checkpoint of a run writing ``out``: ``<out>.checkpoint`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoint")
+
+
+def _check_output(out: Path) -> None:
+    """Fail early unless ``out`` can be created: absent or empty, and its parent writable."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConflictError(f"output {out} already exists and is not an empty folder; choose another")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".{out.name}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SparsefinderError(f"cannot write the output {out}: {exc.strerror or exc}") from None
+
+
+def _collate(ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    n = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), n), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for b, x in enumerate(ids):
+        input_ids[b, :len(x)] = torch.tensor(x)
+        mask[b, :len(x)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def _save_checkpoint(folder: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(folder / CHECKPOINT_FILE, buf.getvalue())
+
+
+def _load_checkpoint(folder: Path, key: dict) -> dict | None:
+    file = folder / CHECKPOINT_FILE
+    if not file.is_file():
+        return None
+    state = torch.load(file, map_location="cpu", weights_only=False)
+    if state["key"] != key:
+        diff = sorted(k for k in key if state["key"].get(k) != key[k])
+        raise ConflictError(f"checkpoint {file} is from a different run (differs in {', '.join(diff)}); "
+                            f"delete it or repeat the same options")
+    return state
+
+
+def adapt(
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    model: str | Path | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    steps: int = ADAPT_STEPS,
+    max_length: int = ADAPT_MAX_LENGTH,
+    batch_size: int = ADAPT_BATCH,
+    lr: float = ADAPT_LR,
+    seed: int = ADAPT_SEED,
+    checkpoint_every: int = ADAPT_CHECKPOINT_EVERY,
+    resume: bool = False,
+    stop_after: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Distil ``model`` (default: the packaged encoder) into an α-entmax copy saved in ``out``.
+
+    Returns the run record (also written as ``out/adapt.json``). ``stop_after`` ends the
+    run after that many steps *of this call* with only a checkpoint written (as an
+    interruption would); a later call with ``resume=True`` finishes it. Without
+    ``resume`` an existing checkpoint is an error, so no run is silently thrown away.
+    """
+    alpha = check_alpha(alpha)
+    for name, value, low in (("steps", steps, 1), ("batch size", batch_size, 1),
+                             ("checkpoint interval", checkpoint_every, 1)):
+        if value < low:
+            raise SparsefinderError(f"{name} must be at least {low}, got {value}")
+    if not lr > 0:
+        raise SparsefinderError(f"learning rate must be positive, got {lr}")
+    info = model_info(model)
+    if not 3 <= max_length <= info.max_positions:
+        raise SparsefinderError(f"max length {max_length} is outside 3..{info.max_positions} (the model's limit)")
+    corpus_info = check_corpus(corpus)
+    out = Path(out)
+    _check_output(out)
+    ckpt = checkpoint_dir(out)
+    key = {"model_id": info.id, "corpus_sha256": corpus_info.sha256, "alpha": alpha, "steps": steps,
+           "max_length": max_length, "batch_size": batch_size, "lr": lr, "seed": seed,
+           "hidden_weight": ADAPT_HIDDEN_WEIGHT, "warmup": ADAPT_WARMUP}
+    state = _load_checkpoint(ckpt, key) if resume else None
+    if not resume and (ckpt / CHECKPOINT_FILE).exists():
+        raise ConflictError(f"a checkpoint of an unfinished run exists in {ckpt}: pass --resume, or delete it")
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(seed)
+    teacher, tokenizer, _ = load_encoder(model, "eager", device)
+    teacher.requires_grad_(False)
+    student, _, _ = load_encoder(model, DENSE_ENTMAX, device)
+    student.config.entmax_alpha = alpha  # saved with the folder: our attention reads it
+    student.get_input_embeddings().requires_grad_(False)  # the vocabulary table is most of the cost, none of the gap
+
+    texts = list(iter_texts(corpus))
+    holdout = min(ADAPT_HOLDOUT_TEXTS, len(texts) // 5)
+    train_texts, held_texts = texts[:len(texts) - holdout], texts[len(texts) - holdout:]
+    train_ids = tokenizer(train_texts, truncation=True, max_length=max_length)["input_ids"]
+
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(ADAPT_WARMUP * steps), steps)
+    start, losses, elapsed = 0, [], 0.0
+    if state is not None:
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    end = steps if stop_after is None else min(steps, start + stop_after)
+    bar = tqdm(total=steps, initial=start, unit="step", desc=f"adapt α={alpha}", disable=not progress)
+    t0 = time.perf_counter()
+    for step in range(start, end):
+        input_ids, mask = _collate([train_ids[i] for i in batch_indices(step, len(train_ids), batch_size, seed)],
+                                   tokenizer.pad_token_id, torch.device(device))
+        with torch.no_grad():
+            target = teacher(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        hidden = student(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        loss, parts = distillation_loss(hidden, target, mask)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{float(loss):.4f}", cos=f"{1 - parts['embedding']:.4f}")
+        bar.update(1)
+        done = step + 1
+        if done % checkpoint_every == 0 or done == end:
+            _save_checkpoint(ckpt, {"key": key, "step": done, "student": student.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                    "rng": torch.get_rng_state(), "losses": losses,
+                                    "elapsed_s": elapsed + time.perf_counter() - t0})
+    bar.close()
+    elapsed += time.perf_counter() - t0
+    record = {"status": "complete" if end == steps else "interrupted", "step": end, "losses": losses,
+              "elapsed_s": elapsed}
+    if end < steps:
+        return record
+
+    student.eval()
+    held = None
+    if len(held_texts) > 1:
+        ref = embed(teacher, tokenizer, held_texts, max_length)
+        held = {"texts": len(held_texts), "max_length": max_length,
+                "unadapted": fidelity(embed(load_encoder(model, DENSE_ENTMAX, device)[0], tokenizer, held_texts,
+                                            max_length), ref),
+                "adapted": fidelity(embed(student, tokenizer, held_texts, max_length), ref)}
+    record = {
+        **record,
+        "format": 1,
+        "base_model": info.to_dict(),
+        "alpha": alpha,
+        "corpus": {"path": str(Path(corpus).resolve()), "sha256": corpus_info.sha256, "texts": len(texts),
+                   "train_texts": len(train_texts), "holdout_texts": len(held_texts)},
+        "training": {"steps": steps, "batch_size": batch_size, "max_length": max_length, "lr": lr,
+                     "warmup": ADAPT_WARMUP, "schedule": "linear", "optimizer": "AdamW", "seed": seed,
+                     "hidden_weight": ADAPT_HIDDEN_WEIGHT, "dropout": "off",
+                     "frozen": "token embeddings",
+                     "loss_first": losses[0], "loss_last": losses[-1]},
+        "cost": {"elapsed_s": round(elapsed, 1), "device": device, "machine": _machine(device)},
+        "holdout_fidelity": held,
+        "test_fidelity": None,
+        "sparsefinder_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_dir(out) as tmp:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / ADAPT_JSON, record)
+        write_model_card(tmp, record)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return record
+
+
+def _machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", required=True, help="plain-text training file, one text per line (valid.txt)")
+    parser.add_argument("--out", required=True, help="model folder to create")
+    parser.add_argument("--model", default=None, help="softmax encoder folder to adapt (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
+    parser.add_argument("--steps", type=int, default=ADAPT_STEPS, help="optimizer steps")
+    parser.add_argument("--max-length", type=int, default=ADAPT_MAX_LENGTH, help="tokens per text, L")
+    parser.add_argument("--batch-size", type=int, default=ADAPT_BATCH, help="texts per step")
+    parser.add_argument("--lr", type=float, default=ADAPT_LR, help="peak learning rate (AdamW, linear schedule)")
+    parser.add_argument("--seed", type=int, default=ADAPT_SEED)
+    parser.add_argument("--checkpoint-every", type=int, default=ADAPT_CHECKPOINT_EVERY, help="steps between checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue the run from <out>.checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    record = adapt(args.corpus, args.out, model=args.model, alpha=args.alpha, steps=args.steps,
+                   max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                   checkpoint_every=args.checkpoint_every, resume=args.resume)
+    print(json.dumps({"model": str(args.out), "steps": record["step"], "loss_first": record["losses"][0],
+                      "loss_last": record["losses"][-1], "elapsed_s": record["cost"]["elapsed_s"],
+                      "holdout_fidelity": record["holdout_fidelity"]}))
+    return 0

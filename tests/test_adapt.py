@@ -18,7 +18,7 @@ from sparsefinder.training.adapt import adapt, batch_indices, checkpoint_dir, di
 from sparsefinder.training.adapt_eval import evaluate_adapted, fidelity, retrieval_agreement
 
 # 10 texts: 8 train (one batch of 8, so every step sees the same texts), 2 held out
-RUN = dict(steps=4, max_length=32, batch_size=8, lr=1e-4, checkpoint_every=2, progress=False)
+RUN = dict(steps=3, max_length=24, batch_size=8, lr=1e-4, checkpoint_every=2, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_batches_cover_each_epoch_once_and_depend_only_on_the_step():
 def test_a_few_steps_lower_the_loss(straight):
     _, record = straight
     losses = record["losses"]
-    assert len(losses) == 4 and record["status"] == "complete"
+    assert len(losses) == 3 and record["status"] == "complete"
     assert losses[-1] < losses[0]
     assert all(b < a for a, b in zip(losses, losses[1:]))  # same 8 texts every step
 
@@ -98,15 +98,15 @@ def test_saved_folder_loads_with_automodel_and_with_our_attention(straight):
     assert not torch.allclose(h, h_plain)  # our attention is not softmax
     assert info.id.startswith("model@")
     meta = json.loads((out / "adapt.json").read_text())
-    assert meta["alpha"] == 1.5 and meta["training"]["steps"] == 4
+    assert meta["alpha"] == 1.5 and meta["training"]["steps"] == 3
     card = (out / "README.md").read_text()
-    assert "α = 1.5" in card and "4 steps" in card and "adapted entmax" in card
+    assert "α = 1.5" in card and "3 steps" in card and "adapted entmax" in card
 
 
 def test_adapt_eval_writes_fidelity_into_the_model_card(straight, corpus, tmp_path):
     out, _ = straight
     result_file = tmp_path / "fid.json"
-    assert main(["adapt-eval", "--corpus", str(corpus), "--model", str(out), "--texts", "8", "--max-length", "32",
+    assert main(["adapt-eval", "--corpus", str(corpus), "--model", str(out), "--texts", "8", "--max-length", "24",
                  "--sparsity-sequences", "1", "--out", str(result_file)]) == 0
     result = json.loads(result_file.read_text())
     assert result["texts"] == 8 and result["alpha"] == 1.5

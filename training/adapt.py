@@ -226,8 +226,8 @@ def adapt(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
-        bar.set_postfix(loss=f"{float(loss):.4f}", cos=f"{1 - parts['embedding']:.4f}")
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", cos=f"{1 - parts['embedding']:.4f}")
         bar.update(1)
         done = step + 1
         if done % checkpoint_every == 0 or done == end:

@@ -81,6 +81,9 @@ def test_resume_continues_on_the_same_trajectory(straight, resumed):
     a, b = load_file(straight_out / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not checkpoint_dir(out).exists()
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    again = adapt(straight_record["corpus"]["path"], out, **RUN)  # a finished run is reused, not repeated
+    assert again["key"] == final["key"] and (out / "model.safetensors").stat().st_mtime_ns == mtime
 
 
 def test_saved_folder_loads_with_automodel_and_with_our_attention(straight):

@@ -160,7 +160,8 @@ def adapt(
 ) -> dict:
     """Distil ``model`` (default: the packaged encoder) into an α-entmax copy saved in ``out``.
 
-    Returns the run record (also written as ``out/adapt.json``). ``stop_after`` ends the
+    Returns the run record (also written as ``out/adapt.json``); if ``out`` already holds
+    the result of the same run (same base model, corpus, α and options) that is returned. ``stop_after`` ends the
     run after that many steps *of this call* with only a checkpoint written (as an
     interruption would); a later call with ``resume=True`` finishes it. Without
     ``resume`` an existing checkpoint is an error, so no run is silently thrown away.
@@ -177,11 +178,14 @@ def adapt(
         raise SparsefinderError(f"max length {max_length} is outside 3..{info.max_positions} (the model's limit)")
     corpus_info = check_corpus(corpus)
     out = Path(out)
-    _check_output(out)
-    ckpt = checkpoint_dir(out)
     key = {"model_id": info.id, "corpus_sha256": corpus_info.sha256, "alpha": alpha, "steps": steps,
            "max_length": max_length, "batch_size": batch_size, "lr": lr, "seed": seed,
            "hidden_weight": ADAPT_HIDDEN_WEIGHT, "warmup": ADAPT_WARMUP}
+    done_record = out / ADAPT_JSON
+    if done_record.is_file() and json.loads(done_record.read_text()).get("key") == key:
+        return json.loads(done_record.read_text())
+    _check_output(out)
+    ckpt = checkpoint_dir(out)
     state = _load_checkpoint(ckpt, key) if resume else None
     if not resume and (ckpt / CHECKPOINT_FILE).exists():
         raise ConflictError(f"a checkpoint of an unfinished run exists in {ckpt}: pass --resume, or delete it")
@@ -253,6 +257,7 @@ def adapt(
     record = {
         **record,
         "format": 1,
+        "key": key,
         "base_model": info.to_dict(),
         "alpha": alpha,
         "corpus": {"path": str(Path(corpus).resolve()), "sha256": corpus_info.sha256, "texts": len(texts),

@@ -23,8 +23,8 @@ def _fid_rows(fid: dict) -> list[str]:
         f = fid.get(name)
         if f:
             retr = f.get("retrieval", {})
-            rows.append(f"| {name} entmax | {f['cosine_mean']:.4f} | {f['cosine_worst']:.4f} | "
-                        f"{retr.get('top1', float('nan')):.3f} | {retr.get('top5', float('nan')):.3f} |")
+            top1, top5 = (f"{retr[k]:.3f}" if k in retr else "–" for k in ("top1", "top5"))
+            rows.append(f"| {name} entmax | {f['cosine_mean']:.4f} | {f['cosine_worst']:.4f} | {top1} | {top5} |")
     return rows
 
 

@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -303,9 +304,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    record = adapt(args.corpus, args.out, model=args.model, alpha=args.alpha, steps=args.steps,
-                   max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume)
+    try:
+        record = adapt(args.corpus, args.out, model=args.model, alpha=args.alpha, steps=args.steps,
+                       max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       checkpoint_every=args.checkpoint_every, resume=args.resume)
+    except KeyboardInterrupt:
+        ckpt = checkpoint_dir(args.out)
+        kept = f"the last checkpoint in {ckpt} is kept; add --resume to continue" if ckpt.exists() else "nothing kept"
+        print(f"sparsefinder adapt: interrupted; {kept}", file=sys.stderr)
+        return 130
     print(json.dumps({"model": str(args.out), "steps": record["step"], "loss_first": record["losses"][0],
                       "loss_last": record["losses"][-1], "elapsed_s": record["cost"]["elapsed_s"],
                       "holdout_fidelity": record["holdout_fidelity"]}))

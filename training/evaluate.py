@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, get_settings
 from ..corpus import check_corpus
-from ..dataset import GoldDataset, InMemoryDataset
+from ..dataset import GoldDataset
 from ..errors import SparsefinderError
 from ..evaluation import Candidate, evaluate
 from ..model import model_info
@@ -48,8 +48,7 @@ def check_compatible(fit: GoldDataset, data: GoldDataset) -> None:
             "come from different models or alphas")
 
 
-def build_candidates(specs: list[str], fit_data: GoldDataset | None, *, fit_limit: int | None = None,
-                     progress: bool = True) -> list[Candidate]:
+def build_candidates(specs: list[str], fit_data: GoldDataset | None, *, progress: bool = True) -> list[Candidate]:
     """Fitted candidates for ``specs`` (``all`` expands to every registered predictor)."""
     if "all" in specs:
         specs = [s for s in specs if s != "all"] + [cls.name for cls in available_predictors().values()]
@@ -59,11 +58,7 @@ def build_candidates(specs: list[str], fit_data: GoldDataset | None, *, fit_limi
         if predictor.learns and fit_data is None:
             raise SparsefinderError(f"predictor {spec!r} learns from data: pass --fit-data DIR (an extracted dataset)")
         t0 = time.perf_counter()
-        data = fit_data
-        if predictor.learns and fit_limit is not None:
-            data = InMemoryDataset(list(fit_data.sequences(fit_limit)), alpha=fit_data.alpha,
-                                   model_id=fit_data.model_id, max_length=fit_data.max_length)
-        predictor.fit(data, progress=progress)
+        predictor.fit(fit_data, progress=progress)
         fit_seconds = time.perf_counter() - t0 if predictor.learns else None
         candidates.append(Candidate(predictor, sweep_values(spec), fit_seconds=fit_seconds))
     return candidates
@@ -92,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         data = dataset_for_corpus(args.corpus, model=args.model, max_length=args.max_length, alpha=args.alpha,
                                   limit=args.limit)
-    fit_data = GoldDataset(args.fit_data) if args.fit_data else None
+    fit_data = GoldDataset(args.fit_data, limit=args.fit_limit) if args.fit_data else None
     if fit_data is not None:
         check_compatible(fit_data, data)
-    candidates = build_candidates(args.predictors, fit_data, fit_limit=args.fit_limit)
+    candidates = build_candidates(args.predictors, fit_data)
     report = evaluate(data, candidates, limit=args.limit)
     out = write_report(report, args.out)
     tqdm.write(f"report written to {out}")

@@ -16,6 +16,8 @@ from .errors import SparsefinderError
 #: subcommand → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("sparsefinder.training.extract", "extract queries, keys and gold graphs of a corpus"),
+    "fit": ("sparsefinder.training.fit", "fit a predictor on an extracted dataset and store it"),
+    "predictors": ("sparsefinder.list_predictors", "list registered predictors and stored artifacts"),
     # evaluate
 }
 

@@ -45,3 +45,22 @@ def grouped_dataset(sequences: int = 2, **kwargs) -> InMemoryDataset:
     """An in-memory dataset of identical grouped sequences (see :func:`grouped_sequence`)."""
     return InMemoryDataset([grouped_sequence(**kwargs) for _ in range(sequences)],
                            alpha=kwargs.get("alpha", 1.5), model_id="synthetic-groups")
+
+
+def write_dataset(folder, dataset: InMemoryDataset):
+    """Write an in-memory dataset as a dataset folder readable by :class:`GoldDataset` (for CLI tests)."""
+    from pathlib import Path
+
+    from sparsefinder.dataset import MANIFEST, GoldDataset, ShardWriter
+    from sparsefinder.files import atomic_write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(folder, shard_size=len(dataset))
+    for seq in dataset.sequences():
+        writer.add(seq)
+    writer.flush()
+    manifest = dict(dataset.manifest, format=1, shards=writer.shards,
+                    corpus={"path": "<synthetic>", "sha256": "0" * 64, "bytes": 0, "texts": len(dataset)})
+    atomic_write_json(folder / MANIFEST, manifest)
+    return GoldDataset(folder)

@@ -234,6 +234,8 @@ def train_layer(sample: FitSample, *, rank: int, score: bool, shared: bool, epoc
         wk0 = wq0 if shared else torch.randn(h, d, rank, generator=generator) / math.sqrt(d)
     wq = wq0.clone().requires_grad_(True)
     wk = wq if shared else wk0.clone().requires_grad_(True)
+    if epochs == 0:
+        return wq0.clone(), wk0.clone(), []
     params = [wq] if shared else [wq, wk]
     opt = torch.optim.Adam(params, lr=config.PROJ_LEARNING_RATE)
     batch = config.PROJ_BATCH_SEQUENCES

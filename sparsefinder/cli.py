@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sparsefinder.training.evaluate", "evaluate predictors and write a Pareto report"),
     "fit": ("sparsefinder.training.fit", "fit a predictor on an extracted dataset and store it"),
     "predictors": ("sparsefinder.list_predictors", "list registered predictors and stored artifacts"),
+    "pipeline": ("sparsefinder.training.pipeline", "the main job: extract, fit, evaluate, report"),
 }
 
 

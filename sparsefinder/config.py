@@ -84,3 +84,11 @@ KMEANS_MAX_POINTS: int = 20_000
 KMEANS_ITERATIONS: int = 20
 #: Global tokens added by the ``glob`` spec token: first and last position.
 GLOBAL_POSITIONS: tuple[int, ...] = (0, -1)
+
+# ---------------------------------------------------------------- the main job (`sparsefinder pipeline`)
+#: Sequences of the fit corpus extracted and used to fit predictors.
+PIPELINE_FIT_SEQUENCES: int = 64
+#: Sequences of the evaluation corpus in the main job's report.
+PIPELINE_EVAL_SEQUENCES: int = 32
+#: Learned predictors the main job fits and stores (stateless baselines need no fitting).
+PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj8-score-knn", "proj4-kmeans16")

@@ -61,3 +61,13 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings from the environment (a new object each call, so tests can change the environment)."""
     return Settings()
+
+# ---------------------------------------------------------------- baselines (issue 5)
+#: Random scores sampled at once when drawing random patterns (bounds memory to ~4 MB).
+RANDOM_SAMPLE_CHUNK: int = 1 << 20
+#: EMA decay of Routing-Transformer centroid updates (one update per fit sequence; the paper
+#: decays slowly over many training steps, a fit sees only a few dozen mini-batches).
+ROUTING_DECAY: float = 0.5
+#: Adam steps and learning rate of SparseBERT's mask logits (full batch on position counts).
+DAM_STEPS: int = 300
+DAM_LEARNING_RATE: float = 0.1

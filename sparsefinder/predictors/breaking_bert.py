@@ -44,7 +44,7 @@ class LexicalPredictor(Predictor):
     spec_key = ("lexical",)
     spec_tokens = {"lexical": "width"}
     knob = "width"
-    grid = (0, 1, 2, 4, 8, 16, 32, 64)
+    grid = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
     description = "same-token keys (lexical mask) plus a ±w window"
     source = "Brahma et al. 2022, Breaking BERT (lexical + position masks)"
 

@@ -79,7 +79,7 @@ class WindowPredictor(Predictor):
     spec_key = ("window",)
     spec_tokens = {"window": "width"}
     knob = "width"
-    grid = (0, 1, 2, 4, 8, 16, 32, 64, 128)
+    grid = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
     description = "local window of ±w positions"
     source = "Beltagy et al. 2020, Longformer"
 
@@ -130,7 +130,7 @@ class GlobalPredictor(Predictor):
     spec_key = ("global",)
     spec_tokens = {"global": "tokens"}
     knob = "tokens"
-    grid = (1, 2, 4, 8, 16, 32, 64)
+    grid = (1, 2, 4, 8, 16, 32, 64, 128)
     description = "global tokens at fixed positions ([CLS], [SEP], then the first ones)"
     source = "Beltagy et al. 2020, Longformer; Zaheer et al. 2020, BigBird"
 
@@ -155,7 +155,7 @@ class AttendedGlobalPredictor(Predictor):
     spec_key = ("attended", "global")
     spec_tokens = {"attended": None, "global": "tokens"}
     knob = "tokens"
-    grid = (1, 2, 4, 8, 16, 32, 64)
+    grid = (1, 2, 4, 8, 16, 32, 64, 128)
     description = "global tokens at the k key positions most attended in the fit data (per head)"
     source = "Beltagy et al. 2020 (global attention), positions learned from gold graphs"
     learns = True
@@ -267,7 +267,7 @@ class LongformerPredictor(Predictor):
     spec_key = ("longformer",)
     spec_tokens = {"longformer": "width", "global": "tokens"}
     knob = "width"
-    grid = (0, 1, 2, 4, 8, 16, 32, 64, 128)
+    grid = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
     description = "sliding window ±w plus global [CLS]/[SEP]"
     source = "Beltagy et al. 2020, Longformer"
 

@@ -5,6 +5,7 @@ import io
 import json
 
 from sparsefinder.cli import main
+from sparsefinder.predictors.fixed import WindowPredictor
 from sparsefinder.report import list_reports, load_report, report_csv
 
 
@@ -14,9 +15,11 @@ def test_evaluate_window_writes_consistent_report(tiny_dataset, tmp_path, capsys
                  "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     window = next(p for p in report["predictors"] if p["name"] == "window")
-    assert [s["knob_value"] for s in window["settings"]] == [0, 1, 2, 4, 8, 16, 32, 64, 128]
-    # a window of 128 covers every pair of a 32-token sequence: recall 1, sparsity 0
-    assert window["settings"][-1]["recall"] == 1.0 and window["settings"][-1]["sparsity"] == 0.0
+    assert [s["knob_value"] for s in window["settings"]] == list(WindowPredictor.grid)
+    # a window of 32 or more covers every pair of a sequence of at most 32 tokens: recall 1, sparsity 0
+    wide = next(s for s in window["settings"] if s["knob_value"] >= 32)
+    assert wide["recall"] == 1.0 and wide["sparsity"] == 0.0
+    assert window["settings"][0]["knob_value"] == 0
     # width 0 keeps exactly the diagonal: sparsity 1 - 1/n per sequence
     lengths = [s.length for s in tiny_dataset]
     expected = sum(1 - 1 / n for n in lengths) / len(lengths)

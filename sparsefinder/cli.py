@@ -17,6 +17,7 @@ from .errors import SparsefinderError
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("sparsefinder.training.extract", "extract queries, keys and gold graphs of a corpus"),
     # evaluate
+    "serve": ("sparsefinder.service.serve", "run the HTTP service (API, web page, metrics)"),
 }
 
 

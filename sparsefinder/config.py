@@ -55,7 +55,17 @@ class Settings(BaseSettings):
     token: str | None = None
     """Bearer token required by state-changing HTTP routes; ``None`` disables them."""
     max_texts: int = 64
+    """Most texts in one ``POST /v1/encode``."""
     max_body_bytes: int = 1_000_000
+    """Largest request body the service reads (413 beyond)."""
+    queue_size: int = 16
+    """Model requests waiting for the service's model thread; more are refused with 429."""
+    fit_max_length: int = 128
+    """Default L of the corpus extraction a fit job runs (``POST /v1/predictors``)."""
+    fit_limit: int = 64
+    """Default number of sequences a fit job extracts."""
+    jobs_dir: Path = Path("artifacts/jobs")
+    """Scratch folder of fit jobs (their extracted datasets)."""
 
 
 def get_settings() -> Settings:

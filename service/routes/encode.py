@@ -1,0 +1,20 @@
+"""``POST /v1/encode``: sentence embeddings with sparse attention."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from .. import deps
+from ..schemas import EncodeRequest, EncodeResponse
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+
+@router.post("/encode", response_model=EncodeResponse, operation_id="encode")
+async def encode(req: EncodeRequest, engine=Depends(deps.engine), worker=Depends(deps.worker),
+                 metrics=Depends(deps.metrics)) -> EncodeResponse:
+    """Embed ``texts`` running the model with the chosen predictor's attention pattern."""
+    out = await worker.run(engine.encode, req.texts, req.predictor, req.certified, req.truncate)
+    if out.sparsity:
+        metrics.sparsity.labels(req.predictor).observe(sum(out.sparsity) / len(out.sparsity))
+    return out

@@ -26,10 +26,6 @@ async def _send_error(send: Send, status: int, message: str, headers: list | Non
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_bytes`` with 413."""
 
@@ -48,26 +44,28 @@ class BodyLimitMiddleware:
             return
         seen = 0
         started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
+                if seen > self.max_bytes and not refused:
+                    refused = True
+                    if not started:
+                        await _send_error(send, 413, message)
+                    return {"type": "http.disconnect"}  # the app stops reading; its answer is dropped
             return msg
 
-        async def tracking_send(msg: Message) -> None:
+        async def guarded_send(msg: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or msg["type"] == "http.response.start"
             await send(msg)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, 413, message)
+        await self.app(scope, limited_receive, guarded_send)
 
 
 class TokenMiddleware:

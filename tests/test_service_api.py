@@ -43,6 +43,16 @@ def test_encode_dense_embeddings_are_unit_vectors(service):
     assert body["sparsity"] == [0.0] * 6
 
 
+def test_encode_softmax_differs_from_entmax(service):
+    with service.client() as c:
+        texts = {"texts": ["the cat sat on the mat"]}
+        dense = c.post("/v1/encode", json=texts).json()["embeddings"][0]
+        soft = c.post("/v1/encode", json={**texts, "predictor": "softmax"}).json()
+    assert soft["sparsity"] == [0.0] * 6
+    assert abs(sum(x * x for x in soft["embeddings"][0]) - 1.0) < 1e-4
+    assert max(abs(a - b) for a, b in zip(soft["embeddings"][0], dense)) > 1e-3
+
+
 def test_encode_window_sparsity_is_exact(service):
     # "hello world" → [CLS] hello world [SEP]: n = 4, window ±1 keeps 3n − 2 = 10 of 16 pairs
     with service.client() as c:

@@ -24,12 +24,14 @@ from pathlib import Path
 import httpx
 
 from sparsefinder.config import default_data_dir
-from sparsefinder.model import load_encoder
+from sparsefinder.model import model_info
 
 
 def texts_of_length(n_tokens: int, count: int) -> list[str]:
     """``count`` WikiText-2 passages that tokenize to exactly ``n_tokens`` (special tokens included)."""
-    _, tok, _ = load_encoder()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_info().path)
     ids = tok((default_data_dir() / "test.txt").read_text()[:400_000], add_special_tokens=False)["input_ids"]
     out, step = [], n_tokens - 2
     for i in range(count):
@@ -63,13 +65,15 @@ async def run_cell(url: str, texts: list[str], predictor: str, clients: int, req
             "p50_s": statistics.median(lat), "p99_s": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]}
 
 
-def start_server(queue: int) -> tuple[subprocess.Popen, str]:
+def start_server(queue: int, threads: int | None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tmp = tempfile.mkdtemp(prefix="sf-bench-")
     env = dict(os.environ, SPARSEFINDER_QUEUE_SIZE=str(queue), SPARSEFINDER_MAX_TEXTS="64",
                SPARSEFINDER_MAX_BODY_BYTES="10000000")
+    if threads:
+        env["SPARSEFINDER_TORCH_THREADS"] = str(threads)
     proc = subprocess.Popen([sys.executable, "-m", "sparsefinder.cli", "serve", "--port", str(port),
                              "--store", f"{tmp}/store", "--reports", f"{tmp}/reports"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -93,9 +97,10 @@ def main() -> None:
     p.add_argument("--length", type=int, nargs="+", default=[128, 512])
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--requests", type=int, default=8, help="requests per cell")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads of the started server")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args()
-    proc, url = (None, args.url) if args.url else start_server(queue=max(args.clients) + 1)
+    proc, url = (None, args.url) if args.url else start_server(queue=max(args.clients) + 1, threads=args.threads)
     rows = []
     try:
         for length in args.length:

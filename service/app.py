@@ -42,6 +42,10 @@ PROTECTED = [("POST|DELETE", r"/v1/predictors(/.*)?"), ("GET", r"/v1/jobs(/.*)?"
 
 def _load(app: FastAPI) -> None:
     settings: Settings = app.state.settings
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     engine = Engine(settings)
     app.state.jobs = JobManager(settings, engine.store, on_saved=engine.predictor)
     app.state.engine = engine

@@ -7,7 +7,9 @@ predictors. Its methods block and run on the model thread (:mod:`.worker`).
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import OrderedDict
 
 import torch
 
@@ -24,7 +26,11 @@ from .schemas import AttentionResponse, EncodeResponse
 
 __all__ = ["Engine", "pick_device"]
 
+log = logging.getLogger("sparsefinder.service")
+
 REFERENCE_NAMES = ("dense", "softmax")
+#: Resolved predictors kept in memory (least recently used dropped first).
+CACHE_SIZE = 64
 
 
 def pick_device(setting: str | None) -> str:
@@ -41,10 +47,13 @@ class Engine:
         self.store = ArtifactStore(settings.store)
         self.encoder = SparseEncoder(model=settings.model, device=self.device)
         self.model, self.tokenizer, self.info = load_encoder(settings.model, "sparsefinder_entmax", self.device)
-        self._cache: dict[str, Predictor] = {}
+        self._cache: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
-        for artifact in self.store.list():
-            self.predictor(artifact.id)
+        for artifact in self.store.list()[:CACHE_SIZE]:
+            try:
+                self.predictor(artifact.id)
+            except SparsefinderError as exc:  # served as an error when asked for, not a failed start
+                log.warning("stored predictor %s does not load: %s", artifact.id, exc)
 
     # ------------------------------------------------------------ predictors
     def predictor(self, name: str) -> Predictor:
@@ -56,6 +65,9 @@ class Engine:
                                                           alpha=self.settings.alpha)
                 except SparsefinderError as exc:
                     raise ApiError(exc.status, str(exc), "predictor") from None
+                if len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+            self._cache.move_to_end(name)
             return self._cache[name]
 
     def forget(self, artifact_id: str) -> None:
@@ -67,8 +79,6 @@ class Engine:
     # ------------------------------------------------------------ work
     def encode(self, texts: list[str], predictor: str, certified: bool, truncate: bool) -> EncodeResponse:
         """Embeddings of ``texts``; blocking."""
-        if len(texts) > self.settings.max_texts:
-            raise ApiError(422, f"texts: at most {self.settings.max_texts} texts per request", "texts")
         chosen = predictor if predictor in REFERENCE_NAMES else self.predictor(predictor)
         try:
             result = self.encoder.encode(texts, chosen, certified=certified, truncate=truncate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sparsefinder.config import get_settings
 
@@ -21,6 +22,6 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = get_settings().model_copy(update={"host": args.host, "port": args.port, "store": args.store,
-                                                 "reports": args.reports})
+                                                 "reports": Path(args.reports)})
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0

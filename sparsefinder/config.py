@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     """Default L of the corpus extraction a fit job runs (``POST /v1/predictors``)."""
     fit_limit: int = 64
     """Default number of sequences a fit job extracts."""
+    torch_threads: int | None = None
+    """PyTorch threads of the service process; ``None`` keeps torch's default (one per core)."""
     jobs_dir: Path = Path("artifacts/jobs")
     """Scratch folder of fit jobs (their extracted datasets)."""
 

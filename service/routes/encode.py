@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from .. import deps
+from ..errors import ApiError
 from ..schemas import EncodeRequest, EncodeResponse
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -12,8 +13,10 @@ router = APIRouter(prefix="/v1", tags=["inference"])
 
 @router.post("/encode", response_model=EncodeResponse, operation_id="encode")
 async def encode(req: EncodeRequest, engine=Depends(deps.engine), worker=Depends(deps.worker),
-                 metrics=Depends(deps.metrics)) -> EncodeResponse:
+                 metrics=Depends(deps.metrics), settings=Depends(deps.settings)) -> EncodeResponse:
     """Embed ``texts`` running the model with the chosen predictor's attention pattern."""
+    if len(req.texts) > settings.max_texts:
+        raise ApiError(422, f"texts: at most {settings.max_texts} texts per request", "texts")
     out = await worker.run(engine.encode, req.texts, req.predictor, req.certified, req.truncate)
     if out.sparsity:
         metrics.sparsity.labels(req.predictor).observe(sum(out.sparsity) / len(out.sparsity))

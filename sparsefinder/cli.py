@@ -16,7 +16,7 @@ from .errors import SparsefinderError
 #: subcommand → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("sparsefinder.training.extract", "extract queries, keys and gold graphs of a corpus"),
-    # evaluate
+    "evaluate": ("sparsefinder.training.evaluate", "evaluate predictors and write a Pareto report"),
     "serve": ("sparsefinder.service.serve", "run the HTTP service (API, web page, metrics)"),
 }
 

@@ -1,4 +1,5 @@
-"""Shared fixtures. Service: one real uvicorn process for the whole session (``service``)."""
+"""Shared fixtures: the real data folder, a tiny corpus and a tiny real extracted dataset; the service
+(one real uvicorn process for the whole session)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,40 @@ from pathlib import Path
 import httpx
 import pytest
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikitext-2"
+from sparsefinder.config import default_data_dir
+
+TINY_TEXTS = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Sparse attention keeps only a few keys for every query, and the rest get exactly zero.",
+    "Valkyria Chronicles III is a tactical role @-@ playing video game developed by Sega and Media.Vision.",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """WikiText-2 folder (``../shared/data/wikitext-2``)."""
+    path = default_data_dir()
+    assert (path / "test.txt").is_file(), f"WikiText-2 is expected in {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-line corpus."""
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text("\n".join(TINY_TEXTS) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny corpus extracted with the real encoder at L = 32: a few real sequences."""
+    from sparsefinder.training.extract import extract
+
+    return extract(tiny_corpus, tmp_path_factory.mktemp("data") / "tiny", max_length=32, progress=False)
+
+
+# ------------------------------------------------------------------ service
 TOKEN = "test-token"
 LAYERS, HEADS = 6, 12
 
@@ -76,14 +110,12 @@ class Service:
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory) -> Service:
+def service(tmp_path_factory, tiny_corpus) -> Service:
     """``sparsefinder serve`` on a free port with an empty store and one hand-written report."""
     root = tmp_path_factory.mktemp("service")
     (root / "reports" / "r1").mkdir(parents=True)
     (root / "reports" / "r1" / "report.json").write_text(json.dumps(hand_report()))
-    corpus = root / "corpus.txt"
-    lines = [line for line in (DATA / "valid.txt").read_text().splitlines() if len(line) > 80][:6]
-    corpus.write_text("\n".join(lines) + "\n")
+    corpus = tiny_corpus
     port = _free_port()
     env = dict(os.environ, SPARSEFINDER_TOKEN=TOKEN, SPARSEFINDER_JOBS_DIR=str(root / "jobs"),
                SPARSEFINDER_MAX_BODY_BYTES="20000", SPARSEFINDER_MAX_TEXTS="16", SPARSEFINDER_QUEUE_SIZE="1",

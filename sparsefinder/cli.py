@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("sparsefinder.training.extract", "extract queries, keys and gold graphs of a corpus"),
     "evaluate": ("sparsefinder.training.evaluate", "evaluate predictors and write a Pareto report"),
     "serve": ("sparsefinder.service.serve", "run the HTTP service (API, web page, metrics)"),
+    "fit": ("sparsefinder.training.fit", "fit a predictor on an extracted dataset and store it"),
+    "predictors": ("sparsefinder.list_predictors", "list registered predictors and stored artifacts"),
 }
 
 

@@ -2,3 +2,4 @@
 
 from . import fixed  # noqa: F401
 from . import oracle  # noqa: F401
+from . import sparsefinder_family  # noqa: F401

@@ -16,6 +16,8 @@ from .errors import SparsefinderError
 #: subcommand → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("sparsefinder.training.extract", "extract queries, keys and gold graphs of a corpus"),
+    "encode": ("sparsefinder.encode", "sentence embeddings with attention on a predictor's pairs"),
+    "fidelity": ("sparsefinder.training.fidelity", "embedding and attention-output fidelity of predictors"),
     # evaluate
 }
 

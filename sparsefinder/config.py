@@ -24,6 +24,8 @@ ENTMAX_TOPK: int = 64
 SPARSE_CHUNK_PAIRS: int = 1 << 18
 #: Keys per block in the certified mode's score bounds (mean key + radius per block).
 CERTIFY_BLOCK: int = 16
+#: Texts per forward pass of ``sparsefinder encode`` and the fidelity report.
+ENCODE_BATCH: int = 8
 #: Sequences per extraction shard.
 SHARD_SEQUENCES: int = 32
 #: Sequences per model forward pass during extraction.

@@ -33,12 +33,17 @@ class EncodeResult:
     """Float32 ``(B, D)``, L2-normalised."""
     sparsity: list[float]
     """Per layer: mean over texts and heads of the share of valid pairs not computed."""
+    text_sparsity: list[list[float]]
+    """Per text, per layer: mean over heads of the share of valid pairs not computed."""
     keys_added: list[int]
     """Per layer: pairs the certified mode added, summed over texts (0 when not certified)."""
     seconds: float
     """Wall time of tokenisation and forward pass."""
     num_tokens: list[int]
     """Tokens per text (special tokens included)."""
+    attention_outputs: list[Tensor] | None = None
+    """Per layer, the attention output ``(B, n, H, d)`` (padded positions zero or arbitrary); only
+    with ``keep_attention=True``."""
 
 
 class SparseEncoder:
@@ -84,8 +89,12 @@ class SparseEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str], predictor: Predictor | str = "dense", certified: bool = False,
-               truncate: bool = False) -> EncodeResult:
-        """Embed ``texts`` with attention computed by ``predictor`` (a fitted Predictor, ``"dense"`` or ``"softmax"``)."""
+               truncate: bool = False, keep_attention: bool = False) -> EncodeResult:
+        """Embed ``texts`` with attention computed by ``predictor`` (a fitted Predictor, ``"dense"`` or ``"softmax"``).
+
+        Texts longer than the model's positions raise a :class:`SparsefinderError` unless
+        ``truncate``; ``keep_attention`` also returns every layer's attention output.
+        """
         if isinstance(predictor, str) and predictor not in ("dense", "softmax"):
             raise SparsefinderError(f"predictor must be a fitted predictor, 'dense' or 'softmax', got {predictor!r}")
         if certified and isinstance(predictor, str):
@@ -94,7 +103,7 @@ class SparseEncoder:
             predictor.check_is_fitted()
         start = time.perf_counter()
         batch = self.tokenize(texts, truncate)
-        stats = SparseAttentionStats()
+        stats = SparseAttentionStats(keep_outputs=keep_attention)
         hidden = self.model(**batch, attention_predictor=predictor, attention_certified=certified,
                             attention_input_ids=batch["input_ids"], attention_stats=stats,
                             entmax_alpha=self.alpha).last_hidden_state
@@ -103,7 +112,9 @@ class SparseEncoder:
         return EncodeResult(
             embeddings=embeddings,
             sparsity=[sum(stats.sparsity[i]) / len(stats.sparsity[i]) for i in layers],
+            text_sparsity=[[stats.sparsity[i][b] for i in layers] for b in range(len(texts))],
             keys_added=[sum(stats.keys_added[i]) for i in layers],
             seconds=time.perf_counter() - start,
             num_tokens=[int(x) for x in batch["attention_mask"].sum(1)],
+            attention_outputs=[stats.outputs[i].float().cpu() for i in layers] if keep_attention else None,
         )

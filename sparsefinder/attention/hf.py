@@ -16,7 +16,8 @@ layer's own queries and keys, and :func:`~sparsefinder.attention.sparse.sparse_e
 also be ``"dense"`` (dense α-entmax) or ``"softmax"`` (the original model), so one loaded
 model serves every mode. ``attention_input_ids`` ``(B, n)`` reaches lexical predictors
 (``-1`` when absent); an ``attention_stats`` (:class:`SparseAttentionStats`) collects the
-sparsity and added keys of every layer.
+sparsity and added keys of every layer, and the attention output ``(B, n, H, d)`` of each
+layer when created with ``keep_outputs=True`` (for the fidelity report).
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class SparseAttentionStats:
 
     sparsity: dict[int, list[float]] = field(default_factory=dict)
     keys_added: dict[int, list[int]] = field(default_factory=dict)
+    keep_outputs: bool = False
+    outputs: dict[int, Tensor] = field(default_factory=dict)
+    """Layer → attention output ``(B, n, H, d)``, kept when ``keep_outputs``."""
 
     def record(self, layer: int, sparsity: float, keys_added: int) -> None:
         self.sparsity.setdefault(layer, []).append(sparsity)
@@ -133,6 +137,8 @@ def sparse_attention(
         if stats is not None:
             for _ in range(query.shape[0]):
                 stats.record(layer, 0.0, 0)
+            if stats.keep_outputs:
+                stats.outputs[layer] = out.detach()
         return out, None
     from ..predictors.base import AttentionInputs
 
@@ -157,7 +163,10 @@ def sparse_attention(
         out[b, :, idx] = o
         if stats is not None:
             stats.record(layer, float(pattern.sparsity().mean()), added)
-    return out.transpose(1, 2).contiguous(), None
+    out = out.transpose(1, 2).contiguous()
+    if stats is not None and stats.keep_outputs:
+        stats.outputs[layer] = out.detach()
+    return out, None
 
 
 def register_attention() -> None:

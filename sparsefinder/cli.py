@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("sparsefinder.service.serve", "run the HTTP service (API, web page, metrics)"),
     "fit": ("sparsefinder.training.fit", "fit a predictor on an extracted dataset and store it"),
     "predictors": ("sparsefinder.list_predictors", "list registered predictors and stored artifacts"),
+    "encode": ("sparsefinder.encode", "sentence embeddings with attention on a predictor's pairs"),
+    "fidelity": ("sparsefinder.training.fidelity", "embedding and attention-output fidelity of predictors"),
 }
 
 

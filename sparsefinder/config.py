@@ -20,6 +20,12 @@ DEFAULT_MAX_LENGTH: int = 512
 BISECT_ITERATIONS: int = 50
 #: Keys partially sorted first by exact entmax (doubled where a support is larger).
 ENTMAX_TOPK: int = 64
+#: Sparse attention gathers at most this many (query, key-slot) pairs at once (bounds memory).
+SPARSE_CHUNK_PAIRS: int = 1 << 18
+#: Keys per block in the certified mode's score bounds (mean key + radius per block).
+CERTIFY_BLOCK: int = 16
+#: Texts per forward pass of ``sparsefinder encode`` and the fidelity report.
+ENCODE_BATCH: int = 8
 #: Sequences per extraction shard.
 SHARD_SEQUENCES: int = 32
 #: Sequences per model forward pass during extraction.

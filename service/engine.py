@@ -1,8 +1,8 @@
 """What the service loads once at start-up and the blocking work it does with it.
 
-:class:`Engine` holds the encoder (for ``/v1/encode``), the α-entmax model used to capture
-gold graphs (for ``/v1/attention``), the artifact store and a cache of resolved
-predictors. Its methods block and run on the model thread (:mod:`.worker`).
+:class:`Engine` holds the :class:`~sparsefinder.encoder.SparseEncoder` (whose model, in its
+dense mode, also captures gold graphs for ``/v1/attention``), the artifact store and a cache
+of resolved predictors. Its methods block and run on the model thread (:mod:`.worker`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from sparsefinder.capture import capture
 from sparsefinder.config import Settings
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.metrics import compare
-from sparsefinder.model import load_encoder
+from sparsefinder.encoder import SparseEncoder
 from sparsefinder.predictors.base import Predictor
+from sparsefinder.store import ArtifactStore, resolve_predictor
 
-from .backends import ArtifactStore, SparseEncoder, resolve_predictor
 from .errors import ApiError
 from .schemas import AttentionResponse, EncodeResponse
 
@@ -45,8 +45,8 @@ class Engine:
         self.settings = settings
         self.device = pick_device(settings.device)
         self.store = ArtifactStore(settings.store)
-        self.encoder = SparseEncoder(model=settings.model, device=self.device)
-        self.model, self.tokenizer, self.info = load_encoder(settings.model, "sparsefinder_entmax", self.device)
+        self.encoder = SparseEncoder(model=settings.model, device=self.device, alpha=settings.alpha)
+        self.model, self.tokenizer, self.info = self.encoder.model, self.encoder.tokenizer, self.encoder.info
         self._cache: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
         for artifact in self.store.list()[:CACHE_SIZE]:
@@ -83,10 +83,10 @@ class Engine:
         try:
             result = self.encoder.encode(texts, chosen, certified=certified, truncate=truncate)
         except SparsefinderError as exc:
-            raise ApiError(exc.status, str(exc), "texts" if "texts" in str(exc) else None) from None
+            raise ApiError(exc.status, str(exc), "certified" if "certified" in str(exc) else "texts") from None
         return EncodeResponse(predictor=predictor, embeddings=result.embeddings.float().tolist(),
-                              sparsity=[float(s) for s in result.sparsity], keys_added=int(result.keys_added),
-                              seconds=float(result.seconds))
+                              sparsity=[float(s) for s in result.sparsity], keys_added=list(result.keys_added),
+                              num_tokens=list(result.num_tokens), seconds=float(result.seconds))
 
     def attention(self, text: str, predictor: str, layer: int, head: int, truncate: bool) -> AttentionResponse:
         """Predicted and gold graph of one head for one text; blocking."""

@@ -1,4 +1,4 @@
-"""Fit jobs: extract a corpus, fit a predictor spec, save the artifact — in the background.
+"""Fit jobs: extract a corpus, fit a predictor spec and store it (``sparsefinder.training.fit``), in the background.
 
 ``POST /v1/predictors`` starts a job; ``GET /v1/jobs/{id}`` reports its state
 (``queued`` → ``running`` → ``done`` | ``failed``), progress and the stored artifact id.
@@ -11,7 +11,6 @@ import datetime as dt
 import logging
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,9 @@ from sparsefinder.config import Settings
 from sparsefinder.corpus import check_corpus
 from sparsefinder.errors import ConflictError, NotFoundError, SparsefinderError
 from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.store import ArtifactInfo, ArtifactStore
 from sparsefinder.training.extract import extract
+from sparsefinder.training.fit import fit
 
 from .errors import ApiError
 from .schemas import FitRequest, JobInfo
@@ -38,27 +39,27 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def fit_predictor(corpus: Path, spec: str, store: Any, progress_cb: ProgressCallback, *, work_dir: Path,
-                  model: str | None = None, max_length: int = 128, limit: int | None = 64,
-                  alpha: float = 1.5) -> Any:
-    """Extract ``corpus`` into ``work_dir``, fit ``spec`` on it and save it in ``store``; returns the artifact info."""
-    progress_cb(0.05, "extracting")
-    dataset = extract(corpus, work_dir / "dataset", model=model, max_length=max_length, alpha=alpha, limit=limit)
-    progress_cb(0.5, "fitting")
-    predictor = predictor_from_spec(spec)
-    start = time.perf_counter()
-    predictor.fit(dataset)
-    seconds = time.perf_counter() - start
-    progress_cb(0.9, "saving")
-    info = store.save(predictor, dataset=dataset, fit_seconds=seconds, fit_metrics={})
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return info
+def fit_predictor(corpus: Path, spec: str, store: ArtifactStore, progress_cb: ProgressCallback, *,
+                  work_dir: Path, model: str | None = None, max_length: int = 128, limit: int | None = 64,
+                  alpha: float = 1.5) -> ArtifactInfo:
+    """Extract ``corpus`` into ``work_dir``, fit ``spec`` on it and store it; returns the artifact info.
+
+    The extracted dataset is scratch: it is removed once the artifact is stored.
+    """
+    try:
+        progress_cb(0.05, "extracting")
+        dataset = extract(corpus, work_dir / "dataset", model=model, max_length=max_length, alpha=alpha,
+                          limit=limit, progress=False)
+        progress_cb(0.5, "fitting")
+        return fit(str(dataset.folder), spec, store.url)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 class JobManager:
     """Fit jobs of one service process, kept in memory."""
 
-    def __init__(self, settings: Settings, store: Any, on_saved: Callable[[str], None]) -> None:
+    def __init__(self, settings: Settings, store: ArtifactStore, on_saved: Callable[[str], None]) -> None:
         self.settings = settings
         self.store = store
         self.on_saved = on_saved

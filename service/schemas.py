@@ -25,7 +25,8 @@ class EncodeResponse(BaseModel):
     predictor: str
     embeddings: list[list[float]] = Field(description="(B, D) L2-normalised sentence embeddings")
     sparsity: list[float] = Field(description="per layer, the mean fraction of query-key pairs skipped")
-    keys_added: int = Field(0, description="keys added by the certified mode")
+    keys_added: list[int] = Field(description="per layer, pairs the certified mode added (0 otherwise)")
+    num_tokens: list[int] = Field(description="tokens per text, special tokens included")
     seconds: float
 
 

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import hand_report
+from conftest import HEADS, LAYERS, hand_report
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_encode_dense_embeddings_are_unit_vectors(service):
     emb = body["embeddings"]
     assert len(emb) == 2 and len(emb[0]) == 384
     assert all(abs(sum(x * x for x in e) - 1.0) < 1e-4 for e in emb)
-    assert body["sparsity"] == [0.0] * 6
+    assert body["sparsity"] == [0.0] * 6 and body["keys_added"] == [0] * 6 and body["num_tokens"][0] == 4
 
 
 def test_encode_softmax_differs_from_entmax(service):
@@ -219,11 +219,17 @@ def test_reports_json_csv_and_plots(service):
         res = c.get("/v1/reports/r1", params={"format": "csv"})
         assert res.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(res.text)))
-        expected = [(p["spec"], s) for p in hand_report()["predictors"] for s in p["settings"]]
-        assert len(rows) == len(expected) == 5
-        for row, (spec, setting) in zip(rows, expected):
-            assert row["spec"] == setting["spec"]
-            assert float(row["recall"]) == setting["recall"] and float(row["sparsity"]) == setting["sparsity"]
+        report = hand_report()
+        cells = {(p["spec"], s["spec"], layer, head): s
+                 for p in report["predictors"] for s in p["settings"]
+                 for layer in range(LAYERS) for head in range(HEADS)}
+        assert len(rows) == len(cells) == 5 * LAYERS * HEADS
+        for row in rows:
+            setting = cells.pop((row["predictor"], row["setting"], int(row["layer"]), int(row["head"])))
+            for metric in ("recall", "sparsity", "precision"):
+                assert float(row[metric]) == pytest.approx(
+                    setting["per_head"][metric][int(row["layer"])][int(row["head"])], abs=1e-6)
+        assert not cells
         _err(c.get("/v1/reports/r1", params={"format": "xml"}), 422, "format")
         png = c.get("/v1/reports/r1/pareto.png")
         assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,8 +7,9 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from sparsefinder.report import list_reports, load_report, render_pareto, report_csv
+
 from .. import deps
-from ..backends import list_reports, load_report, render_pareto, report_csv
 from ..schemas import ReportList
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -27,7 +28,7 @@ async def reports(settings=Depends(deps.settings)) -> ReportList:
                              "description": "report.json, or its settings table as CSV"}})
 async def report(report_id: str = REPORT_ID, format: Literal["json", "csv"] = Query("json"),
                  settings=Depends(deps.settings)) -> Response:
-    """One report (schema: report.json) or, with ``?format=csv``, one row per predictor setting."""
+    """One report (schema: report.json) or, with ``?format=csv``, one row per setting, layer and head."""
     data = load_report(settings.reports, report_id)
     if format == "csv":
         return PlainTextResponse(report_csv(data), media_type="text/csv")

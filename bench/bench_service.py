@@ -65,7 +65,7 @@ async def run_cell(url: str, texts: list[str], predictor: str, clients: int, req
             "p50_s": statistics.median(lat), "p99_s": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]}
 
 
-def start_server(queue: int, threads: int | None) -> tuple[subprocess.Popen, str]:
+def start_server(queue: int, threads: int | None, store: str | None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -75,7 +75,7 @@ def start_server(queue: int, threads: int | None) -> tuple[subprocess.Popen, str
     if threads:
         env["SPARSEFINDER_TORCH_THREADS"] = str(threads)
     proc = subprocess.Popen([sys.executable, "-m", "sparsefinder.cli", "serve", "--port", str(port),
-                             "--store", f"{tmp}/store", "--reports", f"{tmp}/reports"],
+                             "--store", store or f"{tmp}/store", "--reports", f"{tmp}/reports"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -98,9 +98,11 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--requests", type=int, default=8, help="requests per cell")
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads of the started server")
+    p.add_argument("--store", default=None, help="artifact store of the started server (default: an empty one)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args()
-    proc, url = (None, args.url) if args.url else start_server(queue=max(args.clients) + 1, threads=args.threads)
+    proc, url = (None, args.url) if args.url else start_server(queue=max(args.clients) + 1, threads=args.threads,
+                                                                    store=args.store)
     rows = []
     try:
         for length in args.length:

@@ -68,6 +68,16 @@ def test_encode_wide_window_equals_dense(service):
     assert wide["embeddings"][0] == pytest.approx(dense, abs=1e-5)
 
 
+def test_encode_certified_equals_dense(service):
+    text = {"texts": ["the cat sat on the mat because it was tired"]}
+    with service.client() as c:
+        dense = c.post("/v1/encode", json=text).json()["embeddings"][0]
+        cert = c.post("/v1/encode", json={**text, "predictor": "window1", "certified": True}).json()
+        _err(c.post("/v1/encode", json={**text, "certified": True}), 400, "certified")
+    assert cert["embeddings"][0] == pytest.approx(dense, abs=1e-5)
+    assert sum(cert["keys_added"]) > 0
+
+
 @pytest.mark.parametrize("body, status, field", [
     ({"texts": []}, 422, "texts"),
     ({"texts": "not a list"}, 422, "texts"),

@@ -141,3 +141,19 @@ def test_predict_checks_layer_and_shape(data):
     bad = type(inputs)(5, inputs.queries, inputs.keys, inputs.input_ids)
     with pytest.raises(SparsefinderError, match="fitted on 2 layers"):
         predictor.predict(bad)
+
+
+def test_allocate_budget_follows_recall_gains():
+    from sparsefinder.predictors.sparsefinder_family import allocate_budget
+
+    recall_at = torch.tensor([[0.5, 1.0, 1.0, 1.0], [0.25, 0.5, 0.75, 1.0]], dtype=torch.float64)
+    # 6 keys to share: one each, then head 0's +0.5, then head 1's three +0.25 steps
+    assert allocate_budget(recall_at, 3).tolist() == [2, 4]
+    assert allocate_budget(recall_at, 4).tolist() == [4, 4]
+
+
+def test_adaptive_knn_keeps_the_mean_budget(data):
+    seq = next(data.sequences())
+    pattern = predictor_from_spec("proj4-score-knn8-adapt-ep0").fit(data).predict(seq.inputs(0)).validate()
+    lengths = pattern.row_lengths()
+    assert (lengths == lengths[:, :1]).all() and float(lengths[:, 0].float().mean()) == 8.0

@@ -2,9 +2,9 @@
 
 The evaluation data is an extracted dataset (``--data``) or any plain-text corpus
 (``--corpus``, extracted on the fly into the work folder and cached by content). Each
-spec is a stateless predictor, or a learned one fitted on ``--fit-data``; specs that leave
-the knob out are swept over the predictor's grid. ``all`` means every registered
-predictor. Writes ``report.json``, ``report.csv``, ``pareto.png``/``.svg`` and
+name is an artifact id of the store, a spec of a stored or stateless predictor, or a
+learned spec fitted on ``--fit-data``; specs that leave the knob out are swept over the
+predictor's grid. ``all`` means every stored predictor plus every baseline. Writes ``report.json``, ``report.csv``, ``pareto.png``/``.svg`` and
 ``pareto_layers.png`` into ``--out``.
 """
 
@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 
 from ..config import DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, get_settings
 from ..corpus import check_corpus
-from ..dataset import GoldDataset, InMemoryDataset
-from ..errors import SparsefinderError
+from ..dataset import GoldDataset
+from ..errors import NotFoundError, SparsefinderError
 from ..evaluation import Candidate, evaluate
 from ..model import model_info
 from ..predictors.base import available_predictors, predictor_from_spec, sweep_values
 from ..report import write_report
+from ..store import ArtifactStore, resolve_predictor
 from .extract import extract
 
 __all__ = ["add_arguments", "build_candidates", "dataset_for_corpus", "run"]
@@ -48,24 +49,44 @@ def check_compatible(fit: GoldDataset, data: GoldDataset) -> None:
             "come from different models or alphas")
 
 
-def build_candidates(specs: list[str], fit_data: GoldDataset | None, *, fit_limit: int | None = None,
-                     progress: bool = True) -> list[Candidate]:
-    """Fitted candidates for ``specs`` (``all`` expands to every registered predictor)."""
+def _fit_candidate(spec: str, fit_data: GoldDataset | None, progress: bool) -> Candidate:
+    predictor = predictor_from_spec(spec)
+    if predictor.learns and fit_data is None:
+        raise SparsefinderError(f"no stored artifact for {spec!r}: fit it first ('sparsefinder fit') or pass --fit-data")
+    t0 = time.perf_counter()
+    predictor.fit(fit_data, progress=progress)
+    return Candidate(predictor, sweep_values(spec), fit_seconds=time.perf_counter() - t0 if predictor.learns else None)
+
+
+def build_candidates(specs: list[str], data: GoldDataset, *, store: ArtifactStore | None = None,
+                     fit_data: GoldDataset | None = None, progress: bool = True) -> list[Candidate]:
+    """Ready candidates for ``specs``: artifact ids, specs of stored or stateless predictors, or
+    learned specs fitted on ``fit_data``. ``all`` means every stored artifact compatible with
+    ``data``, every stateless predictor and, given ``fit_data``, every learned family not stored.
+    """
+    candidates: list[Candidate] = []
+    names = list(dict.fromkeys(s for s in specs if s != "all"))
     if "all" in specs:
-        specs = [s for s in specs if s != "all"] + [cls.name for cls in available_predictors().values()]
-    candidates = []
-    for spec in dict.fromkeys(specs):
-        predictor = predictor_from_spec(spec)
-        if predictor.learns and fit_data is None:
-            raise SparsefinderError(f"predictor {spec!r} learns from data: pass --fit-data DIR (an extracted dataset)")
-        t0 = time.perf_counter()
-        data = fit_data
-        if predictor.learns and fit_limit is not None:
-            data = InMemoryDataset(list(fit_data.sequences(fit_limit)), alpha=fit_data.alpha,
-                                   model_id=fit_data.model_id, max_length=fit_data.max_length)
-        predictor.fit(data, progress=progress)
-        fit_seconds = time.perf_counter() - t0 if predictor.learns else None
-        candidates.append(Candidate(predictor, sweep_values(spec), fit_seconds=fit_seconds))
+        stored = [i for i in (store.list() if store is not None else [])
+                  if i.model_id == data.model_id and i.alpha == data.alpha]
+        names += [i.id for i in stored]
+        stored_families = {i.spec for i in stored}
+        for cls in available_predictors().values():
+            default = predictor_from_spec(cls.name)
+            if not cls.learns:
+                names.append(cls.name)
+            elif fit_data is not None and default.family_spec not in stored_families:
+                names.append(default.family_spec)
+    for name in dict.fromkeys(names):
+        try:
+            predictor = resolve_predictor(name, store, model_id=data.model_id, alpha=data.alpha)
+        except NotFoundError:
+            candidates.append(_fit_candidate(name, fit_data, progress))
+            continue
+        artifact = store.info(name) if store is not None and name in {i.id for i in store.list()} else None
+        values = sweep_values(predictor.family_spec) if artifact is not None else sweep_values(name)
+        candidates.append(Candidate(predictor, values, artifact_id=artifact.id if artifact else None,
+                                    fit_seconds=artifact.fit_seconds if artifact else None))
     return candidates
 
 
@@ -76,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictors", "--predictor", nargs="+", required=True, metavar="SPEC",
                         help="predictor specs (knob left out = swept), or 'all'")
     parser.add_argument("--out", required=True, help="report folder to write")
-    parser.add_argument("--fit-data", default=None, help="extracted dataset to fit learned predictors on")
+    parser.add_argument("--store", default=None, help="artifact store with fitted predictors (default: settings)")
+    parser.add_argument("--fit-data", default=None, help="extracted dataset to fit learned predictors not in the store")
     parser.add_argument("--fit-limit", type=int, default=None, help="fit on at most N sequences of --fit-data")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on at most N sequences")
     parser.add_argument("--model", default=None, help="encoder folder, with --corpus")
@@ -92,10 +114,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         data = dataset_for_corpus(args.corpus, model=args.model, max_length=args.max_length, alpha=args.alpha,
                                   limit=args.limit)
-    fit_data = GoldDataset(args.fit_data) if args.fit_data else None
+    fit_data = GoldDataset(args.fit_data, limit=args.fit_limit) if args.fit_data else None
     if fit_data is not None:
         check_compatible(fit_data, data)
-    candidates = build_candidates(args.predictors, fit_data, fit_limit=args.fit_limit)
+    store = ArtifactStore(args.store or get_settings().store)
+    candidates = build_candidates(args.predictors, data, store=store, fit_data=fit_data)
     report = evaluate(data, candidates, limit=args.limit)
     out = write_report(report, args.out)
     tqdm.write(f"report written to {out}")

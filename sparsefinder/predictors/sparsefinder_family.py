@@ -211,29 +211,89 @@ def _group_pattern(query_groups: Tensor, key_groups: Tensor, num_groups: int) ->
     return Pattern.from_codes(torch.repeat_interleave(rows, length) * n + keys, heads, n)
 
 
+def _rows_pattern(index: Tensor, lengths: Tensor) -> Pattern:
+    """Pattern keeping the first ``lengths[h]`` entries of each row of ``index`` (H, n, k) in head ``h``."""
+    heads, n, k = index.shape
+    keep = torch.arange(k, device=index.device)[None, None, :] < lengths[:, None, None]
+    cols = index.masked_fill(~keep, n).sort(dim=-1).values  # kept keys first, sorted
+    crow = torch.zeros(heads * n + 1, dtype=torch.long, device=index.device)
+    crow[1:] = torch.cumsum(lengths.repeat_interleave(n), 0)
+    return Pattern(crow, cols[cols < n], heads, n)
+
+
+def allocate_budget(recall_at: Tensor, k: int) -> Tensor:
+    """Per-head key budgets with mean ``k`` that maximise the mean fit-data recall.
+
+    Parameters
+    ----------
+    recall_at : Tensor, shape (H, K)
+        ``recall_at[h, j]``: share of head ``h``'s fit gold pairs ranked in the top ``j + 1``.
+    k : int
+        Mean budget per query.
+
+    Returns
+    -------
+    Tensor, int64, shape (H,)
+        Budgets ``k_h ≥ 1`` (each at most ``K``): the ``H·k`` largest recall gains over all heads.
+    """
+    heads, width = recall_at.shape
+    if k >= width:
+        return torch.full((heads,), width, dtype=torch.long)
+    gains = torch.diff(recall_at, dim=1, prepend=torch.zeros(heads, 1, dtype=recall_at.dtype))
+    gains[:, 0] = float("inf")  # every head keeps at least one key
+    chosen = gains.reshape(-1).topk(heads * k).indices // width
+    return torch.bincount(chosen, minlength=heads)
+
+
 @register_predictor
 class KNNPredictor(ProjectionPredictor):
-    """Each query keeps its ``k`` nearest keys in the projected space."""
+    """Each query keeps its ``k`` nearest keys in the projected space.
+
+    With ``adapt`` the budget ``k`` is a mean over the heads of a layer: each head gets the
+    share that maximises the mean recall on the fit data (:func:`allocate_budget`).
+    """
 
     name = "proj-knn"
     spec_key = ("proj", "knn")
-    spec_tokens = _tokens({"knn": "k"})
+    spec_tokens = _tokens({"knn": "k", "adapt": "adapt"})
     knob = "k"
     grid = (8, 16, 24, 32, 48, 64, 96, 128)
-    description = "learned projections, k nearest projected keys"
+    description = "learned projections, k nearest projected keys (adapt: per-head budgets)"
+    extra_state = ("recall_at",)
 
-    def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, k: int = 64, window: int = 0,
-                 glob: bool = False, epochs: int = 20, seed: int = 0) -> None:
+    def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, k: int = 64,
+                 adapt: bool = False, window: int = 0, glob: bool = False, epochs: int = 20, seed: int = 0) -> None:
         super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
         self.k = k
+        self.adapt = adapt
 
     def _validate_knob(self) -> None:
         _check_int(self, "k", 1)
+        if not isinstance(self.adapt, bool):
+            raise SparsefinderError(f"{self.name}: adapt must be true or false, got {self.adapt!r}")
+
+    def _fit_layer(self, layer: int, sample: FitSample, qp: Tensor, kp: Tensor, generator: torch.Generator) -> None:
+        dist = distance(qp, kp, self.score).masked_fill(~sample.key_mask[:, None, None, :], float("inf"))
+        rank = torch.argsort(torch.argsort(dist, dim=-1), dim=-1)  # position of each key in its query's order
+        heads, n = dist.shape[1], dist.shape[-1]
+        counts = torch.stack([torch.bincount(rank[:, h][sample.gold[:, h]], minlength=n) for h in range(heads)])
+        if layer == 0:
+            self._curves = []
+        self._curves.append(torch.cumsum(counts, 1).double() / counts.sum(1, keepdim=True).clamp(min=1))
+
+    def _finish_fit(self) -> None:
+        self.recall_at_ = torch.stack(self._curves).float()  # (L, H, n_max)
+        del self._curves
 
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor) -> Pattern:
         dist = distance(qp, kp, self.score)
-        index = dist.topk(min(self.k, dist.shape[-1]), dim=-1, largest=False).indices
-        return Pattern.from_padded(index)
+        heads, n, _ = dist.shape
+        if self.adapt:
+            budgets = allocate_budget(self.recall_at_[layer].double(), self.k).clamp(max=n).to(dist.device)
+        else:
+            budgets = torch.full((heads,), min(self.k, n), dtype=torch.long, device=dist.device)
+        index = dist.topk(int(budgets.max()), dim=-1, largest=False).indices
+        return _rows_pattern(index, budgets)
 
 
 @register_predictor

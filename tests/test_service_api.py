@@ -253,6 +253,8 @@ def test_metrics_count_requests(service):
         text = c.get("/metrics").text
     assert 'sparsefinder_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert "sparsefinder_request_seconds_bucket" in text and "sparsefinder_model_queue" in text
+    assert 'sparsefinder_encode_sparsity_count{predictor="window"}' in text
+    assert 'predictor="window1"' not in text
 
 
 def test_openapi_and_offline_docs(service):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from .. import deps
+from ..engine import REFERENCE_NAMES
 from ..errors import ApiError
 from ..schemas import EncodeRequest, EncodeResponse
 
@@ -18,6 +19,7 @@ async def encode(req: EncodeRequest, engine=Depends(deps.engine), worker=Depends
     if len(req.texts) > settings.max_texts:
         raise ApiError(422, f"texts: at most {settings.max_texts} texts per request", "texts")
     out = await worker.run(engine.encode, req.texts, req.predictor, req.certified, req.truncate)
-    if out.sparsity:
-        metrics.sparsity.labels(req.predictor).observe(sum(out.sparsity) / len(out.sparsity))
+    if out.sparsity:  # labelled by predictor family, so that user-chosen specs cannot grow the label set
+        family = req.predictor if req.predictor in REFERENCE_NAMES else engine.predictor(req.predictor).name
+        metrics.sparsity.labels(family).observe(sum(out.sparsity) / len(out.sparsity))
     return out

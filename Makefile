@@ -17,4 +17,5 @@ run: $(STAMP)
 	$(BIN)/sparsefinder pipeline
 
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 	$(BIN)/python -m pytest

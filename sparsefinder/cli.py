@@ -23,6 +23,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("sparsefinder.training.pipeline", "the main job: extract, fit, evaluate, report"),
     "adapt": ("sparsefinder.training.adapt", "distil the softmax encoder into an alpha-entmax encoder"),
     "adapt-eval": ("sparsefinder.training.adapt_eval", "fidelity of an entmax encoder to the softmax one"),
+    "encode": ("sparsefinder.encode", "sentence embeddings with attention on a predictor's pairs"),
+    "fidelity": ("sparsefinder.training.fidelity", "embedding and attention-output fidelity of predictors"),
+    "serve": ("sparsefinder.service.serve", "run the HTTP service (API, web page, metrics)"),
 }
 
 

@@ -20,6 +20,12 @@ DEFAULT_MAX_LENGTH: int = 512
 BISECT_ITERATIONS: int = 50
 #: Keys partially sorted first by exact entmax (doubled where a support is larger).
 ENTMAX_TOPK: int = 64
+#: Sparse attention gathers at most this many (query, key-slot) pairs at once (bounds memory).
+SPARSE_CHUNK_PAIRS: int = 1 << 18
+#: Keys per block in the certified mode's score bounds (mean key + radius per block).
+CERTIFY_BLOCK: int = 16
+#: Texts per forward pass of ``sparsefinder encode`` and the fidelity report.
+ENCODE_BATCH: int = 8
 #: Sequences per extraction shard.
 SHARD_SEQUENCES: int = 32
 #: Sequences per model forward pass during extraction.
@@ -73,7 +79,19 @@ class Settings(BaseSettings):
     token: str | None = None
     """Bearer token required by state-changing HTTP routes; ``None`` disables them."""
     max_texts: int = 64
+    """Most texts in one ``POST /v1/encode``."""
     max_body_bytes: int = 1_000_000
+    """Largest request body the service reads (413 beyond)."""
+    queue_size: int = 16
+    """Model requests waiting for the service's model thread; more are refused with 429."""
+    fit_max_length: int = 128
+    """Default L of the corpus extraction a fit job runs (``POST /v1/predictors``)."""
+    fit_limit: int = 64
+    """Default number of sequences a fit job extracts."""
+    torch_threads: int | None = None
+    """PyTorch threads of the service process; ``None`` keeps torch's default (one per core)."""
+    jobs_dir: Path = Path("artifacts/jobs")
+    """Scratch folder of fit jobs (their extracted datasets)."""
 
 
 def get_settings() -> Settings:

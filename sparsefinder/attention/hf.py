@@ -7,23 +7,43 @@ model's forward, else ``config.entmax_alpha``, else the default 1.5. An
 ``attention_recorder`` keyword (a callable) receives, per layer, the attention inputs and
 probabilities: that is how extraction captures queries, keys, values and gold graphs
 without patching modules. Masks use transformers' additive ``eager`` mask function.
+
+``attn_implementation="sparsefinder_sparse"`` computes each layer on a predicted pattern
+(method.md §5): per batch element, padding removed, the ``attention_predictor`` keyword (a
+fitted :class:`~sparsefinder.predictors.base.Predictor`) predicts the pattern from the
+layer's own queries and keys, and :func:`~sparsefinder.attention.sparse.sparse_entmax_attention`
+(or the certified mode when ``attention_certified=True``) computes on it. The predictor may
+also be ``"dense"`` (dense α-entmax) or ``"softmax"`` (the original model), so one loaded
+model serves every mode. ``attention_input_ids`` ``(B, n)`` reaches lexical predictors
+(``-1`` when absent); an ``attention_stats`` (:class:`SparseAttentionStats`) collects the
+sparsity and added keys of every layer, and the attention output ``(B, n, H, d)`` of each
+layer when created with ``keep_outputs=True`` (for the fidelity report).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ..alpha_entmax import entmax
 from ..config import DEFAULT_ALPHA
+from ..errors import SparsefinderError
+from .certified import certified_entmax_attention
+from .sparse import sparse_entmax_attention
 
-__all__ = ["DENSE_ENTMAX", "AttentionRecorder", "alpha_of", "entmax_attention", "register_attention"]
+__all__ = [
+    "DENSE_ENTMAX", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of", "entmax_attention",
+    "register_attention", "sparse_attention",
+]
 
 DENSE_ENTMAX = "sparsefinder_entmax"
+SPARSE_ENTMAX = "sparsefinder_sparse"
 
 #: ``recorder(layer, query, key, value, probs)``; tensors ``(B, H, n, d)`` and probs ``(B, H, n, n)``.
 AttentionRecorder = Callable[[int, Tensor, Tensor, Tensor, Tensor], None]
@@ -62,7 +82,96 @@ def entmax_attention(
     return out, probs
 
 
+@dataclass
+class SparseAttentionStats:
+    """Per-layer statistics of one forward pass through :func:`sparse_attention`.
+
+    ``sparsity[l]`` and ``keys_added[l]`` list one value per batch element: the share of
+    valid (query, key) pairs not computed (mean over heads; 0 for dense modes) and the
+    pairs the certified mode added to the predicted pattern.
+    """
+
+    sparsity: dict[int, list[float]] = field(default_factory=dict)
+    keys_added: dict[int, list[int]] = field(default_factory=dict)
+    keep_outputs: bool = False
+    outputs: dict[int, Tensor] = field(default_factory=dict)
+    """Layer → attention output ``(B, n, H, d)``, kept when ``keep_outputs``."""
+
+    def record(self, layer: int, sparsity: float, keys_added: int) -> None:
+        self.sparsity.setdefault(layer, []).append(sparsity)
+        self.keys_added.setdefault(layer, []).append(keys_added)
+
+
+def _valid_tokens(attention_mask: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
+    """Boolean ``(B, n)``: keys the additive mask lets through (padding excluded)."""
+    if attention_mask is None:
+        return torch.ones(batch, n, dtype=torch.bool, device=device)
+    allowed = attention_mask[:, 0] > torch.finfo(attention_mask.dtype).min / 2  # (B, n_q, n)
+    return allowed.any(1)
+
+
+def sparse_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[Tensor, None]:
+    """α-entmax attention on predicted pairs: ``(B, H, n, d)`` inputs → output ``(B, n, H, d)``.
+
+    Padded positions (keys the mask excludes) are removed before prediction; their outputs
+    are zero. Modes by the ``attention_predictor`` keyword: a Predictor, ``"dense"`` or ``"softmax"``.
+    Inference only: attention dropout is not applied on predicted patterns.
+    """
+    predictor = kwargs.get("attention_predictor", "dense")
+    stats: SparseAttentionStats | None = kwargs.get("attention_stats")
+    layer = module.layer_idx
+    if isinstance(predictor, str):
+        if predictor not in ("dense", "softmax"):
+            raise SparsefinderError(f"attention_predictor must be a Predictor, 'dense' or 'softmax', got {predictor!r}")
+        forward = entmax_attention if predictor == "dense" else sdpa_attention_forward
+        out = forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)[0]
+        if stats is not None:
+            for _ in range(query.shape[0]):
+                stats.record(layer, 0.0, 0)
+            if stats.keep_outputs:
+                stats.outputs[layer] = out.detach()
+        return out, None
+    from ..predictors.base import AttentionInputs
+
+    batch, heads, n, d = query.shape
+    scaling = d**-0.5 if scaling is None else scaling
+    alpha = alpha_of(module, kwargs)
+    certified = bool(kwargs.get("attention_certified", False))
+    input_ids = kwargs.get("attention_input_ids")
+    valid = _valid_tokens(attention_mask, batch, n, query.device)
+    out = query.new_zeros(batch, heads, n, value.shape[-1])
+    for b in range(batch):
+        idx = valid[b].nonzero().squeeze(1)
+        q, k, v = (t[b].index_select(1, idx) for t in (query, key, value))
+        ids = input_ids[b].index_select(0, idx) if input_ids is not None else idx.new_full(idx.shape, -1)
+        pattern = predictor.predict(AttentionInputs(layer, q.detach().float(), k.detach().float(), ids))
+        added = 0
+        if certified:
+            result = certified_entmax_attention(q, k, v, pattern, alpha, scaling)
+            o, added, pattern = result.output, int(result.keys_added.sum()), result.pattern
+        else:
+            o = sparse_entmax_attention(q, k, v, pattern, alpha, scaling)
+        out[b, :, idx] = o
+        if stats is not None:
+            stats.record(layer, float(pattern.sparsity().mean()), added)
+    out = out.transpose(1, 2).contiguous()
+    if stats is not None and stats.keep_outputs:
+        stats.outputs[layer] = out.detach()
+    return out, None
+
+
 def register_attention() -> None:
     """Register every sparsefinder attention function (idempotent)."""
     AttentionInterface.register(DENSE_ENTMAX, entmax_attention)
     AttentionMaskInterface.register(DENSE_ENTMAX, eager_mask)
+    AttentionInterface.register(SPARSE_ENTMAX, sparse_attention)
+    AttentionMaskInterface.register(SPARSE_ENTMAX, eager_mask)

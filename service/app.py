@@ -1,0 +1,103 @@
+"""The HTTP service: app factory, lifespan and routes (FastAPI, after michaelfeil/infinity).
+
+:func:`create_app` builds the app from :class:`~sparsefinder.config.Settings`; its lifespan
+starts loading the model and the stored predictors once, on a background thread, so that
+``/healthz`` answers at once and ``/readyz`` turns 200 when loading is done. Every model
+call runs on one model thread behind a bounded queue (:mod:`.worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from sparsefinder import __version__
+from sparsefinder.config import Settings, get_settings
+
+from .engine import Engine
+from .errors import install_error_handlers
+from .jobs import JobManager
+from .metrics import MetricsMiddleware, ServiceMetrics
+from .middleware import BodyLimitMiddleware, TokenMiddleware
+from .routes import attention, encode, health, jobs, predictors, reports
+from .worker import ModelWorker
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("sparsefinder.service")
+
+STATIC = Path(__file__).parent / "static"
+
+#: (method, path) patterns that change state or reveal jobs: they need the bearer token.
+PROTECTED = [("POST|DELETE", r"/v1/predictors(/.*)?"), ("GET", r"/v1/jobs(/.*)?")]
+
+
+def _load(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    engine = Engine(settings)
+    app.state.jobs = JobManager(settings, engine.store, on_saved=engine.predictor)
+    app.state.engine = engine
+    log.info("sparsefinder service ready: model %s on %s", engine.info.id, engine.device)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    loading = asyncio.get_running_loop().run_in_executor(None, _load, app)
+    loading.add_done_callback(lambda f: f.exception() and log.error("loading failed: %s", f.exception()))
+    yield
+    app.state.worker.shutdown()
+    if getattr(app.state, "jobs", None) is not None:
+        app.state.jobs.shutdown()
+
+
+def _docs_routes(app: FastAPI) -> None:
+    """``/docs`` with the Swagger UI assets served from the ``fastapi-offline`` package (no CDN)."""
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="sparsefinder API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    app = FastAPI(title="sparsefinder", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Sparse α-entmax attention: predicted attention graphs, embeddings, reports.")
+    metrics = ServiceMetrics()
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.worker = ModelWorker(settings.queue_size, metrics)
+    app.state.engine = None
+    app.state.jobs = None
+    install_error_handlers(app)
+    for module in (encode, attention, predictors, jobs, reports, health):
+        app.include_router(module.router)
+    _docs_routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    # added innermost first: metrics → token → body limit → routes
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TokenMiddleware, token=settings.token, protected=PROTECTED)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

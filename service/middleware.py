@@ -1,0 +1,98 @@
+"""ASGI middleware that acts before a body is parsed: size limit (413) and bearer token (401/403).
+
+Both are pure ASGI (not ``BaseHTTPMiddleware``) so that they see the raw request: the
+token is checked before any byte of the body is read, and the body size both from
+``Content-Length`` and while it streams (chunked uploads).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import error_body
+
+__all__ = ["BodyLimitMiddleware", "TokenMiddleware"]
+
+
+async def _send_error(send: Send, status: int, message: str, headers: list | None = None) -> None:
+    body = json.dumps(error_body(status, message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body is larger than the limit of {self.max_bytes} bytes"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _send_error(send, 413, message)
+            return
+        seen = 0
+        started = False
+        refused = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, refused
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes and not refused:
+                    refused = True
+                    if not started:
+                        await _send_error(send, 413, message)
+                    return {"type": "http.disconnect"}  # the app stops reading; its answer is dropped
+            return msg
+
+        async def guarded_send(msg: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+
+class TokenMiddleware:
+    """Require ``Authorization: Bearer <token>`` on the protected routes, before the body is read.
+
+    ``protected`` is a list of ``(method regex, path regex)``. With no token configured the
+    protected routes are disabled (403).
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, protected: list[tuple[str, str]]) -> None:
+        self.app = app
+        self.token = token
+        self.protected = [(re.compile(m), re.compile(p)) for m, p in protected]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(m.fullmatch(scope["method"]) and p.fullmatch(scope["path"])
+                                           for m, p in self.protected):
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not given.strip():
+                await _send_error(send, 401, "this route needs 'Authorization: Bearer <token>'",
+                                  [(b"www-authenticate", b"Bearer")])
+                return
+            if self.token is None:
+                await _send_error(send, 403, "state-changing routes are disabled: the server has no SPARSEFINDER_TOKEN")
+                return
+            if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+                await _send_error(send, 403, "wrong bearer token")
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,25 @@
+"""``POST /v1/encode``: sentence embeddings with sparse attention."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from .. import deps
+from ..engine import REFERENCE_NAMES
+from ..errors import ApiError
+from ..schemas import EncodeRequest, EncodeResponse
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+
+@router.post("/encode", response_model=EncodeResponse, operation_id="encode")
+async def encode(req: EncodeRequest, engine=Depends(deps.engine), worker=Depends(deps.worker),
+                 metrics=Depends(deps.metrics), settings=Depends(deps.settings)) -> EncodeResponse:
+    """Embed ``texts`` running the model with the chosen predictor's attention pattern."""
+    if len(req.texts) > settings.max_texts:
+        raise ApiError(422, f"texts: at most {settings.max_texts} texts per request", "texts")
+    out = await worker.run(engine.encode, req.texts, req.predictor, req.certified, req.truncate)
+    if out.sparsity:  # labelled by predictor family, so that user-chosen specs cannot grow the label set
+        family = req.predictor if req.predictor in REFERENCE_NAMES else engine.predictor(req.predictor).name
+        metrics.sparsity.labels(family).observe(sum(out.sparsity) / len(out.sparsity))
+    return out

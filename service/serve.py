@@ -1,0 +1,27 @@
+"""``sparsefinder serve``: run the HTTP service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sparsefinder.config import get_settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    s = get_settings()
+    parser.add_argument("--host", default=s.host, help=f"interface to listen on (default {s.host})")
+    parser.add_argument("--port", type=int, default=s.port, help=f"TCP port (default {s.port})")
+    parser.add_argument("--store", default=s.store, help=f"artifact store folder or URL (default {s.store})")
+    parser.add_argument("--reports", default=str(s.reports), help=f"reports folder (default {s.reports})")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = get_settings().model_copy(update={"host": args.host, "port": args.port, "store": args.store,
+                                                 "reports": Path(args.reports)})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0

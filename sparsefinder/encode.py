@@ -1,0 +1,83 @@
+"""``sparsefinder encode``: one JSON line per text with its embedding and the sparsity used per layer.
+
+The attention mode is a predictor ID in the artifact store, a predictor spec, ``dense``
+(dense α-entmax) or ``softmax`` (the original model); see :mod:`sparsefinder.encoder`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import DEFAULT_ALPHA, ENCODE_BATCH, get_settings
+from .corpus import check_corpus, iter_texts
+from .errors import SparsefinderError
+from .files import atomic_write_text
+from .predictors.base import Predictor, predictor_from_spec
+
+__all__ = ["add_arguments", "resolve_mode", "run"]
+
+
+def resolve_mode(name: str, store: str | None = None) -> Predictor | str:
+    """``dense``/``softmax`` as they are; a stored predictor ID or a spec as a fitted :class:`Predictor`.
+
+    Uses :func:`sparsefinder.store.resolve_predictor` when the store module is present,
+    else fits a stateless spec (``window16``) directly.
+    """
+    if name in ("dense", "softmax"):
+        return name
+    try:
+        from .store import ArtifactStore, resolve_predictor
+    except ImportError:
+        predictor = predictor_from_spec(name)
+        if predictor.learns:
+            raise SparsefinderError(f"predictor {name!r} must be fitted; no artifact store is available") from None
+        return predictor.fit(None)
+    return resolve_predictor(name, ArtifactStore(store or get_settings().store))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--corpus", help="plain-text file, one text per non-blank line")
+    src.add_argument("--text", action="append", help="a text to encode (repeatable)")
+    parser.add_argument("--predictor", required=True, help="predictor ID or spec, 'dense' or 'softmax'")
+    parser.add_argument("--certified", action="store_true", help="add the keys the predictor provably missed")
+    parser.add_argument("--store", default=None, help="artifact store (default: $SPARSEFINDER_STORE)")
+    parser.add_argument("--out", required=True, help="JSON-lines file to write")
+    parser.add_argument("--model", default=None, help="local Hugging Face encoder folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
+    parser.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions")
+    parser.add_argument("--limit", type=int, default=None, help="encode only the first N texts")
+    parser.add_argument("--batch-size", type=int, default=ENCODE_BATCH, help="texts per forward pass")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .encoder import SparseEncoder
+
+    if args.corpus is not None:
+        info = check_corpus(args.corpus)
+        texts, total = iter_texts(args.corpus), info.texts
+    else:
+        texts, total = iter(args.text), len(args.text)
+    if args.limit is not None:
+        texts, total = itertools.islice(texts, args.limit), min(total, args.limit)
+    mode = resolve_mode(args.predictor, args.store)
+    encoder = SparseEncoder(args.model, device=get_settings().device, alpha=args.alpha)
+    lines, index = [], 0
+    with tqdm(total=total, desc="encode", unit="text") as bar:
+        while batch := list(itertools.islice(texts, max(1, args.batch_size))):
+            res = encoder.encode(batch, mode, certified=args.certified, truncate=args.truncate)
+            for b in range(len(batch)):
+                lines.append(json.dumps({
+                    "index": index, "tokens": res.num_tokens[b], "embedding": res.embeddings[b].tolist(),
+                    "sparsity": res.text_sparsity[b]}))
+                index += 1
+            bar.update(len(batch))
+    atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+    print(json.dumps({"out": args.out, "texts": index, "predictor": args.predictor, "certified": args.certified,
+                      "model": encoder.info.id}))
+    return 0

@@ -1,0 +1,120 @@
+"""Sentence embeddings from the unchanged encoder with sparse α-entmax attention (method.md §3, fidelity).
+
+:class:`SparseEncoder` loads the model once with the ``sparsefinder_sparse`` attention
+function (:mod:`sparsefinder.attention.hf`); each :meth:`SparseEncoder.encode` call picks the
+mode: a fitted predictor (attention on its predicted pairs, optionally certified exact),
+``"dense"`` (dense α-entmax, the reference) or ``"softmax"`` (the original model). Embeddings
+are the attention-masked mean of the last hidden states, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .attention.hf import SPARSE_ENTMAX, SparseAttentionStats
+from .config import DEFAULT_ALPHA
+from .errors import SparsefinderError
+from .model import ModelInfo, load_encoder, mean_pool
+from .predictors.base import Predictor
+
+__all__ = ["EncodeResult", "SparseEncoder"]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """Output of :meth:`SparseEncoder.encode` for ``B`` texts and ``L`` layers."""
+
+    embeddings: Tensor
+    """Float32 ``(B, D)``, L2-normalised."""
+    sparsity: list[float]
+    """Per layer: mean over texts and heads of the share of valid pairs not computed."""
+    text_sparsity: list[list[float]]
+    """Per text, per layer: mean over heads of the share of valid pairs not computed."""
+    keys_added: list[int]
+    """Per layer: pairs the certified mode added, summed over texts (0 when not certified)."""
+    seconds: float
+    """Wall time of tokenisation and forward pass."""
+    num_tokens: list[int]
+    """Tokens per text (special tokens included)."""
+    attention_outputs: list[Tensor] | None = None
+    """Per layer, the attention output ``(B, n, H, d)`` (padded positions zero or arbitrary); only
+    with ``keep_attention=True``."""
+
+
+class SparseEncoder:
+    """The encoder loaded once, run with any attention mode.
+
+    Parameters
+    ----------
+    model : str or Path, optional
+        Local Hugging Face encoder folder; default the packaged all-MiniLM-L6-v2.
+    device : str, optional
+        ``"cuda"`` or ``"cpu"``; default CUDA when present.
+    alpha : float
+        α of α-entmax for the dense and sparse modes.
+    """
+
+    def __init__(self, model: str | Path | None = None, device: str | None = None, alpha: float = DEFAULT_ALPHA):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.alpha = alpha
+        self.model, self.tokenizer, self.info = load_encoder(model, attn_implementation=SPARSE_ENTMAX,
+                                                             device=self.device)
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self.info
+
+    @property
+    def max_length(self) -> int:
+        return int(self.info.max_positions)
+
+    def tokenize(self, texts: list[str], truncate: bool = False) -> dict[str, Tensor]:
+        """Padded token ids and attention mask ``(B, n)``; too long texts raise unless ``truncate``."""
+        if not texts:
+            raise SparsefinderError("no texts to encode")
+        batch = self.tokenizer(texts, padding=True, truncation=truncate,
+                               max_length=self.max_length if truncate else None, return_tensors="pt")
+        if batch["input_ids"].shape[1] > self.max_length:
+            lengths = batch["attention_mask"].sum(1)
+            first = int((lengths > self.max_length).nonzero()[0, 0])
+            raise SparsefinderError(f"text {first} has {int(lengths[first])} tokens, more than the model's "
+                                    f"{self.max_length}; shorten it or pass truncate=True")
+        return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
+                                                                          "token_type_ids")}
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], predictor: Predictor | str = "dense", certified: bool = False,
+               truncate: bool = False, keep_attention: bool = False) -> EncodeResult:
+        """Embed ``texts`` with attention computed by ``predictor`` (a fitted Predictor, ``"dense"`` or ``"softmax"``).
+
+        Texts longer than the model's positions raise a :class:`SparsefinderError` unless
+        ``truncate``; ``keep_attention`` also returns every layer's attention output.
+        """
+        if isinstance(predictor, str) and predictor not in ("dense", "softmax"):
+            raise SparsefinderError(f"predictor must be a fitted predictor, 'dense' or 'softmax', got {predictor!r}")
+        if certified and isinstance(predictor, str):
+            raise SparsefinderError("certified mode needs a predictor (dense and softmax are not sparse)")
+        if isinstance(predictor, Predictor):
+            predictor.check_is_fitted()
+        start = time.perf_counter()
+        batch = self.tokenize(texts, truncate)
+        stats = SparseAttentionStats(keep_outputs=keep_attention)
+        hidden = self.model(**batch, attention_predictor=predictor, attention_certified=certified,
+                            attention_input_ids=batch["input_ids"], attention_stats=stats,
+                            entmax_alpha=self.alpha).last_hidden_state
+        embeddings = mean_pool(hidden, batch["attention_mask"]).float().cpu()
+        layers = sorted(stats.sparsity)
+        return EncodeResult(
+            embeddings=embeddings,
+            sparsity=[sum(stats.sparsity[i]) / len(stats.sparsity[i]) for i in layers],
+            text_sparsity=[[stats.sparsity[i][b] for i in layers] for b in range(len(texts))],
+            keys_added=[sum(stats.keys_added[i]) for i in layers],
+            seconds=time.perf_counter() - start,
+            num_tokens=[int(x) for x in batch["attention_mask"].sum(1)],
+            attention_outputs=[stats.outputs[i].float().cpu() for i in layers] if keep_attention else None,
+        )

@@ -1,0 +1,70 @@
+"""The encoder run through ``sparsefinder_sparse`` against dense entmax and the original model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsefinder.encoder import SparseEncoder
+from sparsefinder.errors import SparsefinderError
+from sparsefinder.model import load_encoder, mean_pool
+from sparsefinder.predictors.base import predictor_from_spec
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hello world",
+         "Sparse attention equals dense entmax whenever the pattern contains the gold support."]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return SparseEncoder(device="cpu")
+
+
+def _reference(attn: str, tokenizer) -> torch.Tensor:
+    model, _, _ = load_encoder(attn_implementation=attn)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return mean_pool(model(**batch).last_hidden_state, batch["attention_mask"])
+
+
+def test_full_pattern_equals_dense_entmax_model(encoder):
+    full = predictor_from_spec("window512").fit(None)  # every pair of every (padded) sequence
+    result = encoder.encode(TEXTS, full)
+    dense = _reference("sparsefinder_entmax", encoder.tokenizer)
+    torch.testing.assert_close(result.embeddings, dense, atol=1e-5, rtol=0)
+    assert result.sparsity == [0.0] * 6 and result.keys_added == [0] * 6
+    torch.testing.assert_close(encoder.encode(TEXTS, "dense").embeddings, dense, atol=1e-6, rtol=0)
+
+
+def test_softmax_mode_is_the_original_model(encoder):
+    torch.testing.assert_close(encoder.encode(TEXTS, "softmax").embeddings, _reference("eager", encoder.tokenizer),
+                               atol=1e-5, rtol=0)
+
+
+def test_certified_window_equals_dense_and_window_sparsity_is_hand_counted(encoder):
+    dense = encoder.encode(TEXTS, "dense").embeddings
+    window = predictor_from_spec("window1").fit(None)
+    certified = encoder.encode(TEXTS, window, certified=True)
+    torch.testing.assert_close(certified.embeddings, dense, atol=1e-5, rtol=0)
+    assert all(k > 0 for k in certified.keys_added)
+    plain = encoder.encode(TEXTS, window)
+    # a band of width 1 over n tokens keeps 3n − 2 pairs of n²
+    expected = sum(1 - (3 * n - 2) / n**2 for n in plain.num_tokens) / len(TEXTS)
+    assert plain.sparsity == pytest.approx([expected] * 6)
+    assert float((plain.embeddings * dense).sum(-1).min()) < 0.999  # a real approximation
+
+
+def test_too_long_text_needs_truncate(encoder):
+    long = " ".join(["word"] * 600)
+    with pytest.raises(SparsefinderError, match="more than the model's 512"):
+        encoder.encode([long], "dense")
+    assert encoder.encode([long], "dense", truncate=True).num_tokens == [512]
+
+
+def test_bad_modes_are_user_errors(encoder):
+    with pytest.raises(SparsefinderError):
+        encoder.encode(TEXTS, "window4")
+    with pytest.raises(SparsefinderError):
+        encoder.encode(TEXTS, "dense", certified=True)

@@ -7,3 +7,4 @@ from . import lsh  # noqa: F401
 from . import oracle  # noqa: F401
 from . import routing  # noqa: F401
 from . import sparsebert_dam  # noqa: F401
+from . import sparsefinder_family  # noqa: F401

@@ -16,7 +16,6 @@ from sparsefinder.dataset import GoldDataset
 from sparsefinder.metrics import MetricsAccumulator, compare
 from sparsefinder.predictors.base import predictor_from_spec, sweep_values
 from sparsefinder.store import ArtifactStore, resolve_predictor
-from sparsefinder.training.fit import _FirstSequences
 
 
 def main() -> None:
@@ -30,7 +29,7 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="load fitted specs from this store instead of fitting")
     parser.add_argument("--toggle", default=None, help="a boolean parameter to evaluate both off and on (same fit)")
     args = parser.parse_args()
-    fit_data = _FirstSequences(GoldDataset(args.fit), args.fit_limit)
+    fit_data = GoldDataset(args.fit, limit=args.fit_limit)
     eval_data = GoldDataset(args.eval)
     for spec in args.specs:
         if args.store:

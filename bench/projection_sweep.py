@@ -15,7 +15,7 @@ import time
 from sparsefinder.dataset import GoldDataset
 from sparsefinder.metrics import MetricsAccumulator, compare
 from sparsefinder.predictors.base import predictor_from_spec, sweep_values
-from sparsefinder.training.fit import _FirstSequences
+from sparsefinder.store import ArtifactStore, resolve_predictor
 
 
 def main() -> None:
@@ -26,15 +26,20 @@ def main() -> None:
     parser.add_argument("--fit-limit", type=int, default=64)
     parser.add_argument("--eval-limit", type=int, default=16)
     parser.add_argument("--values", default=None, help="comma-separated knob values (default: the class grid)")
+    parser.add_argument("--store", default=None, help="load fitted specs from this store instead of fitting")
     parser.add_argument("--toggle", default=None, help="a boolean parameter to evaluate both off and on (same fit)")
     args = parser.parse_args()
-    fit_data = _FirstSequences(GoldDataset(args.fit), args.fit_limit)
+    fit_data = GoldDataset(args.fit, limit=args.fit_limit)
     eval_data = GoldDataset(args.eval)
     for spec in args.specs:
-        predictor = predictor_from_spec(spec)
-        start = time.perf_counter()
-        predictor.fit(fit_data)
-        fit_s = time.perf_counter() - start
+        if args.store:
+            predictor = resolve_predictor(spec, ArtifactStore(args.store))
+            fit_s = next(i.fit_seconds for i in ArtifactStore(args.store).list() if i.spec == predictor.family_spec)
+        else:
+            predictor = predictor_from_spec(spec)
+            start = time.perf_counter()
+            predictor.fit(fit_data)
+            fit_s = time.perf_counter() - start
         knob = type(predictor).knob
         cast = type(getattr(predictor, knob))
         values = [cast(v) for v in args.values.split(",")] if args.values else (sweep_values(spec) or

@@ -102,7 +102,7 @@ def get_settings() -> Settings:
 #: Queries sampled per sequence and head to train the projections (all keys of the sequence are used).
 PROJ_QUERIES_PER_SEQUENCE: int = 32
 #: Sequences per optimiser step while training the projections.
-PROJ_BATCH_SEQUENCES: int = 8
+PROJ_BATCH_SEQUENCES: int = 16
 #: Adam learning rate of the projections.
 PROJ_LEARNING_RATE: float = 1e-2
 #: Margin of the hinge loss (Treviso et al. 2022): gold keys closer than non-gold by this much.

@@ -18,7 +18,7 @@ def listing(store: str | None = None) -> dict:
     registered = [{"name": c.name, "knob": c.knob, "grid": list(c.grid), "learns": c.learns,
                    "description": c.description, "source": c.source}
                   for _, c in sorted(available_predictors().items())]
-    artifacts, problems = target._scan()
+    artifacts, problems = target.scan()
     return {"store": target.url, "registered": registered, "artifacts": [a.to_dict() for a in artifacts],
             "problems": problems}
 

@@ -199,7 +199,8 @@ class ArtifactStore:
                 from None
         return predictor.load_state_dict(tensors)
 
-    def _scan(self) -> tuple[list[ArtifactInfo], dict[str, str]]:
+    def scan(self) -> tuple[list[ArtifactInfo], dict[str, str]]:
+        """Check every artifact once: (loadable infos newest first, refused folder → reason)."""
         infos, problems = [], {}
         for artifact_id in self._ids():
             try:
@@ -213,11 +214,11 @@ class ArtifactStore:
 
     def list(self) -> list[ArtifactInfo]:
         """Every loadable artifact, newest first (damaged ones are skipped; see :meth:`problems`)."""
-        return self._scan()[0]
+        return self.scan()[0]
 
     def problems(self) -> dict[str, str]:
         """Artifact folder → one-line reason it was refused."""
-        return self._scan()[1]
+        return self.scan()[1]
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"

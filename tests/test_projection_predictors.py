@@ -25,13 +25,13 @@ def data():
 # Each spec keeps exactly the query's own group on the synthetic heads: recall 1.0 at sparsity
 # 1 − 1/groups = 0.75 (hand count: 8 of 32 keys per query). top2 keeps two groups: 0.5.
 EXACT = [
-    ("proj4-shared-knn8", 0.75),           # margin projections; shared map sends a group to one point
+    ("proj4-shared-knn8-ep1", 0.75),           # margin projections; shared map sends a group to one point
     ("proj4-score-knn8-ep0", 0.75),        # closed-form score approximation alone
-    ("proj4-score-knn8", 0.75),            # ... refined by the score objective
-    ("proj4-shared-radius100", 0.75),      # radius covering 100% of fit gold pairs = 0
-    ("proj1-shared-quant4", 0.75),         # 4 distinct projected values, one per quantile bucket
-    ("proj4-shared-kmeans4-top1", 0.75),   # k-means++ puts one centroid on each group
-    ("proj4-shared-kmeans4-top2", 0.5),
+    ("proj4-score-knn8-ep2", 0.75),            # ... refined by the score objective
+    ("proj4-shared-radius100-ep1", 0.75),      # radius covering 100% of fit gold pairs = 0
+    ("proj1-shared-quant4-ep1", 0.75),         # 4 distinct projected values, one per quantile bucket
+    ("proj4-shared-kmeans4-top1-ep1", 0.75),   # k-means++ puts one centroid on each group
+    ("proj4-shared-kmeans4-top2-ep1", 0.5),
 ]
 
 
@@ -48,7 +48,7 @@ def test_recall_one_at_hand_counted_sparsity(data, spec, sparsity):
 def test_window_and_global_tokens_are_added(data):
     seq = next(data.sequences())
     n = seq.length
-    pattern = predictor_from_spec("proj4-shared-knn8-win1-glob").fit(data).predict(seq.inputs(0))
+    pattern = predictor_from_spec("proj4-shared-knn8-win1-glob-ep1").fit(data).predict(seq.inputs(0))
     i = torch.arange(n)
     expected = []
     for h in range(2):
@@ -68,7 +68,7 @@ def test_knn_spec_sets_sparsity_exactly(data):
 
 def test_margin_training_lowers_the_loss(data):
     sample = collect_samples(data, None, torch.Generator().manual_seed(0))[0]
-    _, _, losses = train_layer(sample, rank=4, score=False, shared=False, epochs=30,
+    _, _, losses = train_layer(sample, rank=4, score=False, shared=False, epochs=15,
                                generator=torch.Generator().manual_seed(0))
     assert losses[-1] < 0.5 * losses[0]
 
@@ -121,9 +121,9 @@ def test_kmeans_backends_find_planted_centres(backend):
 
 def test_torch_fallback_used_without_faiss(data, monkeypatch):
     seq = next(data.sequences())
-    with_faiss = predictor_from_spec("proj4-shared-kmeans4-top1").fit(data).predict(seq.inputs(0))
+    with_faiss = predictor_from_spec("proj4-shared-kmeans4-top1-ep1").fit(data).predict(seq.inputs(0))
     monkeypatch.setattr(faiss_backend, "faiss_available", lambda: False)
-    without = predictor_from_spec("proj4-shared-kmeans4-top1").fit(data).predict(seq.inputs(0))
+    without = predictor_from_spec("proj4-shared-kmeans4-top1-ep1").fit(data).predict(seq.inputs(0))
     assert with_faiss == without
 
 

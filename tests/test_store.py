@@ -39,6 +39,7 @@ def test_save_load_predicts_the_same_pattern(store, data, fitted):
     for layer in range(2):
         assert loaded.predict(seq.inputs(layer)) == fitted.predict(seq.inputs(layer))
     assert [i.id for i in store.list()] == [info.id] and store.problems() == {}
+    assert [p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(store.root, detail=False)] == [info.id]
     assert store.info(info.id) == info
 
 

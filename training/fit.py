@@ -6,33 +6,14 @@ import argparse
 import json
 import logging
 import time
-from collections.abc import Iterator
-from typing import Any
 
 from ..config import get_settings
-from ..dataset import GoldDataset, Sequence
+from ..dataset import GoldDataset
 from ..errors import SparsefinderError
 from ..predictors.base import predictor_from_spec
 from ..store import ArtifactInfo, ArtifactStore
 
 __all__ = ["add_arguments", "fit", "run"]
-
-
-class _FirstSequences:
-    """A dataset view that yields only its first ``limit`` sequences (manifest shared)."""
-
-    def __init__(self, dataset: GoldDataset, limit: int) -> None:
-        self._dataset = dataset
-        self._limit = limit
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dataset, name)
-
-    def __len__(self) -> int:
-        return min(len(self._dataset), self._limit)
-
-    def sequences(self, limit: int | None = None) -> Iterator[Sequence]:
-        return self._dataset.sequences(self._limit if limit is None else min(limit, self._limit))
 
 
 def fit(data: str, predictor: str, store: str | None = None, limit: int | None = None,
@@ -44,9 +25,7 @@ def fit(data: str, predictor: str, store: str | None = None, limit: int | None =
     if limit is not None and limit < 1:
         raise SparsefinderError(f"--limit must be at least 1, got {limit}")
     model = predictor_from_spec(predictor)
-    dataset: Any = GoldDataset(data)
-    if limit is not None:
-        dataset = _FirstSequences(dataset, limit)
+    dataset = GoldDataset(data, limit=limit)
     start = time.perf_counter()
     model.fit(dataset, progress=progress)
     seconds = time.perf_counter() - start

@@ -183,10 +183,22 @@ def _sample_keys(mask: Tensor, count: int, generator: torch.Generator) -> tuple[
     return idx, top >= 0
 
 
-def _margin_loss(dist: Tensor, sample_gold: Tensor, negatives: Tensor, generator: torch.Generator) -> Tensor:
-    pos, pos_ok = _sample_keys(sample_gold, config.PROJ_MARGIN_PAIRS, generator)
+def _margin_loss(qp: Tensor, keys: Tensor, wk: Tensor, gold: Tensor, negatives: Tensor,
+                 generator: torch.Generator) -> Tensor:
+    """Hinge loss over sampled (gold, non-gold) key pairs of each query; only sampled keys are projected.
+
+    ``qp`` (S, H, m, r) projected queries, ``keys`` (S, H, n, d), ``wk`` (H, d, r), masks (S, H, m, n).
+    """
+    s, h, m, _ = qp.shape
+
+    def projected_distance(index: Tensor) -> Tensor:  # index (S, H, m, P) -> squared distances (S, H, m, P)
+        picked = keys.gather(2, index.reshape(s, h, -1, 1).expand(-1, -1, -1, keys.shape[-1]))
+        kp = torch.einsum("shpd,hdr->shpr", picked, wk).reshape(s, h, m, index.shape[-1], -1)
+        return (qp[:, :, :, None, :] - kp).square().sum(-1)
+
+    pos, pos_ok = _sample_keys(gold, config.PROJ_MARGIN_PAIRS, generator)
     neg, neg_ok = _sample_keys(negatives, config.PROJ_MARGIN_PAIRS, generator)
-    d_pos, d_neg = dist.gather(-1, pos), dist.gather(-1, neg)
+    d_pos, d_neg = projected_distance(pos), projected_distance(neg)
     hinge = (config.PROJ_MARGIN + d_pos[..., :, None] - d_neg[..., None, :]).clamp(min=0)
     ok = pos_ok[..., :, None] & neg_ok[..., None, :]
     return (hinge * ok).sum() / ok.sum().clamp(min=1)
@@ -249,14 +261,12 @@ def train_layer(sample: FitSample, *, rank: int, score: bool, shared: bool, epoc
             q, k, gold = sample.queries[idx], sample.keys[idx], sample.gold[idx]
             key_ok = sample.key_mask[idx][:, None, None, :].expand_as(gold)
             qp = torch.einsum("shmd,hdr->shmr", q, wq)
-            kp = torch.einsum("shnd,hdr->shnr", k, wk)
             if score:
+                kp = torch.einsum("shnd,hdr->shnr", k, wk)
                 true = q @ k.transpose(-1, -2) / math.sqrt(d)
                 loss = _score_loss(qp @ kp.transpose(-1, -2), true, gold, key_ok)
             else:
-                dist = (qp.square().sum(-1)[..., :, None] + kp.square().sum(-1)[..., None, :]
-                        - 2 * qp @ kp.transpose(-1, -2))
-                loss = _margin_loss(dist, gold, key_ok & ~gold, generator)
+                loss = _margin_loss(qp, k, wk, gold, key_ok & ~gold, generator)
             opt.zero_grad()
             loss.backward()
             opt.step()

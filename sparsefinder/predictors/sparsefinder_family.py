@@ -51,7 +51,7 @@ class ProjectionPredictor(Predictor):
     extra_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, window: int = 0,
-                 glob: bool = False, epochs: int = 20, seed: int = 0) -> None:
+                 glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
         self.rank = rank
         self.score = score
         self.shared = shared
@@ -262,7 +262,7 @@ class KNNPredictor(ProjectionPredictor):
     extra_state = ("recall_at",)
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, k: int = 64,
-                 adapt: bool = False, window: int = 0, glob: bool = False, epochs: int = 20, seed: int = 0) -> None:
+                 adapt: bool = False, window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
         super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
         self.k = k
         self.adapt = adapt
@@ -309,7 +309,7 @@ class RadiusPredictor(ProjectionPredictor):
     extra_state = ("gold_distance_quantiles",)
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, radius: float = 90,
-                 window: int = 0, glob: bool = False, epochs: int = 20, seed: int = 0) -> None:
+                 window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
         super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
         self.radius = radius
 
@@ -349,7 +349,7 @@ class QuantizationPredictor(ProjectionPredictor):
     extra_state = ("value_quantiles",)
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, buckets: int = 8,
-                 window: int = 0, glob: bool = False, epochs: int = 20, seed: int = 0) -> None:
+                 window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
         super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
         self.buckets = buckets
 
@@ -398,7 +398,7 @@ class KMeansPredictor(ProjectionPredictor):
     extra_state = ("centroids",)
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, clusters: int = 16,
-                 top: int = 1, window: int = 0, glob: bool = False, epochs: int = 20, seed: int = 0) -> None:
+                 top: int = 1, window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
         super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
         self.clusters = clusters
         self.top = top

@@ -125,9 +125,10 @@ GLOBAL_POSITIONS: tuple[int, ...] = (0, -1)
 #: Sequences of the fit corpus extracted and used to fit predictors.
 PIPELINE_FIT_SEQUENCES: int = 64
 #: Sequences of the evaluation corpus in the main job's report.
-PIPELINE_EVAL_SEQUENCES: int = 32
+PIPELINE_EVAL_SEQUENCES: int = 16
 #: Learned predictors the main job fits and stores (stateless baselines need no fitting).
-PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj8-score-knn", "proj4-kmeans16")
+PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj16-score-knn-adapt-ep0", "proj16-score-kmeans16-ep0", "proj16-score-quant-ep0",
+                                      "attention-pruning", "sparsebert-dam", "routing", "attended-global")
 
 # ---------------------------------------------------------------- baselines (issue 5)
 #: Random scores sampled at once when drawing random patterns (bounds memory to ~4 MB).

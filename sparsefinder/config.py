@@ -128,7 +128,7 @@ PIPELINE_FIT_SEQUENCES: int = 64
 PIPELINE_EVAL_SEQUENCES: int = 16
 #: Learned predictors the main job fits and stores (stateless baselines need no fitting).
 PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj16-score-knn-adapt-ep0", "proj16-score-kmeans16-ep0", "proj16-score-quant-ep0",
-                                      "attention-pruning", "sparsebert-dam", "routing", "attended-global")
+                                      "pruning", "dam", "routing", "attended-global", "degree")
 
 # ---------------------------------------------------------------- baselines (issue 5)
 #: Random scores sampled at once when drawing random patterns (bounds memory to ~4 MB).

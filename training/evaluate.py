@@ -72,11 +72,11 @@ def build_candidates(specs: list[str], data: GoldDataset, *, store: ArtifactStor
         names += [i.id for i in stored]
         stored_families = {i.spec for i in stored}
         for cls in available_predictors().values():
-            default = predictor_from_spec(cls.name)
+            family = cls().family_spec
             if not cls.learns:
-                names.append(cls.name)
-            elif fit_data is not None and default.family_spec not in stored_families:
-                names.append(default.family_spec)
+                names.append(family)
+            elif fit_data is not None and family not in stored_families:
+                names.append(family)
     for name in dict.fromkeys(names):
         try:
             predictor = resolve_predictor(name, store, model_id=data.model_id, alpha=data.alpha)

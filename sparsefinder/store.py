@@ -184,7 +184,7 @@ class ArtifactStore:
             raise SparsefinderError(f"artifact {artifact_id} is corrupt: {exc}") from None
 
     def load(self, artifact_id: str) -> Predictor:
-        """The fitted predictor of an artifact, parameters as stored.
+        """The fitted predictor of an artifact, parameters as stored; ``predictor.artifact_`` is its info.
 
         Raises :class:`NotFoundError` when absent and :class:`SparsefinderError` ("... corrupt ...")
         when its files are damaged.
@@ -197,7 +197,9 @@ class ArtifactStore:
         except TypeError as exc:
             raise SparsefinderError(f"artifact {artifact_id} is corrupt: parameters do not fit {info.name} ({exc})") \
                 from None
-        return predictor.load_state_dict(tensors)
+        predictor.load_state_dict(tensors)
+        predictor.artifact_ = info
+        return predictor
 
     def scan(self) -> tuple[list[ArtifactInfo], dict[str, str]]:
         """Check every artifact once: (loadable infos newest first, refused folder → reason)."""

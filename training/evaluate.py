@@ -83,8 +83,9 @@ def build_candidates(specs: list[str], data: GoldDataset, *, store: ArtifactStor
         except NotFoundError:
             candidates.append(_fit_candidate(name, fit_data, progress))
             continue
-        artifact = store.info(name) if store is not None and name in {i.id for i in store.list()} else None
-        values = sweep_values(predictor.family_spec) if artifact is not None else sweep_values(name)
+        artifact = getattr(predictor, "artifact_", None)
+        values = sweep_values(predictor.family_spec) if artifact is not None and artifact.id.startswith(name) \
+            else sweep_values(name)
         candidates.append(Candidate(predictor, values, artifact_id=artifact.id if artifact else None,
                                     fit_seconds=artifact.fit_seconds if artifact else None))
     return candidates

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from .errors import SparsefinderError
@@ -16,9 +17,12 @@ from .errors import SparsefinderError
 #: subcommand → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("sparsefinder.training.extract", "extract queries, keys and gold graphs of a corpus"),
+    "evaluate": ("sparsefinder.training.evaluate", "evaluate predictors and write a Pareto report"),
+    "fit": ("sparsefinder.training.fit", "fit a predictor on an extracted dataset and store it"),
+    "predictors": ("sparsefinder.list_predictors", "list registered predictors and stored artifacts"),
+    "pipeline": ("sparsefinder.training.pipeline", "the main job: extract, fit, evaluate, report"),
     "encode": ("sparsefinder.encode", "sentence embeddings with attention on a predictor's pairs"),
     "fidelity": ("sparsefinder.training.fidelity", "embedding and attention-output fidelity of predictors"),
-    # evaluate
 }
 
 
@@ -33,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up temporary files on `kill` as on Ctrl-C
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -71,3 +71,44 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings from the environment (a new object each call, so tests can change the environment)."""
     return Settings()
+
+# ---------------------------------------------------------------- learned projections (issue 4)
+#: Queries sampled per sequence and head to train the projections (all keys of the sequence are used).
+PROJ_QUERIES_PER_SEQUENCE: int = 32
+#: Sequences per optimiser step while training the projections.
+PROJ_BATCH_SEQUENCES: int = 8
+#: Adam learning rate of the projections.
+PROJ_LEARNING_RATE: float = 1e-2
+#: Margin of the hinge loss (Treviso et al. 2022): gold keys closer than non-gold by this much.
+PROJ_MARGIN: float = 1.0
+#: Gold and non-gold keys sampled per query for the margin loss (all their pairs are compared).
+PROJ_MARGIN_PAIRS: int = 8
+#: Weight of the ranking term (softmax cross-entropy on gold keys) in the score objective.
+PROJ_RANK_WEIGHT: float = 1.0
+#: Points of the quantile grid kept per projected dimension (quantization boundaries) and per
+#: head (radius calibration); boundaries for B buckets are read off it at predict time.
+PROJ_QUANTILE_POINTS: int = 1025
+#: Most points k-means sees per (layer, head) (a seeded random subset beyond that).
+KMEANS_MAX_POINTS: int = 20_000
+#: Lloyd iterations of k-means.
+KMEANS_ITERATIONS: int = 20
+#: Global tokens added by the ``glob`` spec token: first and last position.
+GLOBAL_POSITIONS: tuple[int, ...] = (0, -1)
+
+# ---------------------------------------------------------------- the main job (`sparsefinder pipeline`)
+#: Sequences of the fit corpus extracted and used to fit predictors.
+PIPELINE_FIT_SEQUENCES: int = 64
+#: Sequences of the evaluation corpus in the main job's report.
+PIPELINE_EVAL_SEQUENCES: int = 32
+#: Learned predictors the main job fits and stores (stateless baselines need no fitting).
+PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj8-score-knn", "proj4-kmeans16")
+
+# ---------------------------------------------------------------- baselines (issue 5)
+#: Random scores sampled at once when drawing random patterns (bounds memory to ~4 MB).
+RANDOM_SAMPLE_CHUNK: int = 1 << 20
+#: EMA decay of Routing-Transformer centroid updates (one update per fit sequence; the paper
+#: decays slowly over many training steps, a fit sees only a few dozen mini-batches).
+ROUTING_DECAY: float = 0.5
+#: Adam steps and learning rate of SparseBERT's mask logits (full batch on position counts).
+DAM_STEPS: int = 300
+DAM_LEARNING_RATE: float = 0.1

@@ -122,9 +122,12 @@ def _read_shard(path: Path) -> Iterator[Sequence]:
 
 
 class GoldDataset:
-    """An extracted dataset folder, read back sequence by sequence."""
+    """An extracted dataset folder, read back sequence by sequence (the first ``limit`` only, if given)."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, limit: int | None = None) -> None:
+        if limit is not None and limit < 1:
+            raise SparsefinderError(f"a dataset limit must be at least 1, got {limit}")
+        self.limit = limit
         self.folder = Path(folder)
         manifest = self.folder / MANIFEST
         if not self.folder.is_dir():
@@ -163,17 +166,19 @@ class GoldDataset:
         return int(self.manifest["model"]["head_dim"])
 
     def __len__(self) -> int:
-        return int(self.manifest["sequences"])
+        total = int(self.manifest["sequences"])
+        return total if self.limit is None else min(total, self.limit)
 
     def __iter__(self) -> Iterator[Sequence]:
         return self.sequences()
 
     def sequences(self, limit: int | None = None) -> Iterator[Sequence]:
         """Yield up to ``limit`` sequences (all by default), one shard in memory at a time."""
+        limit = len(self) if limit is None else min(limit, len(self))
         done = 0
         for shard in self.manifest["shards"]:
             for seq in _read_shard(self.folder / shard["file"]):
-                if limit is not None and done >= limit:
+                if done >= limit:
                     return
                 yield seq
                 done += 1
@@ -195,6 +200,7 @@ class InMemoryDataset(GoldDataset):
         if not sequences:
             raise SparsefinderError("an in-memory dataset needs at least one sequence")
         self.folder = Path("<memory>")
+        self.limit = None
         self._sequences = list(sequences)
         layers, heads, _, dim = sequences[0].queries.shape
         self.manifest = {

@@ -19,6 +19,9 @@ from torch import Tensor
 
 __all__ = ["Pattern"]
 
+#: Largest ``H·n²`` for which membership tests use a dense boolean mask (64 MB).
+_DENSE_LOOKUP_LIMIT = 1 << 26
+
 
 @dataclass(frozen=True)
 class Pattern:
@@ -75,14 +78,20 @@ class Pattern:
     def from_padded(cls, index: Tensor, valid: Tensor | None = None) -> Pattern:
         """Build from per-query key indices ``index`` of shape ``(H, n, k)``.
 
-        ``valid`` (same shape, bool) marks which entries count; entries may repeat.
+        ``valid`` (same shape, bool) marks which entries count; entries may repeat. Rows are
+        sorted independently (O(nnz·log k)), with no global sort.
         """
         num_heads, n, k = index.shape
-        rows = torch.arange(num_heads * n, device=index.device).repeat_interleave(k)
-        codes = rows * n + index.reshape(-1).long()
+        index = index.long()
         if valid is not None:
-            codes = codes[valid.reshape(-1)]
-        return cls.from_codes(codes, num_heads, n)
+            index = torch.where(valid, index, torch.full_like(index, n))
+        index = index.sort(dim=-1).values
+        keep = index < n
+        keep[..., 1:] &= index[..., 1:] != index[..., :-1]
+        counts = keep.sum(-1).reshape(-1)
+        crow = torch.zeros(num_heads * n + 1, dtype=torch.long, device=index.device)
+        crow[1:] = torch.cumsum(counts, 0)
+        return cls(crow, index[keep], num_heads, n)
 
     @classmethod
     def full(cls, num_heads: int, length: int, device: torch.device | str | None = None) -> Pattern:
@@ -102,10 +111,14 @@ class Pattern:
     def window(cls, num_heads: int, length: int, width: int, device: torch.device | str | None = None) -> Pattern:
         """Each query keeps the keys at distance at most ``width`` (a band of ``2·width + 1``); O(n·width) memory."""
         n = length
-        offsets = torch.arange(-width, width + 1, device=device)
-        index = torch.arange(n, device=device)[:, None] + offsets[None, :]
-        valid = (index >= 0) & (index < n)
-        return cls.from_padded(index.clamp(0, n - 1).expand(num_heads, n, -1), valid.expand(num_heads, n, -1))
+        i = torch.arange(n, device=device)
+        lo, hi = (i - width).clamp(min=0), (i + width).clamp(max=n - 1)
+        lengths = (hi - lo + 1).repeat(num_heads)
+        crow = torch.zeros(num_heads * n + 1, dtype=torch.long, device=device)
+        crow[1:] = torch.cumsum(lengths, 0)
+        starts = torch.repeat_interleave(crow[:-1], lengths)
+        col = torch.repeat_interleave(lo.repeat(num_heads), lengths) + torch.arange(int(crow[-1]), device=device) - starts
+        return cls(crow, col, num_heads, n)
 
     @classmethod
     def global_tokens(cls, num_heads: int, length: int, positions: Tensor | list[int],
@@ -209,10 +222,16 @@ class Pattern:
         return Pattern.from_codes(torch.cat([self.codes()] + [o.codes() for o in others]), self.num_heads, self.length)
 
     def intersection_per_head(self, other: Pattern) -> Tensor:
-        """``|self ∩ other|`` per head, shape ``(H,)``."""
+        """``|self ∩ other|`` per head, shape ``(H,)``.
+
+        Looks the pairs up in a dense mask of ``other`` when ``H·n²`` is small, else sorts.
+        """
         self._check_compatible(other)
         mine = self.codes()
-        hit = torch.isin(mine, other.codes(), assume_unique=True)
+        if self.num_heads * self.length**2 <= _DENSE_LOOKUP_LIMIT:
+            hit = other.to_dense().reshape(-1)[mine]
+        else:
+            hit = torch.isin(mine, other.codes(), assume_unique=True)
         heads = torch.div(mine[hit], self.length * self.length, rounding_mode="floor")
         return torch.bincount(heads, minlength=self.num_heads)
 

@@ -15,6 +15,7 @@ import json
 from itertools import islice
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -87,12 +88,14 @@ def extract(
     if limit is not None:
         sequences = islice(sequences, limit)
     counts = {"sequences": 0, "tokens": 0}
+    gold_sparsity = torch.zeros(info.num_layers, info.num_heads, dtype=torch.float64)
     with atomic_dir(out) as tmp:
         writer = ShardWriter(tmp, SHARD_SEQUENCES)
         bar = tqdm(total=limit, unit="seq", desc=f"extract {Path(corpus).name}", disable=not progress)
         while batch := list(islice(sequences, batch_size)):
             for seq in capture(encoder, batch, alpha):
                 writer.add(seq)
+                gold_sparsity += torch.stack([g.sparsity() for g in seq.gold])
                 counts["sequences"] += 1
                 counts["tokens"] += seq.length
             bar.update(len(batch))
@@ -112,6 +115,7 @@ def extract(
             "sequences": counts["sequences"],
             "tokens": counts["tokens"],
             "gold_edges": sum(s["gold_edges"] for s in writer.shards),
+            "gold_sparsity": (gold_sparsity / max(counts["sequences"], 1)).tolist(),
             "shards": writer.shards,
             "sparsefinder_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -128,10 +132,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="stop after N sequences")
 
 
+def gold_sparsity_table(manifest: dict) -> str:
+    """Markdown table: gold sparsity per layer (mean over heads, and the range over heads)."""
+    rows = ["| layer | mean | min | max |", "|---|---|---|---|"]
+    per_head = torch.tensor(manifest["gold_sparsity"])
+    for layer, heads in enumerate(per_head):
+        rows.append(f"| {layer} | {heads.mean():.4f} | {heads.min():.4f} | {heads.max():.4f} |")
+    rows.append(f"| all | {per_head.mean():.4f} | {per_head.min():.4f} | {per_head.max():.4f} |")
+    return "\n".join(rows)
+
+
 def run(args: argparse.Namespace) -> int:
     ds = extract(args.corpus, args.out, model=args.model, max_length=args.max_length, alpha=args.alpha,
                  limit=args.limit)
     m = ds.manifest
     print(json.dumps({"dataset": str(ds.folder), "sequences": m["sequences"], "tokens": m["tokens"],
                       "gold_edges": m["gold_edges"], "model": m["model"]["id"]}))
+    print(f"gold sparsity per layer (macro over sequences; mean and range over heads), L={m['max_length']}:")
+    print(gold_sparsity_table(m))
     return 0

@@ -54,10 +54,11 @@ def fidelity(corpus: str | Path, predictors: list[str], out: str | Path, *, limi
     """
     check_corpus(corpus)
     texts = list(itertools.islice(iter_texts(corpus), limit))
-    modes = [(spec, resolve_mode(spec, store), False) for spec in predictors]
+    encoder = encoder or SparseEncoder(model, device=get_settings().device, alpha=alpha)
+    modes = [(spec, resolve_mode(spec, store, model_id=encoder.info.id, alpha=encoder.alpha), False)
+             for spec in predictors]
     if certified:
         modes += [(f"{spec}+certified", mode, True) for spec, mode, _ in modes]
-    encoder = encoder or SparseEncoder(model, device=get_settings().device, alpha=alpha)
     rows = {name: {"cos": [], "err": [], "sp": [], "added": [], "seconds": 0.0}
             for name in ["dense"] + [m[0] for m in modes]}
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]

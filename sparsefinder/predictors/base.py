@@ -81,8 +81,8 @@ class Predictor:
     name: ClassVar[str]
     #: Token letters that identify the class in a spec.
     spec_key: ClassVar[tuple[str, ...]]
-    #: Token letters → parameter name, in canonical order.
-    spec_tokens: ClassVar[dict[str, str]]
+    #: Token letters → parameter name (``None``: a name-only token), in canonical order.
+    spec_tokens: ClassVar[dict[str, str | None]]
     #: The parameter swept to trace a curve (read at predict time only), or ``None``.
     knob: ClassVar[str | None] = None
     #: Default values of the knob for a sweep.
@@ -231,6 +231,10 @@ def parse_spec(spec: str) -> tuple[type[Predictor], dict[str, Any]]:
     params: dict[str, Any] = {}
     for letters_, number in tokens:
         param = cls.spec_tokens[letters_]
+        if param is None:
+            if number is not None:
+                raise SparsefinderError(f"bad predictor spec {spec!r}: token {letters_!r} takes no value")
+            continue
         if number is None:
             if isinstance(defaults.get(param), bool):
                 params[param] = True
@@ -247,6 +251,9 @@ def format_spec(cls: type[Predictor], params: dict[str, Any], with_knob: bool = 
                 if p.kind == p.KEYWORD_ONLY}
     parts = []
     for letters, param in cls.spec_tokens.items():
+        if param is None:
+            parts.append(letters)
+            continue
         value = params.get(param, defaults.get(param))
         is_key = letters in cls.spec_key
         if param == cls.knob and not with_knob:

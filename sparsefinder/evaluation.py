@@ -1,0 +1,153 @@
+"""Evaluating predictors against gold graphs: recall–sparsity curves (method.md §3).
+
+:func:`evaluate` streams a dataset once; for every sequence, layer, predictor and knob
+value it predicts a pattern, compares it with the gold graph and accumulates macro
+averages per (layer, head). The result is the report dictionary written by
+:mod:`sparsefinder.report` (schema in that module's docstring).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from . import __version__
+from .dataset import GoldDataset
+from .metrics import MetricsAccumulator, compare
+from .predictors.base import Predictor
+
+__all__ = ["Candidate", "evaluate", "pareto_front", "summarise_curve"]
+
+AVERAGING = "macro: per (layer, head) averaged over sequences; headline numbers are the mean over all (layer, head)"
+RECALL_LEVELS = (0.95, 0.99)
+
+
+@dataclass
+class Candidate:
+    """A fitted predictor to evaluate, with the knob values to sweep (``None``: its current setting only)."""
+
+    predictor: Predictor
+    values: list[Any] | None = None
+    artifact_id: str | None = None
+    fit_seconds: float | None = None
+    _accumulators: list[MetricsAccumulator] = field(default_factory=list, repr=False)
+    _seconds: list[float] = field(default_factory=list, repr=False)
+
+    def settings(self) -> list[Any]:
+        knob = self.predictor.knob
+        if knob is None or self.values is None:
+            return [getattr(self.predictor, knob) if knob else None]
+        return list(self.values)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated ``(sparsity, recall)`` points, by increasing sparsity."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front, best = [], -1.0
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def summarise_curve(points: list[tuple[float, float]]) -> dict[str, float | None]:
+    """Numbers read off a curve of ``(sparsity, recall)`` points.
+
+    ``sparsity_at_recall_X``: the largest measured sparsity with recall ≥ X (``None`` if no
+    point reaches X). ``auc``: area under the attainable curve ``s ↦ max{recall_i : sparsity_i ≥ s}``
+    over ``[0, 1]``, with the full pattern ``(0, 1)`` always attainable.
+    """
+    out: dict[str, float | None] = {}
+    for level in RECALL_LEVELS:
+        ok = [s for s, r in points if r >= level]
+        out[f"sparsity_at_recall_{level}"] = max(ok) if ok else None
+    pts = set(points) | {(0.0, 1.0)}
+    area, prev = 0.0, 0.0
+    for x in sorted({s for s, _ in pts}):
+        area += (x - prev) * max(r for s, r in pts if s >= x)
+        prev = x
+    out["auc"] = area
+    return out
+
+
+def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate every candidate setting on up to ``limit`` sequences of ``dataset``; return the report dict."""
+    layers, heads = dataset.num_layers, dataset.num_heads
+    gold_acc = MetricsAccumulator(layers, heads)
+    for c in candidates:
+        c._accumulators = [MetricsAccumulator(layers, heads) for _ in c.settings()]
+        c._seconds = [0.0 for _ in c.settings()]
+    total = min(len(dataset), limit) if limit is not None else len(dataset)
+    sequences = 0
+    for seq in tqdm(dataset.sequences(limit), total=total, unit="seq", desc="evaluate", disable=not progress):
+        sequences += 1
+        for layer in range(layers):
+            gold = seq.gold[layer]
+            gold_acc.add(layer, compare(gold, gold))
+            inputs = seq.inputs(layer)
+            for c in candidates:
+                for j, value in enumerate(c.settings()):
+                    if c.predictor.knob is not None:
+                        c.predictor.set_params(**{c.predictor.knob: value})
+                    t0 = time.perf_counter()
+                    pattern = c.predictor.predict(inputs)
+                    c._seconds[j] += time.perf_counter() - t0
+                    c._accumulators[j].add(layer, compare(pattern, gold))
+    gold_per_head = gold_acc.per_head()["gold_sparsity"]
+    return {
+        "id": None,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "sparsefinder_version": __version__,
+        "num_layers": layers,
+        "num_heads": heads,
+        "averaging": AVERAGING,
+        "dataset": {
+            "path": str(dataset.folder),
+            "model_id": dataset.model_id,
+            "alpha": dataset.alpha,
+            "max_length": dataset.max_length,
+            "sequences": sequences,
+            "corpus_sha256": dataset.manifest.get("corpus", {}).get("sha256"),
+        },
+        "gold": {"sparsity": float(gold_per_head.mean()), "per_head": {"gold_sparsity": gold_per_head.tolist()}},
+        "predictors": [_predictor_entry(c, max(sequences, 1)) for c in candidates],
+    }
+
+
+def _predictor_entry(c: Candidate, sequences: int) -> dict[str, Any]:
+    p = c.predictor
+    settings = []
+    for value, acc, seconds in zip(c.settings(), c._accumulators, c._seconds):
+        if p.knob is not None:
+            p.set_params(**{p.knob: value})
+        per_head = acc.per_head()
+        mean = acc.mean()
+        settings.append({
+            "spec": p.spec,
+            "knob_value": value,
+            "recall": mean["recall"],
+            "sparsity": mean["sparsity"],
+            "precision": mean["precision"],
+            "predict_seconds_per_sequence": seconds / sequences,
+            "per_head": {m: per_head[m].tolist() for m in ("recall", "sparsity", "precision")},
+        })
+    points = [(s["sparsity"], s["recall"]) for s in settings]
+    return {
+        "spec": p.family_spec,
+        "name": p.name,
+        "artifact_id": c.artifact_id,
+        "knob": p.knob,
+        "description": p.description,
+        "source": p.source,
+        "reference": p.reference,
+        "fit_seconds": c.fit_seconds,
+        "settings": settings,
+        "pareto": pareto_front(points),
+        "summary": summarise_curve(points),
+    }

@@ -1,0 +1,75 @@
+"""Reformer-style LSH attention pattern (Kitaev, Kaiser & Levskaya 2020, "Reformer").
+
+Angular LSH with random rotations: a vector ``x`` (normalised to unit length, as Reformer
+normalises its shared query/keys) goes to bucket ``argmax([xR; −xR])`` for a random
+``R ∈ R^{d × b/2}``. Queries and keys are hashed with the same rotations (shared buckets);
+a pair is kept when query and key share a bucket in at least one of ``rounds`` hash rounds.
+Rotations are drawn from a generator seeded by ``(seed, layer)``, per head and round, so the
+pattern is deterministic. Reformer's sorting into fixed-size chunks (and attending to the
+previous chunk) is a compute layout, not part of the bucket semantics, and is left out.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..errors import SparsefinderError
+from ..pattern import Pattern
+from .base import AttentionInputs, Predictor, register_predictor
+from .buckets import same_bucket_pattern
+from .fixed import layer_generator
+
+
+def lsh_buckets(x: Tensor, rotations: Tensor) -> Tensor:
+    """Angular LSH buckets.
+
+    Parameters
+    ----------
+    x : Tensor, shape (H, n, d)
+    rotations : Tensor, shape (R, H, d, b/2)
+
+    Returns
+    -------
+    Tensor, int64, shape (R, H, n)
+        Bucket in ``[0, b)`` per round, head and vector.
+    """
+    unit = torch.nn.functional.normalize(x, dim=-1)
+    rotated = torch.einsum("hnd,rhdb->rhnb", unit, rotations)
+    return torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)
+
+
+@register_predictor
+class LSHPredictor(Predictor):
+    """Keep the pairs whose unit query and key share an angular-LSH bucket in some round."""
+
+    name: ClassVar[str] = "lsh"
+    spec_key = ("lsh",)
+    spec_tokens = {"lsh": "buckets", "rounds": "rounds", "seed": "seed"}
+    knob = "buckets"
+    grid = (2, 4, 8, 16, 32, 64, 128)
+    description = "Reformer angular LSH on unit queries/keys, shared buckets, several rounds"
+    source = "Kitaev et al. 2020, Reformer"
+
+    def __init__(self, *, buckets: int = 16, rounds: int = 2, seed: int = 0) -> None:
+        self.buckets = buckets
+        self.rounds = rounds
+        self.seed = seed
+
+    def _validate_params(self) -> None:
+        if not isinstance(self.buckets, int) or self.buckets < 2 or self.buckets % 2:
+            raise SparsefinderError(f"lsh buckets must be an even integer ≥ 2, got {self.buckets!r}")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise SparsefinderError(f"lsh rounds must be a positive integer, got {self.rounds!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise SparsefinderError(f"lsh seed must be a non-negative integer, got {self.seed!r}")
+
+    def predict(self, inputs: AttentionInputs) -> Pattern:
+        """Same-bucket pairs over ``rounds`` rounds of ``buckets`` buckets."""
+        self.check_is_fitted()
+        q, k = inputs.queries, inputs.keys
+        shape = (self.rounds, inputs.num_heads, q.shape[-1], self.buckets // 2)
+        rotations = torch.randn(shape, generator=layer_generator(self.seed, inputs.layer)).to(q.device, q.dtype)
+        return same_bucket_pattern(lsh_buckets(q, rotations), lsh_buckets(k, rotations), self.buckets)

@@ -1,0 +1,67 @@
+"""Extraction with the real encoder: counts, exact gold graphs, streaming shards."""
+
+import math
+
+import torch
+
+from sparsefinder.alpha_entmax import support
+from sparsefinder.attention.hf import DENSE_ENTMAX
+from sparsefinder.corpus import iter_texts, pack_sequences
+from sparsefinder.dataset import GoldDataset
+from sparsefinder.model import load_encoder
+
+
+def test_tiny_corpus_counts(tiny_dataset, tiny_corpus):
+    _, tokenizer, info = load_encoder()
+    total = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in iter_texts(tiny_corpus))
+    seqs = list(tiny_dataset)
+    # every content token lands in exactly one sequence of at most 32 tokens (30 + [CLS] + [SEP])
+    assert len(seqs) == math.ceil(total / 30) == len(tiny_dataset)
+    assert sum(s.length - 2 for s in seqs) == total
+    assert all(s.length == 32 for s in seqs[:-1]) and 3 <= seqs[-1].length <= 32
+    for s in seqs:
+        assert s.queries.shape == (info.num_layers, info.num_heads, s.length, info.head_dim)
+        assert s.keys.shape == s.values.shape == s.queries.shape
+        assert len(s.gold) == info.num_layers
+        assert all(g.shape == (info.num_heads, s.length, s.length) for g in s.gold)
+        assert s.input_ids[0] == tokenizer.cls_token_id and s.input_ids[-1] == tokenizer.sep_token_id
+
+
+def test_gold_graph_equals_dense_entmax_of_model_inputs(tiny_dataset):
+    """Recompute scores from the model's own attention inputs and compare supports."""
+    model, _, info = load_encoder(attn_implementation=DENSE_ENTMAX)
+    seq = next(iter(tiny_dataset))
+    captured = {}
+
+    def record(layer, q, k, v, probs):
+        captured[layer] = (q[0], k[0])
+
+    with torch.no_grad():
+        model(input_ids=seq.input_ids[None], attention_mask=torch.ones(1, seq.length, dtype=torch.long),
+              attention_recorder=record)
+    for layer in range(info.num_layers):
+        q, k = captured[layer]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(info.head_dim)
+        assert torch.equal(seq.gold[layer].to_dense(), support(scores, 1.5))
+
+
+def test_padding_never_enters_gold(tiny_corpus, tmp_path):
+    """Sequences of different lengths share a padded batch; their gold graphs only cover valid tokens."""
+    from sparsefinder.capture import capture
+
+    model, tokenizer, _ = load_encoder(attn_implementation=DENSE_ENTMAX)
+    ids = list(pack_sequences(iter_texts(tiny_corpus), tokenizer, 24))
+    short, long_ = ids[-1], ids[0]
+    assert len(short) < len(long_)
+    a, b = capture(model, [long_, short], 1.5)
+    (alone,) = capture(model, [short], 1.5)
+    assert b.length == len(short) and all(g.length == len(short) for g in b.gold)
+    assert all(g1 == g2 for g1, g2 in zip(b.gold, alone.gold))
+
+
+def test_existing_same_dataset_is_reused(tiny_dataset, tiny_corpus):
+    from sparsefinder.training.extract import extract
+
+    again = extract(tiny_corpus, tiny_dataset.folder, max_length=32, progress=False)
+    assert isinstance(again, GoldDataset) and again.manifest["created"] == tiny_dataset.manifest["created"]
+    assert tiny_dataset.manifest["key"]["corpus_sha256"] and tiny_dataset.manifest["sparsefinder_version"]

@@ -1,0 +1,53 @@
+"""One contract test over every registered predictor (scikit-learn's check_estimator, in spirit).
+
+Every class in :func:`available_predictors` is built with its default parameters (``epochs``
+lowered to 2 where it exists, to stay fast) and checked on a small synthetic dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from synthetic import grouped_dataset
+
+from sparsefinder.errors import NotFittedError
+from sparsefinder.predictors.base import available_predictors, predictor_from_spec
+from sparsefinder.store import ArtifactStore
+
+
+@pytest.fixture(scope="module")
+def data():
+    return grouped_dataset(sequences=2, layers=2, heads=2, length=32, dim=8)
+
+
+def _new(cls):
+    params = {"epochs": 2} if "epochs" in cls._param_names() else {}
+    return cls(**params)
+
+
+@pytest.mark.parametrize("name", sorted(available_predictors()))
+def test_predictor_contract(name, data):
+    cls = available_predictors()[name]
+    seq = next(data.sequences())
+    inputs = seq.inputs(1)
+
+    predictor = _new(cls)
+    with pytest.raises(NotFittedError):
+        predictor.predict(inputs)
+    assert predictor.fit(data) is predictor
+
+    params = predictor.get_params()
+    assert json.loads(json.dumps(params)) == params
+    assert predictor_from_spec(predictor.spec).get_params() == params
+    assert cls.knob is None or cls.knob in params
+
+    pattern = predictor.predict(inputs).validate()
+    assert pattern.shape == (2, seq.length, seq.length)
+
+    assert _new(cls).fit(data).predict(inputs) == pattern, "same seed must give the same pattern"
+
+    store = ArtifactStore(f"memory://contract-{uuid.uuid4().hex}")
+    info = store.save(predictor, dataset=data, fit_seconds=0.0)
+    assert store.load(info.id).predict(inputs) == pattern

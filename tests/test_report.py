@@ -1,0 +1,39 @@
+"""The evaluate command end to end on a real tiny dataset: report files agree with each other."""
+
+import csv
+import io
+import json
+
+from sparsefinder.cli import main
+from sparsefinder.predictors.fixed import WindowPredictor
+from sparsefinder.report import list_reports, load_report, report_csv
+
+
+def test_evaluate_window_writes_consistent_report(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "reports" / "tiny-window"
+    assert main(["evaluate", "--data", str(tiny_dataset.folder), "--predictors", "window", "oracle-topk",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    window = next(p for p in report["predictors"] if p["name"] == "window")
+    assert [s["knob_value"] for s in window["settings"]] == list(WindowPredictor.grid)
+    # a window of 32 or more covers every pair of a sequence of at most 32 tokens: recall 1, sparsity 0
+    wide = next(s for s in window["settings"] if s["knob_value"] >= 32)
+    assert wide["recall"] == 1.0 and wide["sparsity"] == 0.0
+    assert window["settings"][0]["knob_value"] == 0
+    # width 0 keeps exactly the diagonal: sparsity 1 - 1/n per sequence
+    lengths = [s.length for s in tiny_dataset]
+    expected = sum(1 - 1 / n for n in lengths) / len(lengths)
+    assert abs(window["settings"][0]["sparsity"] - expected) < 1e-9
+    rows = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
+    assert len(rows) == sum(len(p["settings"]) for p in report["predictors"]) * 6 * 12
+    by_setting = {}
+    for r in rows:
+        by_setting.setdefault(r["setting"], []).append(float(r["recall"]))
+    for p in report["predictors"]:
+        for s in p["settings"]:
+            assert abs(sum(by_setting[s["spec"]]) / 72 - s["recall"]) < 1e-5
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "pareto.svg").read_text().lstrip().startswith("<?xml")
+    assert (out / "pareto_layers.png").stat().st_size > 1000
+    assert [r["id"] for r in list_reports(out.parent)] == ["tiny-window"]
+    assert report_csv(load_report(out.parent, "tiny-window")) == (out / "report.csv").read_text()

@@ -1,0 +1,126 @@
+"""``sparsefinder evaluate``: every chosen predictor on the same gold graphs, one report.
+
+The evaluation data is an extracted dataset (``--data``) or any plain-text corpus
+(``--corpus``, extracted on the fly into the work folder and cached by content). Each
+name is an artifact id of the store, a spec of a stored or stateless predictor, or a
+learned spec fitted on ``--fit-data``; specs that leave the knob out are swept over the
+predictor's grid. ``all`` means every stored predictor plus every baseline. Writes ``report.json``, ``report.csv``, ``pareto.png``/``.svg`` and
+``pareto_layers.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..config import DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, get_settings
+from ..corpus import check_corpus
+from ..dataset import GoldDataset
+from ..errors import NotFoundError, SparsefinderError
+from ..evaluation import Candidate, evaluate
+from ..model import model_info
+from ..predictors.base import available_predictors, predictor_from_spec, sweep_values
+from ..report import write_report
+from ..store import ArtifactStore, resolve_predictor
+from .extract import extract
+
+__all__ = ["add_arguments", "build_candidates", "dataset_for_corpus", "run"]
+
+
+def dataset_for_corpus(corpus: str | Path, *, model: str | None, max_length: int, alpha: float,
+                       limit: int | None) -> GoldDataset:
+    """Extract ``corpus`` into the work folder (cached by corpus content, model, α, L and limit)."""
+    sha = check_corpus(corpus).sha256
+    info = model_info(model)
+    name = f"{Path(corpus).stem}-{sha[:12]}-{info.id.split('@')[-1]}-L{max_length}-a{alpha:g}-n{limit or 'all'}"
+    return extract(corpus, get_settings().work_dir / "datasets" / name, model=model, max_length=max_length,
+                   alpha=alpha, limit=limit)
+
+
+def check_compatible(fit: GoldDataset, data: GoldDataset) -> None:
+    """Raise a user error unless both datasets come from the same model and α."""
+    if fit.model_id != data.model_id or fit.alpha != data.alpha:
+        raise SparsefinderError(
+            f"fit data ({fit.model_id}, alpha {fit.alpha}) and evaluation data ({data.model_id}, alpha {data.alpha}) "
+            "come from different models or alphas")
+
+
+def _fit_candidate(spec: str, fit_data: GoldDataset | None, progress: bool) -> Candidate:
+    predictor = predictor_from_spec(spec)
+    if predictor.learns and fit_data is None:
+        raise SparsefinderError(f"no stored artifact for {spec!r}: fit it first ('sparsefinder fit') or pass --fit-data")
+    t0 = time.perf_counter()
+    predictor.fit(fit_data, progress=progress)
+    return Candidate(predictor, sweep_values(spec), fit_seconds=time.perf_counter() - t0 if predictor.learns else None)
+
+
+def build_candidates(specs: list[str], data: GoldDataset, *, store: ArtifactStore | None = None,
+                     fit_data: GoldDataset | None = None, progress: bool = True) -> list[Candidate]:
+    """Ready candidates for ``specs``: artifact ids, specs of stored or stateless predictors, or
+    learned specs fitted on ``fit_data``. ``all`` means every stored artifact compatible with
+    ``data``, every stateless predictor and, given ``fit_data``, every learned family not stored.
+    """
+    candidates: list[Candidate] = []
+    names = list(dict.fromkeys(s for s in specs if s != "all"))
+    if "all" in specs:
+        stored = [i for i in (store.list() if store is not None else [])
+                  if i.model_id == data.model_id and i.alpha == data.alpha]
+        names += [i.id for i in stored]
+        stored_families = {i.spec for i in stored}
+        for cls in available_predictors().values():
+            default = predictor_from_spec(cls.name)
+            if not cls.learns:
+                names.append(cls.name)
+            elif fit_data is not None and default.family_spec not in stored_families:
+                names.append(default.family_spec)
+    for name in dict.fromkeys(names):
+        try:
+            predictor = resolve_predictor(name, store, model_id=data.model_id, alpha=data.alpha)
+        except NotFoundError:
+            candidates.append(_fit_candidate(name, fit_data, progress))
+            continue
+        artifact = store.info(name) if store is not None and name in {i.id for i in store.list()} else None
+        values = sweep_values(predictor.family_spec) if artifact is not None else sweep_values(name)
+        candidates.append(Candidate(predictor, values, artifact_id=artifact.id if artifact else None,
+                                    fit_seconds=artifact.fit_seconds if artifact else None))
+    return candidates
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="extracted dataset folder to evaluate on")
+    source.add_argument("--corpus", help="plain-text file to extract on the fly and evaluate on")
+    parser.add_argument("--predictors", "--predictor", nargs="+", required=True, metavar="SPEC",
+                        help="predictor specs (knob left out = swept), or 'all'")
+    parser.add_argument("--out", required=True, help="report folder to write")
+    parser.add_argument("--store", default=None, help="artifact store with fitted predictors (default: settings)")
+    parser.add_argument("--fit-data", default=None, help="extracted dataset to fit learned predictors not in the store")
+    parser.add_argument("--fit-limit", type=int, default=None, help="fit on at most N sequences of --fit-data")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate on at most N sequences")
+    parser.add_argument("--model", default=None, help="encoder folder, with --corpus")
+    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="L, with --corpus")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha, with --corpus")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise SparsefinderError(f"--limit must be at least 1, got {args.limit}")
+    if args.data:
+        data = GoldDataset(args.data)
+    else:
+        data = dataset_for_corpus(args.corpus, model=args.model, max_length=args.max_length, alpha=args.alpha,
+                                  limit=args.limit)
+    fit_data = GoldDataset(args.fit_data, limit=args.fit_limit) if args.fit_data else None
+    if fit_data is not None:
+        check_compatible(fit_data, data)
+    store = ArtifactStore(args.store or get_settings().store)
+    candidates = build_candidates(args.predictors, data, store=store, fit_data=fit_data)
+    report = evaluate(data, candidates, limit=args.limit)
+    out = write_report(report, args.out)
+    tqdm.write(f"report written to {out}")
+    print(json.dumps({p["spec"]: p["summary"] for p in report["predictors"]}, indent=1))
+    return 0

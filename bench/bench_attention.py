@@ -10,7 +10,7 @@ bisection above ``--max-bisect``, SDPA above ``--max-sdpa``: on CPU it materiali
 certified above ``--max-certified``: said in the table.
 Peak memory is the process RSS increase sampled every millisecond during the call.
 
-    python bench/bench_attention.py --threads 2 --out bench/results.json
+    python bench/bench_attention.py --threads 1 --repeats 2 | tee bench/results-cpu.jsonl
 """
 
 from __future__ import annotations

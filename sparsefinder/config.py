@@ -26,6 +26,10 @@ SPARSE_CHUNK_PAIRS: int = 1 << 18
 CERTIFY_BLOCK: int = 16
 #: Texts per forward pass of ``sparsefinder encode`` and the fidelity report.
 ENCODE_BATCH: int = 8
+#: Bisection steps of the Triton kernel's threshold search (α = 1.5 then solves exactly on the support).
+TRITON_BISECT_ITERATIONS: int = 30
+#: The certified check scores at most this many (query, key) pairs per head at once (bounds memory).
+CERTIFY_CHUNK_SCORES: int = 1 << 21
 #: Sequences per extraction shard.
 SHARD_SEQUENCES: int = 32
 #: Sequences per model forward pass during extraction.

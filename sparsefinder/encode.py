@@ -15,29 +15,23 @@ from tqdm.auto import tqdm
 
 from .config import DEFAULT_ALPHA, ENCODE_BATCH, get_settings
 from .corpus import check_corpus, iter_texts
-from .errors import SparsefinderError
 from .files import atomic_write_text
-from .predictors.base import Predictor, predictor_from_spec
+from .predictors.base import Predictor
+from .store import ArtifactStore, resolve_predictor
 
 __all__ = ["add_arguments", "resolve_mode", "run"]
 
 
-def resolve_mode(name: str, store: str | None = None) -> Predictor | str:
-    """``dense``/``softmax`` as they are; a stored predictor ID or a spec as a fitted :class:`Predictor`.
+def resolve_mode(name: str, store: str | None = None, model_id: str | None = None,
+                 alpha: float | None = None) -> Predictor | str:
+    """``dense``/``softmax`` as they are; a stored predictor ID or a spec as a ready :class:`Predictor`.
 
-    Uses :func:`sparsefinder.store.resolve_predictor` when the store module is present,
-    else fits a stateless spec (``window16``) directly.
+    IDs and learned specs load from the artifact store (default ``$SPARSEFINDER_STORE``),
+    checked against ``model_id`` and ``alpha``; stateless specs (``window16``) are fitted here.
     """
     if name in ("dense", "softmax"):
         return name
-    try:
-        from .store import ArtifactStore, resolve_predictor
-    except ImportError:
-        predictor = predictor_from_spec(name)
-        if predictor.learns:
-            raise SparsefinderError(f"predictor {name!r} must be fitted; no artifact store is available") from None
-        return predictor.fit(None)
-    return resolve_predictor(name, ArtifactStore(store or get_settings().store))
+    return resolve_predictor(name, ArtifactStore(store or get_settings().store), model_id=model_id, alpha=alpha)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
         texts, total = iter(args.text), len(args.text)
     if args.limit is not None:
         texts, total = itertools.islice(texts, args.limit), min(total, args.limit)
-    mode = resolve_mode(args.predictor, args.store)
     encoder = SparseEncoder(args.model, device=get_settings().device, alpha=args.alpha)
+    mode = resolve_mode(args.predictor, args.store, model_id=encoder.info.id, alpha=args.alpha)
     lines, index = [], 0
     with tqdm(total=total, desc="encode", unit="text") as bar:
         while batch := list(itertools.islice(texts, max(1, args.batch_size))):

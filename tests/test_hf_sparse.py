@@ -68,3 +68,35 @@ def test_bad_modes_are_user_errors(encoder):
         encoder.encode(TEXTS, "window4")
     with pytest.raises(SparsefinderError):
         encoder.encode(TEXTS, "dense", certified=True)
+
+
+def test_encode_cli_writes_one_line_per_text(tmp_path):
+    import json
+
+    from sparsefinder.cli import main
+
+    out = tmp_path / "emb.jsonl"
+    assert main(["encode", "--text", TEXTS[0], "--text", TEXTS[1], "--predictor", "window2", "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["index"] for x in lines] == [0, 1]
+    assert len(lines[0]["embedding"]) == 384 and len(lines[0]["sparsity"]) == 6
+    n = lines[1]["tokens"]  # "[CLS] hello world [SEP]": 4 tokens, a band of ±2 keeps 14 of 16 pairs
+    assert n == 4 and lines[1]["sparsity"] == pytest.approx([2 / 16] * 6)
+    assert main(["encode", "--text", "x", "--predictor", "nosuchpredictor", "--out", str(out)]) == 2
+
+
+def test_fidelity_report_shows_both_gaps(encoder, tmp_path):
+    import json
+
+    from sparsefinder.training.fidelity import fidelity
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS) + "\n")
+    report = fidelity(corpus, ["window512"], tmp_path / "fid", limit=3, certified=True, encoder=encoder)
+    rows = {r["mode"]: r for r in report["rows"]}
+    assert rows["window512"]["cosine_min"] > 0.99999 and max(rows["window512"]["rel_error"]) < 1e-5
+    assert rows["window512+certified"]["keys_added_per_text"] == [0.0] * 6
+    assert rows["dense"]["reference"] == "softmax" and rows["dense"]["cosine_mean"] < 0.9999  # entmax ≠ softmax
+    assert json.loads((tmp_path / "fid" / "fidelity.json").read_text())["texts"] == 3
+    assert (tmp_path / "fid" / "fidelity.csv").read_text().count("\n") == 4
+    assert (tmp_path / "fid" / "fidelity.png").stat().st_size > 0

@@ -43,19 +43,22 @@ def _relative_errors(res: EncodeResult, ref: EncodeResult) -> torch.Tensor:
 
 def fidelity(corpus: str | Path, predictors: list[str], out: str | Path, *, limit: int = 64,
              certified: bool = False, store: str | None = None, model: str | None = None,
-             alpha: float = DEFAULT_ALPHA, batch_size: int = ENCODE_BATCH) -> dict:
+             alpha: float = DEFAULT_ALPHA, batch_size: int = ENCODE_BATCH,
+             encoder: SparseEncoder | None = None) -> dict:
     """Compare each predictor's sparse model with the dense-entmax model on the first ``limit`` texts.
 
     Returns the report dict also written to ``out/fidelity.json``; each row has ``mode``
     (spec, ``dense`` or ``+certified``), ``reference``, ``cosine_mean``/``cosine_min``,
-    ``rel_error`` per layer, ``sparsity`` per layer and ``seconds``.
+    ``rel_error`` per layer, ``sparsity`` per layer and ``seconds``. An already loaded
+    ``encoder`` is used as is (then ``model`` and ``alpha`` are its own).
     """
     check_corpus(corpus)
     texts = list(itertools.islice(iter_texts(corpus), limit))
-    modes = [(spec, resolve_mode(spec, store), False) for spec in predictors]
+    encoder = encoder or SparseEncoder(model, device=get_settings().device, alpha=alpha)
+    modes = [(spec, resolve_mode(spec, store, model_id=encoder.info.id, alpha=encoder.alpha), False)
+             for spec in predictors]
     if certified:
         modes += [(f"{spec}+certified", mode, True) for spec, mode, _ in modes]
-    encoder = SparseEncoder(model, device=get_settings().device, alpha=alpha)
     rows = {name: {"cos": [], "err": [], "sp": [], "added": [], "seconds": 0.0}
             for name in ["dense"] + [m[0] for m in modes]}
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
@@ -87,7 +90,7 @@ def fidelity(corpus: str | Path, predictors: list[str], out: str | Path, *, limi
             "keys_added_per_text": (torch.stack(row["added"]).sum(0) / len(texts)).tolist(),
             "seconds": row["seconds"],
         })
-    report = {"corpus": str(corpus), "texts": len(texts), "alpha": alpha, "model": encoder.info.id,
+    report = {"corpus": str(corpus), "texts": len(texts), "alpha": encoder.alpha, "model": encoder.info.id,
               "rows": report_rows}
     _write(report, Path(out))
     return report

@@ -10,8 +10,8 @@ key, ``r_b`` its radius). Keys of blocks that fail are scored exactly; those wit
 and attention on ``S'`` equals dense α-entmax. Empty rows are seeded with the query's own
 position first, so the bound has a finite threshold to beat.
 
-The work grows with the number of keys that cannot be ruled out, not with ``n²`` (the
-block bounds cost ``n²·d / B`` multiply-adds, computed a chunk of queries at a time).
+The work grows with the number of queries whose blocks cannot all be ruled out (the block
+bounds cost ``n²·d / B`` multiply-adds), computed a chunk of queries at a time in bounded memory.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
-from ..config import CERTIFY_BLOCK, DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
+from ..config import CERTIFY_BLOCK, CERTIFY_CHUNK_SCORES, DEFAULT_ALPHA
 from ..pattern import Pattern
 from .sparse import kept_scores, sparse_entmax_attention
 
@@ -58,7 +58,7 @@ def _block_bounds(k: Tensor, block: int) -> tuple[Tensor, Tensor]:
 
 def certify_pattern(
     q: Tensor, k: Tensor, pattern: Pattern, alpha: float = DEFAULT_ALPHA, scaling: float | None = None,
-    block: int = CERTIFY_BLOCK, chunk_pairs: int = SPARSE_CHUNK_PAIRS,
+    block: int = CERTIFY_BLOCK, chunk_scores: int = CERTIFY_CHUNK_SCORES,
 ) -> tuple[Pattern, int]:
     """Enlarge ``pattern`` until it provably contains the dense α-entmax support.
 
@@ -74,7 +74,9 @@ def certify_pattern(
     Pattern
         ``pattern`` plus every excluded key that could not be ruled out and scored above ``t_S``.
     int
-        Number of pairs scored exactly during the check.
+        Number of excluded-or-kept pairs in blocks whose bound failed: the pairs that needed an
+        exact score (the code scores whole rows that have a failing block, a dense row product
+        being faster on CPU than gathering blocks; at most ``chunk_scores`` scores live at once).
     """
     alpha = check_alpha(alpha)
     heads, n, d = q.shape
@@ -88,23 +90,25 @@ def certify_pattern(
     width = index.shape[-1]
     valid = torch.arange(width, device=q.device) < lengths.unsqueeze(-1)
     centers, radius = _block_bounds(k, block)
-    nb = centers.shape[1]
-    step = max(1, chunk_pairs // (heads * max(width, nb)))
+    sizes = torch.full((centers.shape[1],), block, device=q.device)
+    sizes[-1] = n - (centers.shape[1] - 1) * block
+    step = max(1, chunk_scores // n)
     found, scored = [], 0
     for s in range(0, n, step):
         qc = q[:, s:s + step]
         kept = kept_scores(qc, k, index[:, s:s + step], scaling).masked_fill(~valid[:, s:s + step], float("-inf"))
         t_s = threshold(kept, alpha)  # (H, c, 1)
         bound = (qc @ centers.transpose(1, 2) + qc.norm(dim=-1, keepdim=True) * radius.unsqueeze(1)) * scaling
-        h, i, b = (bound > t_s).nonzero(as_tuple=True)  # failing (head, query, block)
-        j = (b.unsqueeze(1) * block + torch.arange(block, device=q.device)).reshape(-1)
-        h, i = h.repeat_interleave(block), i.repeat_interleave(block)
-        inside = j < n
-        h, i, j = h[inside], i[inside], j[inside]
-        z = (qc[h, i] * k[h, j]).sum(-1) * scaling
-        scored += int(j.numel())
-        keep = z > t_s[h, i, 0]
-        found.append((h[keep], i[keep] + s, j[keep]))
+        fail = bound > t_s  # (H, c, nb): blocks that may hold a key above t_S
+        scored += int((fail * sizes).sum())
+        for h in range(heads):
+            rows = fail[h].any(-1).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            z = qc[h, rows] @ k[h].T * scaling  # (m, n): one product per row is faster than gathering blocks
+            add = fail[h, rows].repeat_interleave(block, -1)[:, :n] & (z > t_s[h, rows])
+            i, j = add.nonzero(as_tuple=True)
+            found.append((torch.full_like(i, h), rows[i] + s, j))
     if found:
         h, i, j = (torch.cat(parts) for parts in zip(*found))
         pattern = pattern.union(Pattern.from_pairs(h, i, j, heads, n))

@@ -102,6 +102,11 @@ def sparse_entmax_attention(
     if pattern.shape != (heads, n, n):
         raise ValueError(f"pattern shape {pattern.shape} does not match queries {(heads, n, n)}")
     scaling = d**-0.5 if scaling is None else scaling
+    if q.is_cuda and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+        from .triton_entmax import triton_available, triton_sparse_entmax_attention
+
+        if triton_available():
+            return triton_sparse_entmax_attention(q, k, v, pattern, alpha, scaling)
     index, lengths = pattern.to(q.device).to_padded()
     width = index.shape[-1]
     valid = torch.arange(width, device=q.device) < lengths.unsqueeze(-1)

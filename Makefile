@@ -1,4 +1,5 @@
-# Two entry points: `make run` (the main job) and `make test` (the test suite).
+# Two entry points: `make run` (the main job: extract, fit, evaluate, then serve on
+# http://127.0.0.1:8000) and `make test` (the test suite).
 # Each sets up .venv on first use: torch 2.13.0 first (the local CPU build), then the package.
 PYTHON ?= python3.11
 VENV := .venv
@@ -15,7 +16,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/sparsefinder pipeline
+	$(BIN)/sparsefinder serve
 
 test: $(STAMP)
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
 	$(BIN)/python -m pytest

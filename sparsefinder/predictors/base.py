@@ -119,6 +119,19 @@ class Predictor:
     def _validate_params(self) -> None:
         """Raise :class:`SparsefinderError` when a parameter is out of range (override)."""
 
+    def _require_int(self, *names: str, minimum: int) -> None:
+        """Raise a user error unless each parameter in ``names`` is an integer ≥ ``minimum``."""
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise SparsefinderError(f"{self.name} {name} must be an integer ≥ {minimum}, got {value!r}")
+
+    def _require_bool(self, *names: str) -> None:
+        """Raise a user error unless each parameter in ``names`` is ``True`` or ``False``."""
+        for name in names:
+            if not isinstance(getattr(self, name), bool):
+                raise SparsefinderError(f"{self.name} {name} must be true or false, got {getattr(self, name)!r}")
+
     # -------------------------------------------------------------- fitting
     def fit(self, data: Any, progress: bool = False) -> Predictor:
         """Learn from a :class:`~sparsefinder.dataset.GoldDataset`; stateless predictors just validate."""

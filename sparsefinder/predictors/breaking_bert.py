@@ -52,8 +52,7 @@ class LexicalPredictor(Predictor):
         self.width = width
 
     def _validate_params(self) -> None:
-        if not isinstance(self.width, int) or isinstance(self.width, bool) or self.width < 0:
-            raise SparsefinderError(f"lexical width must be a non-negative integer, got {self.width!r}")
+        self._require_int("width", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """Union of the lexical mask and the window."""

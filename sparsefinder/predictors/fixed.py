@@ -24,14 +24,9 @@ import torch
 from torch import Tensor
 
 from ..config import RANDOM_SAMPLE_CHUNK
-from ..errors import SparsefinderError
 from ..pattern import Pattern
 from .base import AttentionInputs, Predictor, register_predictor
 
-
-def _check_int(owner: str, name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise SparsefinderError(f"{owner} {name} must be an integer ≥ {minimum}, got {value!r}")
 
 
 def layer_generator(seed: int, layer: int) -> torch.Generator:
@@ -87,7 +82,7 @@ class WindowPredictor(Predictor):
         self.width = width
 
     def _validate_params(self) -> None:
-        _check_int("window", "width", self.width, 0)
+        self._require_int("width", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """Band of ``2·width + 1`` keys around each query (clipped at the edges), for every head."""
@@ -112,8 +107,8 @@ class RandomPredictor(Predictor):
         self.seed = seed
 
     def _validate_params(self) -> None:
-        _check_int("random", "keys", self.keys, 0)
-        _check_int("random", "seed", self.seed, 0)
+        self._require_int("keys", minimum=0)
+        self._require_int("seed", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """``min(keys, n)`` distinct random keys per query and head."""
@@ -138,7 +133,7 @@ class GlobalPredictor(Predictor):
         self.tokens = tokens
 
     def _validate_params(self) -> None:
-        _check_int("global", "tokens", self.tokens, 0)
+        self._require_int("tokens", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """Rows and columns of the global positions, for every head."""
@@ -164,7 +159,7 @@ class AttendedGlobalPredictor(Predictor):
         self.tokens = tokens
 
     def _validate_params(self) -> None:
-        _check_int("attended-global", "tokens", self.tokens, 0)
+        self._require_int("tokens", minimum=0)
 
     def fit(self, data, progress: bool = False) -> AttendedGlobalPredictor:
         """Rank absolute key positions by their share of gold in-edges, per (layer, head).
@@ -215,7 +210,7 @@ class StridedPredictor(Predictor):
         self.stride = stride
 
     def _validate_params(self) -> None:
-        _check_int("strided", "stride", self.stride, 1)
+        self._require_int("stride", minimum=1)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """Union of the band ``±(stride−1)`` and the keys congruent to the query modulo ``stride``."""
@@ -245,8 +240,8 @@ class BigBirdPredictor(Predictor):
         self.seed = seed
 
     def _validate_params(self) -> None:
-        _check_int("bigbird", "block", self.block, 1)
-        _check_int("bigbird", "seed", self.seed, 0)
+        self._require_int("block", minimum=1)
+        self._require_int("seed", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """Union of window, random and global patterns (globals: the first and last ``b`` tokens)."""
@@ -276,8 +271,8 @@ class LongformerPredictor(Predictor):
         self.tokens = tokens
 
     def _validate_params(self) -> None:
-        _check_int("longformer", "width", self.width, 0)
-        _check_int("longformer", "tokens", self.tokens, 0)
+        self._require_int("width", minimum=0)
+        self._require_int("tokens", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """Union of the window and the global tokens."""

@@ -61,10 +61,8 @@ class LSHPredictor(Predictor):
     def _validate_params(self) -> None:
         if not isinstance(self.buckets, int) or self.buckets < 2 or self.buckets % 2:
             raise SparsefinderError(f"lsh buckets must be an even integer ≥ 2, got {self.buckets!r}")
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise SparsefinderError(f"lsh rounds must be a positive integer, got {self.rounds!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise SparsefinderError(f"lsh seed must be a non-negative integer, got {self.seed!r}")
+        self._require_int("rounds", minimum=1)
+        self._require_int("seed", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """Same-bucket pairs over ``rounds`` rounds of ``buckets`` buckets."""

@@ -10,7 +10,6 @@ from typing import ClassVar
 
 import torch
 
-from ..errors import SparsefinderError
 from ..pattern import Pattern
 from .base import AttentionInputs, Predictor, register_predictor
 
@@ -32,8 +31,7 @@ class OracleTopK(Predictor):
         self.k = k
 
     def _validate_params(self) -> None:
-        if not isinstance(self.k, int) or self.k < 1:
-            raise SparsefinderError(f"oracle-topk k must be a positive integer, got {self.k!r}")
+        self._require_int("k", minimum=1)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """Top-``k`` of ``q·kᵀ`` per query and head."""

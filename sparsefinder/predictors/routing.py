@@ -105,10 +105,8 @@ class RoutingPredictor(Predictor):
         self.seed = seed
 
     def _validate_params(self) -> None:
-        for name, minimum in (("clusters", 1), ("epochs", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise SparsefinderError(f"routing {name} must be an integer ≥ {minimum}, got {value!r}")
+        self._require_int("clusters", "epochs", minimum=1)
+        self._require_int("seed", minimum=0)
 
     def fit(self, data, progress: bool = False) -> RoutingPredictor:
         """Fit centroids for every cluster count in ``grid ∪ {clusters}`` (grid values above the first

@@ -62,11 +62,9 @@ class ProjectionPredictor(Predictor):
 
     # ------------------------------------------------------------ validation
     def _validate_params(self) -> None:
-        for name, low in (("rank", 1), ("window", 0), ("epochs", 0), ("seed", 0)):
-            _check_int(self, name, low)
-        for name in ("score", "shared", "glob"):
-            if not isinstance(getattr(self, name), bool):
-                raise SparsefinderError(f"{self.name}: {name} must be true or false, got {getattr(self, name)!r}")
+        self._require_int("rank", minimum=1)
+        self._require_int("window", "epochs", "seed", minimum=0)
+        self._require_bool("score", "shared", "glob")
         self._validate_knob()
 
     def _validate_knob(self) -> None:
@@ -158,11 +156,6 @@ class ProjectionPredictor(Predictor):
         """Pattern from projected queries ``qp`` and keys ``kp``, each of shape (H, n, r)."""
         raise NotImplementedError
 
-
-def _check_int(predictor: Predictor, name: str, low: int) -> None:
-    value = getattr(predictor, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise SparsefinderError(f"{predictor.name}: {name} must be an integer ≥ {low}, got {value!r}")
 
 
 def _grid_quantiles(values: Tensor) -> Tensor:
@@ -268,9 +261,8 @@ class KNNPredictor(ProjectionPredictor):
         self.adapt = adapt
 
     def _validate_knob(self) -> None:
-        _check_int(self, "k", 1)
-        if not isinstance(self.adapt, bool):
-            raise SparsefinderError(f"{self.name}: adapt must be true or false, got {self.adapt!r}")
+        self._require_int("k", minimum=1)
+        self._require_bool("adapt")
 
     def _fit_layer(self, layer: int, sample: FitSample, qp: Tensor, kp: Tensor, generator: torch.Generator) -> None:
         dist = distance(qp, kp, self.score).masked_fill(~sample.key_mask[:, None, None, :], float("inf"))
@@ -354,7 +346,7 @@ class QuantizationPredictor(ProjectionPredictor):
         self.buckets = buckets
 
     def _validate_knob(self) -> None:
-        _check_int(self, "buckets", 1)
+        self._require_int("buckets", minimum=1)
         if self.buckets > config.PROJ_QUANTILE_POINTS - 1:
             raise SparsefinderError(f"{self.name}: at most {config.PROJ_QUANTILE_POINTS - 1} buckets, got {self.buckets}")
 
@@ -404,8 +396,8 @@ class KMeansPredictor(ProjectionPredictor):
         self.top = top
 
     def _validate_knob(self) -> None:
-        _check_int(self, "clusters", 1)
-        _check_int(self, "top", 1)
+        self._require_int("clusters", minimum=1)
+        self._require_int("top", minimum=1)
 
     def _fit_layer(self, layer: int, sample: FitSample, qp: Tensor, kp: Tensor, generator: torch.Generator) -> None:
         s, h, m, r = qp.shape

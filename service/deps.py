@@ -13,12 +13,17 @@ from .metrics import ServiceMetrics
 from .worker import ModelWorker
 
 
+def _loaded(request: Request, name: str):
+    """``app.state.<name>``, set once start-up has loaded the model; 503 until then."""
+    value = getattr(request.app.state, name, None)
+    if value is None:
+        raise ApiError(503, "the model is still loading; retry shortly")
+    return value
+
+
 def engine(request: Request) -> Engine:
     """The engine; 503 while the model is still loading."""
-    eng = getattr(request.app.state, "engine", None)
-    if eng is None:
-        raise ApiError(503, "the model is still loading; retry shortly")
-    return eng
+    return _loaded(request, "engine")
 
 
 def worker(request: Request) -> ModelWorker:
@@ -26,10 +31,8 @@ def worker(request: Request) -> ModelWorker:
 
 
 def jobs(request: Request) -> JobManager:
-    jm = getattr(request.app.state, "jobs", None)
-    if jm is None:
-        raise ApiError(503, "the model is still loading; retry shortly")
-    return jm
+    """The fit-job manager; 503 while the model is still loading."""
+    return _loaded(request, "jobs")
 
 
 def settings(request: Request) -> Settings:

@@ -15,8 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/sparsefinder pipeline
-	$(BIN)/sparsefinder serve
+	$(BIN)/sparsefinder pipeline --serve
 
 test: $(STAMP)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=s.port, help=f"TCP port (default {s.port})")
     parser.add_argument("--store", default=s.store, help=f"artifact store folder or URL (default {s.store})")
     parser.add_argument("--reports", default=str(s.reports), help=f"reports folder (default {s.reports})")
+    parser.add_argument("--model", default=s.model, help="encoder folder (default: the packaged all-MiniLM-L6-v2)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,6 +23,6 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = get_settings().model_copy(update={"host": args.host, "port": args.port, "store": args.store,
-                                                 "reports": Path(args.reports)})
+                                                 "reports": Path(args.reports), "model": args.model})
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0

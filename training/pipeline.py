@@ -1,10 +1,12 @@
 """``sparsefinder pipeline``: the main job, end to end on the default data.
 
-Extract the fit corpus (WikiText-2 ``valid.txt``) and the evaluation corpus (``test.txt``),
+Adapt the encoder to α-entmax once (``sparsefinder adapt``, cached; skipped with ``--no-adapt``
+or when ``--model`` names an encoder), extract the fit corpus (WikiText-2 ``valid.txt``) and
+the evaluation corpus (``test.txt``) with it,
 fit the configured learned predictors into the store (skipping families already stored
 for the same model and α), evaluate every stored predictor and every baseline on the
 evaluation corpus, and write the report. Every step is cached, so a second run only
-redoes what changed. With ``--serve`` the service starts afterwards on the results.
+redoes what changed. With ``--serve`` the service starts afterwards on the results and model.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..config import (DEFAULT_MAX_LENGTH, PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES, PIPELINE_FIT_SPECS,
-                      default_data_dir, get_settings)
+from ..config import (ADAPTED_MODEL_NAME, DEFAULT_MAX_LENGTH, PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES,
+                      PIPELINE_FIT_SPECS, default_data_dir, get_settings)
 from ..evaluation import evaluate
 from ..predictors.base import predictor_from_spec
 from ..report import write_report
 from ..store import ArtifactStore
+from .adapt import adapt
 from .evaluate import build_candidates, dataset_for_corpus
 from .fit import fit
 
@@ -46,7 +49,8 @@ def pipeline(fit_corpus: Path, eval_corpus: Path, *, specs: list[str], max_lengt
         tqdm.write(f"{family}: fitted in {info.fit_seconds:.1f} s, stored as {info.id}")
     candidates = build_candidates(["all"], eval_data, store=store)
     report = evaluate(eval_data, candidates)
-    name = f"{eval_corpus.stem}-L{max_length}-n{eval_data.manifest['sequences']}"
+    model_name = eval_data.model_id.split("@")[0]
+    name = f"{eval_corpus.stem}-{model_name}-L{max_length}-n{eval_data.manifest['sequences']}"
     return write_report(report, reports / name)
 
 
@@ -61,14 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-sequences", type=int, default=PIPELINE_EVAL_SEQUENCES)
     parser.add_argument("--store", default=None, help="artifact store (default: settings)")
     parser.add_argument("--reports", type=Path, default=None, help="reports root (default: settings)")
-    parser.add_argument("--model", default=None, help="encoder folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--model", default=None, help="encoder folder (default: the adapted all-MiniLM-L6-v2)")
+    parser.add_argument("--no-adapt", action="store_true", help="use the packaged softmax-trained encoder as is")
+    parser.add_argument("--serve", action="store_true", help="then serve the results (sparsefinder serve)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
+    model = args.model
+    if model is None and not args.no_adapt:
+        model = str(settings.work_dir / "models" / ADAPTED_MODEL_NAME)
+        adapt(args.fit_corpus, model, alpha=settings.alpha)
     out = pipeline(args.fit_corpus, args.eval_corpus, specs=args.predictors, max_length=args.max_length,
                    fit_sequences=args.fit_sequences, eval_sequences=args.eval_sequences,
-                   store_url=args.store or settings.store, reports=args.reports or settings.reports, model=args.model)
+                   store_url=args.store or settings.store, reports=args.reports or settings.reports, model=model)
     report = json.loads((out / "report.json").read_text())
     rows = [f"{'predictor':<28} {'sp@r.95':>8} {'sp@r.99':>8} {'AUC':>6}"]
     for p in report["predictors"]:
@@ -78,4 +88,10 @@ def run(args: argparse.Namespace) -> int:
                     f"{s['auc']:>6.3f}")
     print("\n".join(rows))
     print(f"report: {out}")
+    if args.serve:
+        from ..service.serve import run as serve
+
+        return serve(argparse.Namespace(host=settings.host, port=settings.port,
+                                        store=args.store or settings.store,
+                                        reports=str(args.reports or settings.reports), model=model))
     return 0

@@ -20,16 +20,14 @@ DEFAULT_MAX_LENGTH: int = 512
 BISECT_ITERATIONS: int = 50
 #: Keys partially sorted first by exact entmax (doubled where a support is larger).
 ENTMAX_TOPK: int = 64
-#: Sparse attention gathers at most this many (query, key-slot) pairs at once (bounds memory).
-SPARSE_CHUNK_PAIRS: int = 1 << 18
-#: Keys per block in the certified mode's score bounds (mean key + radius per block).
-CERTIFY_BLOCK: int = 16
+#: Sparse and certified attention hold at most this many scores (or gathered pairs) per chunk of queries.
+SPARSE_CHUNK_PAIRS: int = 1 << 22
+#: Sparse attention gathers kept keys when rows keep fewer than n / ratio keys, else reads them off score rows.
+SPARSE_GATHER_RATIO: int = 16
 #: Texts per forward pass of ``sparsefinder encode`` and the fidelity report.
 ENCODE_BATCH: int = 8
 #: Bisection steps of the Triton kernel's threshold search (α = 1.5 then solves exactly on the support).
 TRITON_BISECT_ITERATIONS: int = 30
-#: The certified check scores at most this many (query, key) pairs per head at once (bounds memory).
-CERTIFY_CHUNK_SCORES: int = 1 << 21
 #: Sequences per extraction shard.
 SHARD_SEQUENCES: int = 32
 #: Sequences per model forward pass during extraction.

@@ -1,273 +1,369 @@
 """The attention pattern: which (query, key) pairs are computed (method.md §2).
 
-A :class:`Pattern` covers the ``H`` heads of one attention layer for one sequence of ``n``
-valid tokens (padding is never part of a pattern). It is stored in CSR form over the
-``H·n`` rows ``r = h·n + i``: the keys kept for query ``i`` of head ``h`` are
-``col[crow[r]:crow[r + 1]]``, sorted and unique. This is the layout sparse compute reads
-(and the ``(lims, I)`` layout of FAISS range search); :meth:`Pattern.to_padded` gives the
-padded ``(H, n, k_max)`` form and :meth:`Pattern.to_dense` a boolean view for tests and
-small inputs. Every predictor produces a Pattern; metrics, sparse attention, reports and
-the service consume it.
+A :class:`Pattern` covers the ``H`` heads of one attention layer for a padded batch of
+``B`` sequences of ``n`` positions, sequence ``b`` having ``lengths[b]`` valid tokens at the
+front (padding is never part of a pattern). It is stored the way the compute reads it,
+after FlexAttention's ``BlockMask`` (``kv_num_blocks`` + ``kv_indices``): per-row counts and
+padded key indices with a batch dimension,
+
+- ``index`` ``(B, H, n, w)``: the keys kept for query ``i`` of head ``h`` in sequence ``b``
+  are ``index[b, h, i, :counts[b, h, i]]`` (unique, any order); the other slots hold 0;
+- ``counts`` ``(B, H, n)``: kept keys per query (0 for padded queries).
+
+Sparse attention gathers the kept scores with ``index`` directly; no conversion runs
+between a predictor and the compute. CSR (:meth:`Pattern.csr`, what datasets store) and a
+dense boolean mask (:meth:`Pattern.to_dense`, for tests and small inputs) are derived views.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-__all__ = ["Pattern"]
+__all__ = ["Pattern", "compact", "pad_width"]
 
-#: Largest ``H·n²`` for which membership tests use a dense boolean mask (64 MB).
-_DENSE_LOOKUP_LIMIT = 1 << 26
+Device = torch.device | str | None
+
+
+def _lengths(lengths: Tensor | Sequence[int] | int | None, batch: int, n: int, device: Device) -> Tensor:
+    if lengths is None:
+        return torch.full((batch,), n, dtype=torch.long, device=device)
+    out = torch.as_tensor(lengths, dtype=torch.long, device=device).reshape(-1)
+    if out.numel() == 1 and batch != 1:
+        out = out.expand(batch).clone()
+    if out.numel() != batch or bool((out < 0).any()) or bool((out > n).any()):
+        raise ValueError(f"lengths must be {batch} values in [0, {n}], got {out.tolist()}")
+    return out
+
+
+def compact(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Kept keys of each row of a boolean mask ``(…, n)``: ``index`` ``(…, w)`` and ``counts`` ``(…)``.
+
+    ``w`` is the largest row count (at least 1); keys are in increasing order, unused slots
+    hold 0. Two passes over the mask (a cumulative sum and a scatter), no sort.
+    """
+    counts = mask.sum(-1)
+    width = max(int(counts.max()) if counts.numel() else 0, 1)
+    slot = torch.where(mask, mask.cumsum(-1) - 1, width)
+    index = torch.zeros(*mask.shape[:-1], width + 1, dtype=torch.long, device=mask.device)
+    index.scatter_(-1, slot, torch.arange(mask.shape[-1], device=mask.device).expand_as(slot))
+    return index[..., :width].contiguous(), counts
+
+
+def pad_width(index: Tensor, width: int) -> Tensor:
+    """``index`` ``(…, w)`` padded with zeros to ``width`` slots."""
+    return torch.nn.functional.pad(index, (0, width - index.shape[-1]))
 
 
 @dataclass(frozen=True)
 class Pattern:
-    """Kept (query, key) pairs of ``num_heads`` heads over ``length`` valid tokens.
+    """Kept (query, key) pairs of ``H`` heads for a padded batch of ``B`` sequences.
 
     Attributes
     ----------
-    crow : Tensor, int64, shape (H·n + 1,)
-        Row offsets; row ``h·n + i`` is query ``i`` of head ``h``.
-    col : Tensor, int64, shape (nnz,)
-        Key indices in ``[0, n)``, sorted and unique within each row.
-    num_heads : int
-        ``H``.
-    length : int
-        ``n``, the number of valid tokens (queries and keys).
+    index : Tensor, int64, shape (B, H, n, w)
+        Kept keys of each query in its first ``counts`` slots; other slots hold 0.
+    counts : Tensor, int64, shape (B, H, n)
+        Kept keys per query.
+    lengths : Tensor, int64, shape (B,)
+        Valid tokens of each sequence (queries and keys ``< lengths[b]``).
     """
 
-    crow: Tensor
-    col: Tensor
-    num_heads: int
-    length: int
+    index: Tensor
+    counts: Tensor
+    lengths: Tensor
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_codes(cls, codes: Tensor, num_heads: int, length: int) -> Pattern:
-        """Build from flat pair codes ``h·n² + i·n + j`` (any order, duplicates allowed)."""
+    def from_mask(cls, mask: Tensor, lengths: Tensor | Sequence[int] | None = None) -> Pattern:
+        """Compact a boolean mask ``(B, H, n, n)`` (or ``(H, n, n)`` for one sequence).
+
+        Pairs touching padding (beyond ``lengths``) are dropped. Costs two passes over the
+        mask (a cumulative sum and a scatter), no sort.
+        """
+        if mask.dim() == 3:
+            mask = mask.unsqueeze(0)
+        if mask.dim() != 4 or mask.shape[-1] != mask.shape[-2]:
+            raise ValueError(f"mask must have shape (B, H, n, n), got {tuple(mask.shape)}")
+        batch, heads, n, _ = mask.shape
+        lengths = _lengths(lengths, batch, n, mask.device)
+        if bool((lengths < n).any()):
+            valid = torch.arange(n, device=mask.device) < lengths[:, None]  # (B, n)
+            mask = mask & valid[:, None, :, None] & valid[:, None, None, :]
+        return cls(*compact(mask), lengths)
+
+    @classmethod
+    def from_index(cls, index: Tensor, valid: Tensor | None = None,
+                   lengths: Tensor | Sequence[int] | None = None, unique: bool = False) -> Pattern:
+        """Build from candidate keys per query, ``index`` ``(B, H, n, k)`` (or ``(H, n, k)``).
+
+        ``valid`` (same shape, bool) marks the entries that count; entries at or beyond a
+        sequence's length are dropped. Unless ``unique``, repeated keys of a row are merged
+        (one sort of the ``k`` entries per row).
+        """
+        if index.dim() == 3:
+            index = index.unsqueeze(0)
+            valid = valid.unsqueeze(0) if valid is not None else None
+        batch, heads, n, _ = index.shape
+        lengths = _lengths(lengths, batch, n, index.device)
+        index = index.long()
+        keep = index < lengths[:, None, None, None]
+        keep &= (torch.arange(n, device=index.device) < lengths[:, None])[:, None, :, None]
+        if valid is not None:
+            keep &= valid
+        if not unique:
+            index = torch.where(keep, index, n).sort(dim=-1).values
+            keep = index < n
+            keep[..., 1:] &= index[..., 1:] != index[..., :-1]
+        if bool(keep.all()):
+            return cls(index.contiguous(), keep.sum(-1), lengths)
+        slots, counts = compact(keep)
+        kept = torch.arange(slots.shape[-1], device=index.device) < counts.unsqueeze(-1)
+        return cls(torch.where(kept, index.gather(-1, slots), 0), counts, lengths)
+
+    @classmethod
+    def from_csr(cls, row_lengths: Tensor, col: Tensor, num_heads: int, length: int) -> Pattern:
+        """One sequence from CSR pieces: ``row_lengths`` ``(H·n,)`` and ``col`` ``(nnz,)`` (row-major)."""
         n = length
-        codes = torch.unique(codes.reshape(-1).long())  # sorted
-        rows = torch.div(codes, n, rounding_mode="floor")
-        counts = torch.bincount(rows, minlength=num_heads * n)
-        crow = torch.zeros(num_heads * n + 1, dtype=torch.long, device=codes.device)
-        crow[1:] = torch.cumsum(counts, 0)
-        return cls(crow, codes - rows * n, num_heads, n)
+        counts = row_lengths.long().reshape(num_heads, n)
+        width = max(int(counts.max()) if counts.numel() else 0, 1)
+        rows = torch.repeat_interleave(torch.arange(num_heads * n, device=col.device), counts.reshape(-1))
+        starts = torch.cumsum(counts.reshape(-1), 0) - counts.reshape(-1)
+        slot = torch.arange(col.numel(), device=col.device) - starts[rows]
+        index = torch.zeros(num_heads * n, width, dtype=torch.long, device=col.device)
+        index[rows, slot] = col.long()
+        return cls(index.view(1, num_heads, n, width), counts.unsqueeze(0),
+                   torch.tensor([n], dtype=torch.long, device=col.device))
 
     @classmethod
     def from_pairs(cls, head: Tensor, query: Tensor, key: Tensor, num_heads: int, length: int) -> Pattern:
-        """Build from parallel index tensors (each shape ``(m,)``); duplicates are merged."""
+        """One sequence from parallel index tensors (each shape ``(m,)``); duplicates are merged."""
         n = length
-        return cls.from_codes((head.long() * n + query.long()) * n + key.long(), num_heads, n)
+        codes = torch.unique((head.long() * n + query.long()) * n + key.long())  # sorted
+        rows = torch.div(codes, n, rounding_mode="floor")
+        counts = torch.bincount(rows, minlength=num_heads * n)
+        return cls.from_csr(counts, codes - rows * n, num_heads, n)
 
     @classmethod
     def from_dense(cls, mask: Tensor) -> Pattern:
-        """Build from a boolean mask of shape ``(H, n, n)``."""
+        """One sequence from a boolean mask ``(H, n, n)`` (alias of :meth:`from_mask`)."""
         if mask.dim() != 3 or mask.shape[1] != mask.shape[2]:
             raise ValueError(f"mask must have shape (H, n, n), got {tuple(mask.shape)}")
-        num_heads, n, _ = mask.shape
-        counts = mask.reshape(num_heads * n, n).sum(-1)
-        crow = torch.zeros(num_heads * n + 1, dtype=torch.long, device=mask.device)
-        crow[1:] = torch.cumsum(counts, 0)
-        col = mask.reshape(num_heads * n, n).nonzero()[:, 1]
-        return cls(crow, col, num_heads, n)
+        return cls.from_mask(mask)
 
     @classmethod
-    def from_padded(cls, index: Tensor, valid: Tensor | None = None) -> Pattern:
-        """Build from per-query key indices ``index`` of shape ``(H, n, k)``.
-
-        ``valid`` (same shape, bool) marks which entries count; entries may repeat. Rows are
-        sorted independently (O(nnz·log k)), with no global sort.
-        """
-        num_heads, n, k = index.shape
-        index = index.long()
-        if valid is not None:
-            index = torch.where(valid, index, torch.full_like(index, n))
-        index = index.sort(dim=-1).values
-        keep = index < n
-        keep[..., 1:] &= index[..., 1:] != index[..., :-1]
-        counts = keep.sum(-1).reshape(-1)
-        crow = torch.zeros(num_heads * n + 1, dtype=torch.long, device=index.device)
-        crow[1:] = torch.cumsum(counts, 0)
-        return cls(crow, index[keep], num_heads, n)
-
-    @classmethod
-    def full(cls, num_heads: int, length: int, device: torch.device | str | None = None) -> Pattern:
-        """Every pair: sparsity 0."""
+    def full(cls, num_heads: int, length: int, lengths: Tensor | Sequence[int] | None = None,
+             device: Device = None) -> Pattern:
+        """Every valid pair: sparsity 0."""
         n = length
-        crow = torch.arange(num_heads * n + 1, device=device) * n
-        col = torch.arange(n, device=device).repeat(num_heads * n)
-        return cls(crow, col, num_heads, n)
+        lengths = _lengths(lengths, 1 if lengths is None else len(torch.as_tensor(lengths).reshape(-1)), n, device)
+        batch = lengths.numel()
+        index = torch.arange(n, device=device).expand(batch, num_heads, n, n)
+        valid = torch.arange(n, device=device) < lengths[:, None]
+        return cls.from_index(index, (valid[:, None, :, None] & valid[:, None, None, :]).expand_as(index),
+                              lengths, unique=True)
 
     @classmethod
-    def empty(cls, num_heads: int, length: int, device: torch.device | str | None = None) -> Pattern:
+    def empty(cls, num_heads: int, length: int, lengths: Tensor | Sequence[int] | None = None,
+              device: Device = None) -> Pattern:
         """No pair: sparsity 1."""
-        crow = torch.zeros(num_heads * length + 1, dtype=torch.long, device=device)
-        return cls(crow, torch.zeros(0, dtype=torch.long, device=device), num_heads, length)
+        lengths = _lengths(lengths, 1 if lengths is None else len(torch.as_tensor(lengths).reshape(-1)),
+                           length, device)
+        batch = lengths.numel()
+        return cls(torch.zeros(batch, num_heads, length, 1, dtype=torch.long, device=device),
+                   torch.zeros(batch, num_heads, length, dtype=torch.long, device=device), lengths)
 
     @classmethod
-    def window(cls, num_heads: int, length: int, width: int, device: torch.device | str | None = None) -> Pattern:
+    def window(cls, num_heads: int, length: int, width: int, lengths: Tensor | Sequence[int] | None = None,
+               device: Device = None) -> Pattern:
         """Each query keeps the keys at distance at most ``width`` (a band of ``2·width + 1``); O(n·width) memory."""
         n = length
-        i = torch.arange(n, device=device)
-        lo, hi = (i - width).clamp(min=0), (i + width).clamp(max=n - 1)
-        lengths = (hi - lo + 1).repeat(num_heads)
-        crow = torch.zeros(num_heads * n + 1, dtype=torch.long, device=device)
-        crow[1:] = torch.cumsum(lengths, 0)
-        starts = torch.repeat_interleave(crow[:-1], lengths)
-        col = torch.repeat_interleave(lo.repeat(num_heads), lengths) + torch.arange(int(crow[-1]), device=device) - starts
-        return cls(crow, col, num_heads, n)
+        lengths = _lengths(lengths, 1 if lengths is None else len(torch.as_tensor(lengths).reshape(-1)), n, device)
+        offsets = torch.arange(-width, width + 1, device=device)
+        index = (torch.arange(n, device=device)[:, None] + offsets).expand(lengths.numel(), num_heads, n, -1)
+        return cls.from_index(index.clamp(min=0), index >= 0, lengths, unique=True)
 
     @classmethod
     def global_tokens(cls, num_heads: int, length: int, positions: Tensor | list[int],
-                      device: torch.device | str | None = None) -> Pattern:
-        """Global tokens: every query keeps those keys and those queries keep every key; O(n·g) memory.
+                      lengths: Tensor | Sequence[int] | None = None, device: Device = None) -> Pattern:
+        """Global tokens: every query keeps those keys and those queries keep every key.
 
-        Negative positions count from the end (``-1`` is the last token).
+        Negative positions count from the end of each sequence (``-1`` is its last token).
         """
         n = length
-        pos = torch.unique(torch.as_tensor(positions, dtype=torch.long, device=device) % n)
-        every = torch.arange(n, device=device)
-        heads = torch.arange(num_heads, device=device)
-        q = torch.cat([every.repeat_interleave(pos.numel()), pos.repeat_interleave(n)])
-        k = torch.cat([pos.repeat(n), every.repeat(pos.numel())])
-        h = heads.repeat_interleave(q.numel())
-        return cls.from_pairs(h, q.repeat(num_heads), k.repeat(num_heads), num_heads, n)
+        lengths = _lengths(lengths, 1 if lengths is None else len(torch.as_tensor(lengths).reshape(-1)), n, device)
+        pos = torch.as_tensor(positions, dtype=torch.long, device=device).reshape(-1)
+        per_seq = torch.where(pos[None, :] < 0, pos[None, :] + lengths[:, None], pos[None, :]).clamp(0, n - 1)
+        batch, g = per_seq.shape
+        keys = torch.arange(n, device=device)
+        is_global = (keys[None, :, None] == per_seq[:, None, :]).any(-1)  # (B, n): global queries
+        rows = torch.full((batch, n, n), n, dtype=torch.long, device=device)
+        rows[..., :min(g, n)] = per_seq[:, None, :min(g, n)]
+        rows = torch.where(is_global[:, :, None], keys, rows)[:, None].expand(batch, num_heads, n, n)
+        return cls.from_index(rows.clamp(max=n - 1), rows < n, lengths)
 
     @classmethod
-    def stack_heads(cls, patterns: list[Pattern]) -> Pattern:
-        """Concatenate single- or multi-head patterns of the same length along the head axis."""
-        n = patterns[0].length
-        if any(p.length != n for p in patterns):
-            raise ValueError("patterns to stack must have the same length")
-        crows, offset = [patterns[0].crow[:1]], 0
-        for p in patterns:
-            crows.append(p.crow[1:] + offset)
-            offset += p.nnz
-        return cls(torch.cat(crows), torch.cat([p.col for p in patterns]), sum(p.num_heads for p in patterns), n)
+    def stack(cls, patterns: Sequence[Pattern], length: int | None = None) -> Pattern:
+        """Concatenate patterns along the batch axis, padding ``n`` to ``length`` (default the largest) and ``w``."""
+        n = max([p.length for p in patterns] + [length or 0])
+        w = max(p.width for p in patterns)
+        index = torch.cat([torch.nn.functional.pad(pad_width(p.index, w), (0, 0, 0, n - p.length)) for p in patterns])
+        counts = torch.cat([torch.nn.functional.pad(p.counts, (0, n - p.length)) for p in patterns])
+        return cls(index, counts, torch.cat([p.lengths for p in patterns]))
+
+    @classmethod
+    def stack_heads(cls, patterns: Sequence[Pattern]) -> Pattern:
+        """Concatenate patterns of the same batch and length along the head axis."""
+        w = max(p.width for p in patterns)
+        return cls(torch.cat([pad_width(p.index, w) for p in patterns], 1),
+                   torch.cat([p.counts for p in patterns], 1), patterns[0].lengths)
 
     # ------------------------------------------------------------------ views
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """``(H, n, n)``."""
-        return (self.num_heads, self.length, self.length)
+    def batch_size(self) -> int:
+        return int(self.index.shape[0])
 
     @property
-    def nnz(self) -> int:
-        """Number of kept pairs over all heads."""
-        return int(self.col.numel())
+    def num_heads(self) -> int:
+        return int(self.index.shape[1])
+
+    @property
+    def length(self) -> int:
+        """``n``, the padded number of positions."""
+        return int(self.index.shape[2])
+
+    @property
+    def width(self) -> int:
+        """``w``, slots per row."""
+        return int(self.index.shape[3])
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(B, H, n, n)``."""
+        return (self.batch_size, self.num_heads, self.length, self.length)
 
     @property
     def device(self) -> torch.device:
-        return self.col.device
+        return self.index.device
 
-    def row_lengths(self) -> Tensor:
-        """Kept keys per query, shape ``(H, n)``."""
-        return (self.crow[1:] - self.crow[:-1]).reshape(self.num_heads, self.length)
+    @property
+    def nnz(self) -> int:
+        """Kept pairs over the whole batch."""
+        return int(self.counts.sum())
 
-    def rows(self) -> Tensor:
-        """Row ``h·n + i`` of every kept pair, shape ``(nnz,)``."""
-        counts = self.crow[1:] - self.crow[:-1]
-        return torch.repeat_interleave(torch.arange(counts.numel(), device=self.device), counts)
-
-    def codes(self) -> Tensor:
-        """Sorted flat codes ``h·n² + i·n + j`` of the kept pairs, shape ``(nnz,)``."""
-        return self.rows() * self.length + self.col
+    def valid_slots(self) -> Tensor:
+        """Boolean ``(B, H, n, w)``: slots that hold a kept key."""
+        return torch.arange(self.width, device=self.device) < self.counts.unsqueeze(-1)
 
     def nnz_per_head(self) -> Tensor:
-        """Kept pairs per head, shape ``(H,)``."""
-        return self.row_lengths().sum(-1)
+        """Kept pairs per sequence and head, shape ``(B, H)``."""
+        return self.counts.sum(-1)
 
     def sparsity(self) -> Tensor:
-        """Share of pairs not computed, per head, shape ``(H,)``."""
-        return 1.0 - self.nnz_per_head().double() / float(self.length**2)
+        """Share of valid pairs not computed, per sequence and head, shape ``(B, H)``."""
+        total = self.lengths.double().square().clamp(min=1)[:, None]
+        return 1.0 - self.nnz_per_head().double() / total
+
+    def row_lengths(self) -> Tensor:
+        """Kept keys per query of a one-sequence pattern, shape ``(H, n)``."""
+        self._check_single()
+        return self.counts[0]
 
     def to_dense(self) -> Tensor:
-        """Boolean mask of shape ``(H, n, n)`` (for tests and small inputs)."""
-        mask = torch.zeros(self.num_heads * self.length * self.length, dtype=torch.bool, device=self.device)
-        mask[self.codes()] = True
-        return mask.reshape(self.shape)
+        """Boolean mask ``(B, H, n, n)`` (for tests and small inputs)."""
+        mask = torch.zeros(*self.shape[:3], self.length + 1, dtype=torch.bool, device=self.device)
+        mask.scatter_(-1, torch.where(self.valid_slots(), self.index, self.length), True)
+        return mask[..., :self.length]
 
-    def to_padded(self, min_width: int = 1) -> tuple[Tensor, Tensor]:
-        """Padded layout for sparse compute.
+    def csr(self) -> tuple[Tensor, Tensor]:
+        """CSR of a one-sequence pattern over its ``lengths[0]`` tokens, keys sorted per row.
 
-        Returns
-        -------
-        index : Tensor, int64, shape (H, n, k_max)
-            Kept keys of each query, sorted; padding entries repeat key 0.
-        lengths : Tensor, int64, shape (H, n)
-            Number of real entries in each row.
+        Returns ``row_lengths`` ``(H·n,)`` and ``col`` ``(nnz,)`` (what datasets store).
         """
-        lengths = self.row_lengths()
-        width = max(int(lengths.max()) if lengths.numel() else 0, min_width)
-        rows = self.rows()
-        slot = torch.arange(self.nnz, device=self.device) - self.crow[rows]
-        index = torch.zeros(self.num_heads * self.length, width, dtype=torch.long, device=self.device)
-        index[rows, slot] = self.col
-        return index.reshape(self.num_heads, self.length, width), lengths
+        seq = self.sequence(0)
+        index = torch.where(seq.valid_slots(), seq.index, seq.length).sort(-1).values
+        return seq.counts[0].reshape(-1), index[0][index[0] < seq.length]
+
+    def sequence(self, b: int) -> Pattern:
+        """Sequence ``b`` alone, cut to its ``lengths[b]`` tokens."""
+        n = int(self.lengths[b])
+        counts = self.counts[b:b + 1, :, :n]
+        width = max(int(counts.max()) if counts.numel() else 0, 1)
+        return Pattern(self.index[b:b + 1, :, :n, :width], counts, self.lengths[b:b + 1])
 
     def head(self, h: int) -> Pattern:
         """The single-head pattern of head ``h``."""
-        n = self.length
-        lo, hi = int(self.crow[h * n]), int(self.crow[(h + 1) * n])
-        return Pattern(self.crow[h * n:(h + 1) * n + 1] - lo, self.col[lo:hi], 1, n)
+        return Pattern(self.index[:, h:h + 1], self.counts[:, h:h + 1], self.lengths)
+
+    def narrow(self, width: int) -> Pattern:
+        """The first ``width`` slots of every row (a top-``width`` prefix when rows are ranked)."""
+        return Pattern(self.index[..., :width], self.counts.clamp(max=width), self.lengths)
 
     # ------------------------------------------------------------------ algebra
     def union(self, *others: Pattern) -> Pattern:
-        """Pairs kept by this pattern or any of ``others``."""
+        """Pairs kept by this pattern or any of ``others`` (same batch shape)."""
         for o in others:
             self._check_compatible(o)
-        return Pattern.from_codes(torch.cat([self.codes()] + [o.codes() for o in others]), self.num_heads, self.length)
+        parts = (self, *others)
+        index = torch.cat([p.index for p in parts], -1)
+        valid = torch.cat([p.valid_slots() for p in parts], -1)
+        return Pattern.from_index(index, valid, self.lengths)
+
+    def hits(self, gold_mask: Tensor) -> Tensor:
+        """Kept pairs that ``gold_mask`` ``(B, H, n, n)`` also holds, per sequence and head ``(B, H)``."""
+        return (gold_mask.gather(-1, self.index) & self.valid_slots()).sum(-1).sum(-1)
 
     def intersection_per_head(self, other: Pattern) -> Tensor:
-        """``|self ∩ other|`` per head, shape ``(H,)``.
-
-        Looks the pairs up in a dense mask of ``other`` when ``H·n²`` is small, else sorts.
-        """
+        """``|self ∩ other|`` per sequence and head, shape ``(B, H)``."""
         self._check_compatible(other)
-        mine = self.codes()
-        if self.num_heads * self.length**2 <= _DENSE_LOOKUP_LIMIT:
-            hit = other.to_dense().reshape(-1)[mine]
-        else:
-            hit = torch.isin(mine, other.codes(), assume_unique=True)
-        heads = torch.div(mine[hit], self.length * self.length, rounding_mode="floor")
-        return torch.bincount(heads, minlength=self.num_heads)
+        return self.hits(other.to_dense())
 
     def contains(self, other: Pattern) -> bool:
         """Whether every pair of ``other`` is kept here."""
-        return bool((self.intersection_per_head(other) == other.nnz_per_head()).all())
+        return bool((other.intersection_per_head(self) == other.nnz_per_head()).all())
 
     def to(self, device: torch.device | str) -> Pattern:
-        return Pattern(self.crow.to(device), self.col.to(device), self.num_heads, self.length)
+        return Pattern(self.index.to(device), self.counts.to(device), self.lengths.to(device))
 
     def validate(self) -> Pattern:
-        """Raise ``ValueError`` unless the CSR invariants hold; return ``self``."""
-        rows = self.num_heads * self.length
-        if self.crow.shape != (rows + 1,) or int(self.crow[0]) != 0 or int(self.crow[-1]) != self.nnz:
-            raise ValueError("crow must have H·n + 1 entries from 0 to nnz")
-        if (self.crow[1:] < self.crow[:-1]).any():
-            raise ValueError("crow must be non-decreasing")
-        if self.nnz and (int(self.col.min()) < 0 or int(self.col.max()) >= self.length):
-            raise ValueError("key indices must lie in [0, n)")
-        codes = self.codes()
-        if self.nnz > 1 and not bool((codes[1:] > codes[:-1]).all()):
-            raise ValueError("keys must be sorted and unique within each row")
+        """Raise ``ValueError`` unless the invariants hold; return ``self``."""
+        b, h, n, w = self.index.shape
+        if self.counts.shape != (b, h, n) or self.lengths.shape != (b,):
+            raise ValueError("counts must be (B, H, n) and lengths (B,)")
+        if bool((self.counts < 0).any()) or bool((self.counts > w).any()):
+            raise ValueError("counts must lie in [0, w]")
+        beyond = torch.arange(n, device=self.device) >= self.lengths[:, None]
+        if bool((self.counts * beyond[:, None, :]).any()):
+            raise ValueError("padded queries must keep no key")
+        valid = self.valid_slots()
+        if bool(((self.index < 0) & valid).any()) or bool(((self.index >= self.lengths[:, None, None, None]) & valid).any()):
+            raise ValueError("key indices must lie in [0, lengths[b])")
+        ranked = torch.where(valid, self.index, n).sort(-1).values
+        if bool(((ranked[..., 1:] == ranked[..., :-1]) & (ranked[..., 1:] < n)).any()):
+            raise ValueError("keys must be unique within each row")
         return self
 
+    def _check_single(self) -> None:
+        if self.batch_size != 1:
+            raise ValueError(f"this view needs a one-sequence pattern, got a batch of {self.batch_size}")
+
     def _check_compatible(self, other: Pattern) -> None:
-        if self.shape != other.shape:
+        if self.shape != other.shape or not torch.equal(self.lengths.cpu(), other.lengths.cpu()):
             raise ValueError(f"pattern shapes differ: {self.shape} vs {other.shape}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Pattern):
             return NotImplemented
-        return self.shape == other.shape and torch.equal(self.crow.cpu(), other.crow.cpu()) and torch.equal(
-            self.col.cpu(), other.col.cpu())
+        return (self.shape == other.shape and torch.equal(self.lengths.cpu(), other.lengths.cpu())
+                and torch.equal(self.counts.cpu(), other.counts.cpu())
+                and torch.equal(self.to_dense().cpu(), other.to_dense().cpu()))
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         sp = float(self.sparsity().mean()) if self.length else 1.0
-        return f"Pattern(heads={self.num_heads}, length={self.length}, nnz={self.nnz}, sparsity={sp:.4f})"
+        return (f"Pattern(batch={self.batch_size}, heads={self.num_heads}, length={self.length}, "
+                f"width={self.width}, nnz={self.nnz}, sparsity={sp:.4f})")

@@ -9,8 +9,8 @@ probabilities: that is how extraction captures queries, keys, values and gold gr
 without patching modules. Masks use transformers' additive ``eager`` mask function.
 
 ``attn_implementation="sparsefinder_sparse"`` computes each layer on a predicted pattern
-(method.md §5): per batch element, padding removed, the ``attention_predictor`` keyword (a
-fitted :class:`~sparsefinder.predictors.base.Predictor`) predicts the pattern from the
+(method.md §5): for the whole right-padded batch at once, the ``attention_predictor`` keyword
+(a fitted :class:`~sparsefinder.predictors.base.Predictor`) predicts the pattern from the
 layer's own queries and keys, and :func:`~sparsefinder.attention.sparse.sparse_entmax_attention`
 (or the certified mode when ``attention_certified=True``) computes on it. The predictor may
 also be ``"dense"`` (dense α-entmax) or ``"softmax"`` (the original model), so one loaded
@@ -34,6 +34,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from ..alpha_entmax import entmax
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
+from ..inputs import AttentionInputs
 from .certified import certified_entmax_attention
 from .sparse import sparse_entmax_attention
 
@@ -97,17 +98,21 @@ class SparseAttentionStats:
     outputs: dict[int, Tensor] = field(default_factory=dict)
     """Layer → attention output ``(B, n, H, d)``, kept when ``keep_outputs``."""
 
-    def record(self, layer: int, sparsity: float, keys_added: int) -> None:
-        self.sparsity.setdefault(layer, []).append(sparsity)
-        self.keys_added.setdefault(layer, []).append(keys_added)
+    def record(self, layer: int, sparsity: list[float], keys_added: list[int]) -> None:
+        """Add one forward pass's per-sequence values of ``layer``."""
+        self.sparsity.setdefault(layer, []).extend(sparsity)
+        self.keys_added.setdefault(layer, []).extend(keys_added)
 
 
-def _valid_tokens(attention_mask: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
-    """Boolean ``(B, n)``: keys the additive mask lets through (padding excluded)."""
+def valid_lengths(attention_mask: Tensor | None, batch: int, n: int, device: torch.device) -> Tensor:
+    """Valid tokens per sequence ``(B,)`` from the additive mask; padding must sit at the end."""
     if attention_mask is None:
-        return torch.ones(batch, n, dtype=torch.bool, device=device)
-    allowed = attention_mask[:, 0] > torch.finfo(attention_mask.dtype).min / 2  # (B, n_q, n)
-    return allowed.any(1)
+        return torch.full((batch,), n, dtype=torch.long, device=device)
+    allowed = (attention_mask[:, 0] > torch.finfo(attention_mask.dtype).min / 2).any(1)  # (B, n) keys
+    lengths = allowed.sum(-1)
+    if not bool((allowed == (torch.arange(n, device=device) < lengths[:, None])).all()):
+        raise SparsefinderError("sparse attention needs right-padded batches (tokenizer padding_side='right')")
+    return lengths
 
 
 def sparse_attention(
@@ -122,9 +127,11 @@ def sparse_attention(
 ) -> tuple[Tensor, None]:
     """α-entmax attention on predicted pairs: ``(B, H, n, d)`` inputs → output ``(B, n, H, d)``.
 
-    Padded positions (keys the mask excludes) are removed before prediction; their outputs
-    are zero. Modes by the ``attention_predictor`` keyword: a Predictor, ``"dense"`` or ``"softmax"``.
-    Inference only: attention dropout is not applied on predicted patterns.
+    The predictor sees the whole right-padded batch of this layer at once and returns one
+    batched :class:`~sparsefinder.pattern.Pattern`, which the sparse (or certified) compute
+    reads as is; outputs at padded positions are zero. Modes by the ``attention_predictor``
+    keyword: a Predictor, ``"dense"`` or ``"softmax"``. Inference only: attention dropout is
+    not applied on predicted patterns.
     """
     predictor = kwargs.get("attention_predictor", "dense")
     stats: SparseAttentionStats | None = kwargs.get("attention_stats")
@@ -135,37 +142,31 @@ def sparse_attention(
         forward = entmax_attention if predictor == "dense" else sdpa_attention_forward
         out = forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)[0]
         if stats is not None:
-            for _ in range(query.shape[0]):
-                stats.record(layer, 0.0, 0)
+            stats.record(layer, [0.0] * query.shape[0], [0] * query.shape[0])
             if stats.keep_outputs:
                 stats.outputs[layer] = out.detach()
         return out, None
-    from ..predictors.base import AttentionInputs
-
     batch, heads, n, d = query.shape
     scaling = d**-0.5 if scaling is None else scaling
     alpha = alpha_of(module, kwargs)
-    certified = bool(kwargs.get("attention_certified", False))
+    lengths = valid_lengths(attention_mask, batch, n, query.device)
     input_ids = kwargs.get("attention_input_ids")
-    valid = _valid_tokens(attention_mask, batch, n, query.device)
-    out = query.new_zeros(batch, heads, n, value.shape[-1])
-    for b in range(batch):
-        idx = valid[b].nonzero().squeeze(1)
-        q, k, v = (t[b].index_select(1, idx) for t in (query, key, value))
-        ids = input_ids[b].index_select(0, idx) if input_ids is not None else idx.new_full(idx.shape, -1)
-        pattern = predictor.predict(AttentionInputs(layer, q.detach().float(), k.detach().float(), ids))
-        added = 0
-        if certified:
-            result = certified_entmax_attention(q, k, v, pattern, alpha, scaling)
-            o, added, pattern = result.output, int(result.keys_added.sum()), result.pattern
-        else:
-            o = sparse_entmax_attention(q, k, v, pattern, alpha, scaling)
-        out[b, :, idx] = o
-        if stats is not None:
-            stats.record(layer, float(pattern.sparsity().mean()), added)
-    out = out.transpose(1, 2).contiguous()
-    if stats is not None and stats.keep_outputs:
-        stats.outputs[layer] = out.detach()
+    if input_ids is None:
+        input_ids = torch.full((batch, n), -1, dtype=torch.long, device=query.device)
+    inputs = AttentionInputs(layer, query.detach().float(), key.detach().float(), input_ids, lengths)
+    pattern = predictor.predict(inputs)
+    added = torch.zeros(batch, heads, dtype=torch.long)
+    if kwargs.get("attention_certified", False):
+        result = certified_entmax_attention(query, key, value, pattern, alpha, scaling)
+        out, added, pattern = result.output, result.keys_added, result.pattern
+    else:
+        out = sparse_entmax_attention(query, key, value, pattern, alpha, scaling)
+    padded = torch.arange(n, device=query.device) >= lengths[:, None]
+    out = out.masked_fill(padded[:, None, :, None], 0.0).transpose(1, 2).contiguous()
+    if stats is not None:
+        stats.record(layer, pattern.sparsity().mean(-1).tolist(), added.sum(-1).tolist())
+        if stats.keep_outputs:
+            stats.outputs[layer] = out.detach()
     return out, None
 
 

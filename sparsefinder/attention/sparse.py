@@ -1,21 +1,28 @@
 """Exact α-entmax attention on the kept pairs of a :class:`~sparsefinder.pattern.Pattern` (method.md §5).
 
-For each query only the kept scores ``z_ij = q_i·k_j·s`` (``j`` in the pattern row) are
-computed, α-entmax (Peters, Niculae & Martins 2019) is taken over them and the kept values
-are summed with those weights. When the pattern contains the gold support the result is
-dense α-entmax attention up to float rounding, because keys outside the support get
-exactly zero probability (method.md §1).
+For each query only the kept scores ``z_ij = q_i·k_j·s`` (``j`` in the pattern row) enter
+α-entmax (Peters, Niculae & Martins 2019), and the kept values are summed with those
+weights. When the pattern contains the gold support the result is dense α-entmax
+attention up to float rounding, because keys outside the support get exactly zero
+probability (method.md §1).
 
-Layout: the pattern's padded form ``(H, n, k_max)``; keys and values are gathered into
-``(H, c, k_max, d)`` blocks for a chunk of ``c`` queries at a time, so memory grows with
-the number of kept pairs (at most :data:`~sparsefinder.config.SPARSE_CHUNK_PAIRS` gathered
-pairs live at once), never with ``n²``. α = 1.5 uses the exact sort-based threshold of
-the ``entmax`` package over the ``k_max`` entries of each row; other α bisection
-(:func:`sparsefinder.alpha_entmax.entmax`). Autograd flows through every step.
+The pattern's padded layout ``index (B, H, n, w)`` is read as is, a chunk of queries at a
+time (at most :data:`~sparsefinder.config.SPARSE_CHUNK_PAIRS` scores or gathered pairs live
+at once), with one of two score strategies chosen per call by
+:data:`~sparsefinder.config.SPARSE_GATHER_RATIO`:
 
-Three layers as in ``entmax``: :func:`kept_scores` / :func:`padded_entmax_attention`
-(building blocks the certified mode reuses), :func:`sparse_entmax_attention` (the function
-users call) and :class:`SparseEntmaxAttention` (a thin ``nn.Module``).
+- *gathered keys* when rows are short next to ``n`` (``w · ratio < n``): the ``w`` kept keys
+  and values of each query are gathered and scored; work and memory grow with the kept pairs;
+- *score rows* otherwise: one matrix product gives the chunk's ``(c, n)`` scores, the kept
+  ones are read with ``gather`` and the weights are scattered back for a second matrix
+  product. On a CPU a dense product costs about a tenth of a gather per pair, so this is
+  faster whenever more than ~1/16 of the keys are kept (L ≤ 1k at the sparsity we see).
+
+α-entmax is taken over the ``w`` kept scores only (sorting ``w``, not ``n``, entries); α = 1.5
+is exact by sorting, other α bisection (:func:`sparsefinder.alpha_entmax.entmax`). Autograd
+flows through every step. Three layers as in ``entmax``: :func:`kept_scores` (the building
+block the certified mode reuses), :func:`sparse_entmax_attention` (the function users call)
+and :class:`SparseEntmaxAttention` (a thin ``nn.Module``).
 """
 
 from __future__ import annotations
@@ -24,96 +31,120 @@ import torch
 from torch import Tensor, nn
 
 from ..alpha_entmax import check_alpha, entmax
-from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
+from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, SPARSE_GATHER_RATIO
 from ..pattern import Pattern
 
-__all__ = ["SparseEntmaxAttention", "kept_scores", "padded_entmax_attention", "sparse_entmax_attention"]
+__all__ = ["SparseEntmaxAttention", "as_batched", "kept_scores", "sparse_entmax_attention", "weighted_sum"]
 
 
-def _gather(x: Tensor, index: Tensor) -> Tensor:
-    """Rows of ``x`` ``(H, n, d)`` at ``index`` ``(H, c, k)`` → ``(H, c, k, d)`` (one flat ``index_select``)."""
-    heads, n, d = x.shape
-    offsets = (torch.arange(heads, device=x.device) * n).view(heads, 1, 1)
-    return x.reshape(heads * n, d).index_select(0, (index + offsets).reshape(-1)).view(*index.shape, d)
+def as_batched(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern) -> tuple[Tensor, Tensor, Tensor, bool]:
+    """Accept ``(H, n, d)`` tensors for one sequence: return ``(B, H, n, d)`` views and whether they were added."""
+    single = q.dim() == 3
+    if single:
+        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
+    if pattern.shape != (q.shape[0], q.shape[1], q.shape[2], q.shape[2]):
+        raise ValueError(f"pattern shape {pattern.shape} does not match queries {tuple(q.shape)}")
+    return q, k, v, single
 
 
-def kept_scores(q: Tensor, k: Tensor, index: Tensor, scaling: float) -> Tensor:
-    """Scores of the indexed pairs: ``q`` ``(H, c, d)``, ``k`` ``(H, n, d)``, ``index`` ``(H, c, w)`` → ``(H, c, w)``."""
-    keys = _gather(k, index)  # (H, c, w, d)
-    return torch.matmul((q * scaling).unsqueeze(-2), keys.transpose(-1, -2)).squeeze(-2)
+def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
+    """Rows of ``x`` ``(B, H, n, d)`` at ``index`` ``(B, H, c, w)`` → ``(B, H, c, w, d)`` (one ``index_select``)."""
+    b, h, n, d = x.shape
+    offsets = (torch.arange(b * h, device=x.device) * n).view(b, h, 1, 1)
+    return x.reshape(b * h * n, d).index_select(0, (index + offsets).reshape(-1)).view(*index.shape, d)
 
 
-def padded_entmax_attention(
-    q: Tensor, k: Tensor, v: Tensor, index: Tensor, valid: Tensor, alpha: float, scaling: float,
-) -> tuple[Tensor, Tensor]:
-    """α-entmax attention of a chunk of queries over their indexed keys.
+def gathers(n: int, width: int) -> bool:
+    """Whether the gathered-keys strategy is the cheaper one for rows of ``width`` slots over ``n`` keys."""
+    return width * SPARSE_GATHER_RATIO < n
+
+
+def kept_scores(q: Tensor, k: Tensor, index: Tensor, scaling: float) -> tuple[Tensor, Tensor | None]:
+    """Scores of the indexed pairs of a chunk of queries.
 
     Parameters
     ----------
-    q : Tensor, shape (H, c, d)
-        Queries of the chunk.
-    k, v : Tensor, shape (H, n, d)
-        All keys and values.
-    index : Tensor, int64, shape (H, c, w)
-        Key indices per query; entries where ``valid`` is false are ignored.
-    valid : Tensor, bool, shape (H, c, w)
-        Real entries; a row without any gives a zero output.
+    q : Tensor, shape (B, H, c, d)
+    k : Tensor, shape (B, H, n, d)
+    index : Tensor, int64, shape (B, H, c, w)
 
     Returns
     -------
-    out : Tensor, shape (H, c, d)
-    scores : Tensor, shape (H, c, w)
-        Kept scores with ``-inf`` at ignored entries (the certified mode reads them).
+    kept : Tensor, shape (B, H, c, w)
+        ``q_i·k_j·scaling`` at each slot.
+    rows : Tensor or None
+        The chunk's full score rows ``(B, H, c, n)`` when the score-rows strategy was used.
     """
-    scores = kept_scores(q, k, index, scaling).masked_fill(~valid, float("-inf"))
-    empty = ~valid.any(-1, keepdim=True)  # entmax needs a finite entry per row
-    probs = entmax(scores.masked_fill(empty & (torch.arange(scores.shape[-1], device=q.device) == 0), 0.0), alpha)
-    probs = probs.masked_fill(empty, 0.0)
-    out = torch.matmul(probs.unsqueeze(-2), _gather(v, index)).squeeze(-2)
-    return out, scores
+    if gathers(k.shape[2], index.shape[-1]):
+        keys = _gather_rows(k, index)  # (B, H, c, w, d)
+        return torch.matmul((q * scaling).unsqueeze(-2), keys.transpose(-1, -2)).squeeze(-2), None
+    rows = torch.matmul(q * scaling, k.transpose(-1, -2))
+    return rows.gather(-1, index), rows
+
+
+def weighted_sum(probs: Tensor, v: Tensor, index: Tensor) -> Tensor:
+    """``Σ_slots probs · v[index]``: ``probs`` and ``index`` ``(B, H, c, w)``, ``v`` ``(B, H, n, d)`` → ``(B, H, c, d)``."""
+    if gathers(v.shape[2], index.shape[-1]):
+        return torch.matmul(probs.unsqueeze(-2), _gather_rows(v, index)).squeeze(-2)
+    dense = probs.new_zeros(*probs.shape[:-1], v.shape[2]).scatter_add(-1, index, probs)
+    return torch.matmul(dense, v)
+
+
+def entmax_over_slots(scores: Tensor, valid: Tensor, alpha: float) -> Tensor:
+    """α-entmax over the valid slots of each row (``(…, w)``); rows without a valid slot get zeros."""
+    scores = scores.masked_fill(~valid, float("-inf"))
+    empty = ~valid.any(-1, keepdim=True)
+    first = torch.arange(scores.shape[-1], device=scores.device) == 0
+    return entmax(scores.masked_fill(empty & first, 0.0), alpha).masked_fill(empty, 0.0)
 
 
 def sparse_entmax_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, alpha: float = DEFAULT_ALPHA,
     scaling: float | None = None, chunk_pairs: int = SPARSE_CHUNK_PAIRS,
 ) -> Tensor:
-    """α-entmax attention restricted to the pairs kept by ``pattern``, for one sequence.
+    """α-entmax attention restricted to the pairs kept by ``pattern``.
 
     Parameters
     ----------
-    q, k, v : Tensor, shape (H, n, d)
-        Queries, keys and values of the ``n`` valid tokens (no padding).
+    q, k, v : Tensor, shape (B, H, n, d) or (H, n, d)
+        Queries, keys and values (padded positions hold anything).
     pattern : Pattern
-        Kept pairs, shape ``(H, n, n)``.
+        Kept pairs, shape ``(B, H, n, n)`` (``B = 1`` for unbatched tensors).
     alpha : float
         α > 1 (1.5 exact by sorting, 2 sparsemax, others by bisection).
     scaling : float, optional
         Score scale; default ``d ** -0.5``.
     chunk_pairs : int
-        At most this many (query, key-slot) pairs are gathered at once (memory bound).
+        At most this many scores (or gathered pairs) per chunk of queries (memory bound).
 
     Returns
     -------
-    Tensor, shape (H, n, d)
+    Tensor, same shape as ``q``
         ``out_i = Σ_j p_ij v_j`` over the kept keys; a query with no kept key gets zeros.
     """
     alpha = check_alpha(alpha)
-    heads, n, d = q.shape
-    if pattern.shape != (heads, n, n):
-        raise ValueError(f"pattern shape {pattern.shape} does not match queries {(heads, n, n)}")
+    q, k, v, single = as_batched(q, k, v, pattern)
+    batch, heads, n, d = q.shape
     scaling = d**-0.5 if scaling is None else scaling
+    pattern = pattern.to(q.device)
     if q.is_cuda and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
         from .triton_entmax import triton_available, triton_sparse_entmax_attention
 
         if triton_available():
-            return triton_sparse_entmax_attention(q, k, v, pattern, alpha, scaling)
-    index, lengths = pattern.to(q.device).to_padded()
-    width = index.shape[-1]
-    valid = torch.arange(width, device=q.device) < lengths.unsqueeze(-1)
-    step = max(1, chunk_pairs // (heads * width))
-    outs = [padded_entmax_attention(q[:, s:s + step], k, v, index[:, s:s + step], valid[:, s:s + step],
-                                    alpha, scaling)[0] for s in range(0, n, step)]
-    return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+            out = triton_sparse_entmax_attention(q, k, v, pattern, alpha, scaling)
+            return out[0] if single else out
+    valid = pattern.valid_slots()
+    width = pattern.width
+    per_query = batch * heads * (width * d if gathers(n, width) else n)
+    step = max(1, chunk_pairs // max(per_query, 1))
+    outs = []
+    for s in range(0, n, step):
+        index = pattern.index[:, :, s:s + step]
+        kept, _ = kept_scores(q[:, :, s:s + step], k, index, scaling)
+        probs = entmax_over_slots(kept, valid[:, :, s:s + step], alpha)
+        outs.append(weighted_sum(probs, v, index))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
+    return out[0] if single else out
 
 
 class SparseEntmaxAttention(nn.Module):
@@ -125,7 +156,7 @@ class SparseEntmaxAttention(nn.Module):
         self.scaling = scaling
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, pattern: Pattern) -> Tensor:
-        """``(H, n, d)`` inputs and an ``(H, n, n)`` pattern → ``(H, n, d)``."""
+        """``(B, H, n, d)`` inputs and a ``(B, H, n, n)`` pattern → ``(B, H, n, d)``."""
         return sparse_entmax_attention(q, k, v, pattern, self.alpha, self.scaling)
 
     def extra_repr(self) -> str:

@@ -7,8 +7,12 @@ The contract follows scikit-learn's estimators:
 - ``fit(data)`` learns from a :class:`~sparsefinder.dataset.GoldDataset`, sets attributes
   ending in ``_`` and returns ``self``; predictors that learn nothing still accept it;
 - ``predict(inputs)`` returns a :class:`~sparsefinder.pattern.Pattern` of shape
-  ``(H, n, n)`` for one layer of one sequence; calling it before ``fit`` raises
-  :class:`~sparsefinder.errors.NotFittedError`;
+  ``(B, H, n, n)`` for one layer of a padded batch of sequences
+  (:class:`~sparsefinder.inputs.AttentionInputs`), in one call; predictors whose method is
+  naturally per sequence implement ``predict_sequence`` instead and the base stacks the
+  results; calling either before ``fit`` raises :class:`~sparsefinder.errors.NotFittedError`;
+- ``predict_sweep(inputs, values)`` gives the patterns of several knob values; predictors
+  whose knob only cuts a ranking (top-k, a threshold) compute the ranking once;
 - ``get_params()`` / ``set_params()`` round-trip the parameters; ``state_dict()`` /
   ``load_state_dict()`` round-trip the fitted tensors (safetensors in the store).
 
@@ -27,12 +31,12 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from ..errors import NotFittedError, SparsefinderError
+from ..inputs import AttentionInputs
 from ..pattern import Pattern
 
 __all__ = [
@@ -44,34 +48,6 @@ __all__ = [
     "predictor_from_spec",
     "register_predictor",
 ]
-
-
-@dataclass(frozen=True)
-class AttentionInputs:
-    """What a predictor sees for one layer of one sequence (no padding).
-
-    Attributes
-    ----------
-    layer : int
-        Layer index.
-    queries, keys : Tensor, shape (H, n, d)
-        The layer's per-head queries and keys (before scaling).
-    input_ids : Tensor, int64, shape (n,)
-        Token ids, for lexical predictors.
-    """
-
-    layer: int
-    queries: Tensor
-    keys: Tensor
-    input_ids: Tensor
-
-    @property
-    def num_heads(self) -> int:
-        return int(self.queries.shape[0])
-
-    @property
-    def length(self) -> int:
-        return int(self.queries.shape[1])
 
 
 class Predictor:
@@ -139,9 +115,28 @@ class Predictor:
         self.fitted_ = True
         return self
 
-    def predict(self, inputs: AttentionInputs) -> Pattern:  # pragma: no cover - abstract
-        """Pattern of shape ``(H, n, n)`` for one layer of one sequence."""
-        raise NotImplementedError
+    def predict(self, inputs: AttentionInputs) -> Pattern:
+        """Pattern of shape ``(B, H, n, n)`` for one layer of a padded batch.
+
+        This default runs :meth:`predict_sequence` on each sequence and stacks the results;
+        predictors that work on the whole batch override it.
+        """
+        self.check_is_fitted()
+        return Pattern.stack([self.predict_sequence(inputs.sequence(b)) for b in range(inputs.batch_size)],
+                             length=inputs.length)
+
+    def predict_sequence(self, inputs: AttentionInputs) -> Pattern:  # pragma: no cover - abstract
+        """Pattern of one unpadded sequence (``inputs`` with ``B = 1``), shape ``(1, H, n, n)``."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither predict nor predict_sequence")
+
+    def predict_sweep(self, inputs: AttentionInputs, values: list[Any]) -> list[Pattern]:
+        """Patterns for each value of the knob (the knob is left at the last value)."""
+        out = []
+        for value in values:
+            if self.knob is not None:
+                self.set_params(**{self.knob: value})
+            out.append(self.predict(inputs))
+        return out
 
     def is_fitted(self) -> bool:
         return any(k.endswith("_") and not k.startswith("_") for k in vars(self))

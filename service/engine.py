@@ -106,12 +106,13 @@ class Engine:
         seq = next(capture(self.model, [ids], self.settings.alpha))
         predicted = chosen.predict(seq.inputs(layer)).to("cpu").head(head)
         gold = seq.gold[layer].head(head)
-        m = {k: float(v[0]) for k, v in compare(predicted, gold).items()}
+        m = {k: float(v[0, 0]) for k, v in compare(predicted, gold).items()}
         return AttentionResponse(predictor=predictor, layer=layer, head=head,
                                  tokens=self.tokenizer.convert_ids_to_tokens(ids),
                                  predicted=_rows(predicted), gold=_rows(gold), **m)
 
 
 def _rows(pattern) -> list[list[int]]:
-    crow, col = pattern.crow.tolist(), pattern.col.tolist()
-    return [col[crow[i]:crow[i + 1]] for i in range(len(crow) - 1)]
+    """Sorted kept keys of each query of a one-sequence, one-head pattern."""
+    counts, col = pattern.csr()
+    return [part.tolist() for part in torch.split(col, counts.tolist())]

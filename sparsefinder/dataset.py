@@ -26,9 +26,9 @@ from torch import Tensor
 
 from .errors import NotFoundError, SparsefinderError
 from .pattern import Pattern
-from .predictors.base import AttentionInputs
+from .inputs import AttentionInputs
 
-__all__ = ["GoldDataset", "InMemoryDataset", "MANIFEST", "Sequence", "ShardWriter"]
+__all__ = ["GoldDataset", "InMemoryDataset", "MANIFEST", "Sequence", "ShardWriter", "batch_inputs"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -57,8 +57,23 @@ class Sequence:
         return int(self.input_ids.numel())
 
     def inputs(self, layer: int) -> AttentionInputs:
-        """Predictor inputs of ``layer`` in float32."""
-        return AttentionInputs(layer, self.queries[layer].float(), self.keys[layer].float(), self.input_ids)
+        """Predictor inputs of ``layer`` in float32 (a batch of one)."""
+        return AttentionInputs.single(layer, self.queries[layer].float(), self.keys[layer].float(), self.input_ids)
+
+
+def batch_inputs(sequences: list[Sequence], layer: int) -> tuple[AttentionInputs, Pattern]:
+    """Predictor inputs ``(B, H, n, d)`` of ``layer`` for sequences padded to the longest, and their gold graphs."""
+    n = max(s.length for s in sequences)
+
+    def pad(x: Tensor) -> Tensor:  # (H, m, d) -> (H, n, d)
+        return torch.nn.functional.pad(x, (0, 0, 0, n - x.shape[1]))
+
+    queries = torch.stack([pad(s.queries[layer]) for s in sequences]).float()
+    keys = torch.stack([pad(s.keys[layer]) for s in sequences]).float()
+    ids = torch.stack([torch.nn.functional.pad(s.input_ids, (0, n - s.length), value=-1) for s in sequences])
+    lengths = torch.tensor([s.length for s in sequences], dtype=torch.long)
+    gold = Pattern.stack([s.gold[layer] for s in sequences], length=n)
+    return AttentionInputs(layer, queries, keys, ids, lengths), gold
 
 
 class ShardWriter:
@@ -89,7 +104,7 @@ class ShardWriter:
             "values": torch.cat([s.values for s in seqs], dim=2).half().contiguous(),
             "gold_row_lengths": torch.cat(
                 [torch.stack([g.row_lengths() for g in s.gold]) for s in seqs], dim=2).to(torch.int32).contiguous(),
-            "gold_col": torch.cat([g.col for s in seqs for g in s.gold]).to(torch.int32),
+            "gold_col": torch.cat([g.csr()[1] for s in seqs for g in s.gold]).to(torch.int32),
         }
         save_file(tensors, str(self.folder / name))
         self.shards.append({"file": name, "sequences": len(seqs), "tokens": int(tensors["lengths"].sum()),
@@ -111,10 +126,8 @@ def _read_shard(path: Path) -> Iterator[Sequence]:
         gold = []
         for layer in range(layers):
             rl = row_len[layer, :, start:stop].reshape(-1)
-            crow = torch.zeros(heads * n + 1, dtype=torch.long)
-            crow[1:] = torch.cumsum(rl, 0)
-            nnz = int(crow[-1])
-            gold.append(Pattern(crow, col[edge:edge + nnz], heads, n))
+            nnz = int(rl.sum())
+            gold.append(Pattern.from_csr(rl, col[edge:edge + nnz], heads, n))
             edge += nnz
         yield Sequence(t["input_ids"][start:stop].long(), t["queries"][:, :, start:stop],
                        t["keys"][:, :, start:stop], t["values"][:, :, start:stop], gold)

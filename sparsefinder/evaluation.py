@@ -1,8 +1,9 @@
 """Evaluating predictors against gold graphs: recall–sparsity curves (method.md §3).
 
-:func:`evaluate` streams a dataset once; for every sequence, layer, predictor and knob
-value it predicts a pattern, compares it with the gold graph and accumulates macro
-averages per (layer, head). The result is the report dictionary written by
+:func:`evaluate` streams a dataset once, a batch of sequences at a time; for every layer and
+predictor it predicts the patterns of all knob values in one sweep, compares each with the
+gold graph (a dense mask built once per batch and layer, read by one gather per kept pair)
+and accumulates macro averages per (layer, head). The result is the report dictionary written by
 :mod:`sparsefinder.report` (schema in that module's docstring).
 """
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from . import __version__
-from .dataset import GoldDataset
+from .config import EVAL_BATCH
+from .dataset import GoldDataset, Sequence, batch_inputs
 from .metrics import MetricsAccumulator, compare
 from .predictors.base import Predictor
 
@@ -75,9 +78,27 @@ def summarise_curve(points: list[tuple[float, float]]) -> dict[str, float | None
     return out
 
 
+def _batches(dataset: GoldDataset, limit: int | None, size: int) -> Iterator[list[Sequence]]:
+    batch: list[Sequence] = []
+    for seq in dataset.sequences(limit):
+        batch.append(seq)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """Evaluate every candidate setting on up to ``limit`` sequences of ``dataset``; return the report dict."""
+             progress: bool = True, batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+    """Evaluate every candidate setting on up to ``limit`` sequences of ``dataset``; return the report dict.
+
+    Sequences are read ``batch_size`` at a time; per batch and layer the gold graph becomes a
+    dense mask once, each candidate predicts all its knob values in one
+    :meth:`~sparsefinder.predictors.base.Predictor.predict_sweep`, and every pattern is scored
+    against the mask with one gather per kept pair. A candidate's prediction time is split
+    evenly over its knob values.
+    """
     layers, heads = dataset.num_layers, dataset.num_heads
     gold_acc = MetricsAccumulator(layers, heads)
     for c in candidates:
@@ -85,20 +106,23 @@ def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | 
         c._seconds = [0.0 for _ in c.settings()]
     total = min(len(dataset), limit) if limit is not None else len(dataset)
     sequences = 0
-    for seq in tqdm(dataset.sequences(limit), total=total, unit="seq", desc="evaluate", disable=not progress):
-        sequences += 1
+    bar = tqdm(total=total, unit="seq", desc="evaluate", disable=not progress)
+    for batch in _batches(dataset, limit, batch_size):
         for layer in range(layers):
-            gold = seq.gold[layer]
-            gold_acc.add(layer, compare(gold, gold))
-            inputs = seq.inputs(layer)
+            inputs, gold = batch_inputs(batch, layer)
+            gold_mask = gold.to_dense()
+            gold_acc.add(layer, compare(gold, gold, gold_mask))
             for c in candidates:
-                for j, value in enumerate(c.settings()):
-                    if c.predictor.knob is not None:
-                        c.predictor.set_params(**{c.predictor.knob: value})
-                    t0 = time.perf_counter()
-                    pattern = c.predictor.predict(inputs)
-                    c._seconds[j] += time.perf_counter() - t0
-                    c._accumulators[j].add(layer, compare(pattern, gold))
+                values = c.settings()
+                t0 = time.perf_counter()
+                patterns = c.predictor.predict_sweep(inputs, values) if c.predictor.knob else [c.predictor.predict(inputs)]
+                share = (time.perf_counter() - t0) / len(values)
+                for j, pattern in enumerate(patterns):
+                    c._seconds[j] += share
+                    c._accumulators[j].add(layer, compare(pattern, gold, gold_mask))
+        sequences += len(batch)
+        bar.update(len(batch))
+    bar.close()
     gold_per_head = gold_acc.per_head()["gold_sparsity"]
     return {
         "id": None,

@@ -20,12 +20,16 @@ __all__ = ["METRICS", "MetricsAccumulator", "compare"]
 METRICS = ("recall", "sparsity", "precision", "gold_sparsity")
 
 
-def compare(predicted: Pattern, gold: Pattern) -> dict[str, Tensor]:
-    """Metrics of ``predicted`` against ``gold`` per head: a dict of float64 tensors of shape ``(H,)``."""
-    hits = predicted.intersection_per_head(gold).double()
+def compare(predicted: Pattern, gold: Pattern, gold_mask: Tensor | None = None) -> dict[str, Tensor]:
+    """Metrics of ``predicted`` against ``gold`` per sequence and head: float64 tensors ``(B, H)``.
+
+    ``gold_mask`` (``gold.to_dense()``, ``(B, H, n, n)``) may be passed when many patterns are
+    compared with the same gold graph: the comparison then costs one gather per kept pair.
+    """
+    hits = predicted.hits(gold.to_dense() if gold_mask is None else gold_mask).double()
     n_pred = predicted.nnz_per_head().double()
     n_gold = gold.nnz_per_head().double()
-    total = float(gold.length) ** 2
+    total = gold.lengths.double().square().clamp(min=1)[:, None]
     return {
         "recall": hits / n_gold.clamp(min=1),
         "sparsity": 1.0 - n_pred / total,
@@ -46,10 +50,10 @@ class MetricsAccumulator:
         self._count = torch.zeros(self.num_layers, dtype=torch.long)
 
     def add(self, layer: int, metrics: dict[str, Tensor]) -> None:
-        """Add one sequence's per-head metrics (from :func:`compare`) for ``layer``."""
+        """Add the per-head metrics ``(B, H)`` of ``B`` sequences (from :func:`compare`) for ``layer``."""
         for m in METRICS:
-            self._sums[m][layer] += metrics[m].cpu()
-        self._count[layer] += 1
+            self._sums[m][layer] += metrics[m].cpu().reshape(-1, self.num_heads).sum(0)
+        self._count[layer] += metrics[METRICS[0]].reshape(-1, self.num_heads).shape[0]
 
     @property
     def sequences(self) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Pattern", "compact", "pad_width"]
+__all__ = ["Pattern", "compact", "pad_width", "query_chunks"]
 
 Device = torch.device | str | None
 
@@ -43,19 +43,27 @@ def compact(mask: Tensor) -> tuple[Tensor, Tensor]:
     """Kept keys of each row of a boolean mask ``(…, n)``: ``index`` ``(…, w)`` and ``counts`` ``(…)``.
 
     ``w`` is the largest row count (at least 1); keys are in increasing order, unused slots
-    hold 0. Two passes over the mask (a cumulative sum and a scatter), no sort.
+    hold 0. One pass over the mask (``nonzero``), then work in the kept entries only.
     """
+    n = mask.shape[-1]
     counts = mask.sum(-1)
     width = max(int(counts.max()) if counts.numel() else 0, 1)
-    slot = torch.where(mask, mask.cumsum(-1) - 1, width)
-    index = torch.zeros(*mask.shape[:-1], width + 1, dtype=torch.long, device=mask.device)
-    index.scatter_(-1, slot, torch.arange(mask.shape[-1], device=mask.device).expand_as(slot))
-    return index[..., :width].contiguous(), counts
+    flat_counts = counts.reshape(-1)
+    row, col = mask.reshape(-1, n).nonzero(as_tuple=True)
+    slot = torch.arange(row.numel(), device=mask.device) - (torch.cumsum(flat_counts, 0) - flat_counts)[row]
+    index = torch.zeros(flat_counts.numel() * width, dtype=torch.long, device=mask.device)
+    index[row * width + slot] = col
+    return index.view(*mask.shape[:-1], width), counts
 
 
 def pad_width(index: Tensor, width: int) -> Tensor:
     """``index`` ``(…, w)`` padded with zeros to ``width`` slots."""
     return torch.nn.functional.pad(index, (0, width - index.shape[-1]))
+
+
+def query_chunks(batch: int, heads: int, n: int, budget: int) -> range:
+    """Starts of query chunks over ``n`` positions with at most ``budget`` entries of ``(B, H, c, n)`` each."""
+    return range(0, n, max(1, budget // max(batch * heads * n, 1)))
 
 
 @dataclass(frozen=True)
@@ -204,6 +212,13 @@ class Pattern:
         rows[..., :min(g, n)] = per_seq[:, None, :min(g, n)]
         rows = torch.where(is_global[:, :, None], keys, rows)[:, None].expand(batch, num_heads, n, n)
         return cls.from_index(rows.clamp(max=n - 1), rows < n, lengths)
+
+    @classmethod
+    def cat_rows(cls, pieces: Sequence[tuple[Tensor, Tensor]], lengths: Tensor) -> Pattern:
+        """Assemble chunks of query rows ``(index (B, H, c, w_c), counts (B, H, c))``, in order along the queries."""
+        width = max(index.shape[-1] for index, _ in pieces)
+        return cls(torch.cat([pad_width(index, width) for index, _ in pieces], 2),
+                   torch.cat([counts for _, counts in pieces], 2), lengths)
 
     @classmethod
     def stack(cls, patterns: Sequence[Pattern], length: int | None = None) -> Pattern:

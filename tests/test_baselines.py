@@ -1,4 +1,5 @@
-"""Known-answer tests of the literature baselines (issue 5) on small synthetic inputs."""
+"""Known-answer tests of the literature baselines (issue 5) on small synthetic inputs; batched prediction
+(issue 11) against per-sequence prediction, and knob sweeps against one prediction per value."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import pytest
 import torch
 
 from sparsefinder.dataset import InMemoryDataset, Sequence
-from sparsefinder.errors import NotFittedError
+from sparsefinder.errors import NotFittedError, SparsefinderError
 from sparsefinder.pattern import Pattern
-from sparsefinder.predictors.base import AttentionInputs, predictor_from_spec
+from sparsefinder.inputs import AttentionInputs
+from sparsefinder.predictors.base import predictor_from_spec
 from sparsefinder.predictors.breaking_bert import LexicalPredictor, NeighbourDegreePredictor
-from sparsefinder.predictors.buckets import same_bucket_pattern
+from sparsefinder.predictors.buckets import group_pattern, same_bucket_pattern
 from sparsefinder.predictors.fixed import (
     AttendedGlobalPredictor,
     BigBirdPredictor,
@@ -21,6 +23,7 @@ from sparsefinder.predictors.fixed import (
     WindowPredictor,
 )
 from sparsefinder.predictors.lsh import LSHPredictor, lsh_buckets
+from sparsefinder.predictors.oracle import OracleTopK
 from sparsefinder.predictors.attention_pruning import AttentionPruningPredictor
 from sparsefinder.predictors.routing import RoutingPredictor, balanced_members
 from sparsefinder.predictors.sparsebert_dam import SparseBertDAMPredictor
@@ -34,7 +37,7 @@ def inputs(n: int, layer: int = 0, seed: int = 0, ids: list[int] | None = None,
     q = torch.randn(HEADS, n, DIM, generator=g) if queries is None else queries
     k = torch.randn(HEADS, n, DIM, generator=g) if keys is None else keys
     input_ids = torch.arange(n) if ids is None else torch.tensor(ids)
-    return AttentionInputs(layer, q, k, input_ids)
+    return AttentionInputs.single(layer, q, k, input_ids)
 
 
 def dataset(golds: list[torch.Tensor], vectors: torch.Tensor | None = None) -> InMemoryDataset:
@@ -63,7 +66,7 @@ def test_window_keeps_hand_counted_pairs():
     pattern = fitted(WindowPredictor(width=2)).predict(inputs(6))
     assert pattern.row_lengths().tolist() == [[3, 4, 5, 5, 4, 3]] * HEADS
     i = torch.arange(6)
-    assert torch.equal(pattern.to_dense(), ((i[:, None] - i[None, :]).abs() <= 2).expand(HEADS, 6, 6))
+    assert torch.equal(pattern.to_dense(), ((i[:, None] - i[None, :]).abs() <= 2).expand(1, HEADS, 6, 6))
 
 
 def test_random_keeps_budget_and_is_deterministic_per_seed():
@@ -78,7 +81,7 @@ def test_random_keeps_budget_and_is_deterministic_per_seed():
 
 
 def test_global_tokens_first_and_last():
-    dense = fitted(GlobalPredictor(tokens=2)).predict(inputs(5)).to_dense()[0]
+    dense = fitted(GlobalPredictor(tokens=2)).predict(inputs(5)).to_dense()[0, 0]
     expected = torch.zeros(5, 5, dtype=torch.bool)
     expected[[0, 4], :] = True
     expected[:, [0, 4]] = True
@@ -94,7 +97,7 @@ def test_attended_global_learns_most_attended_position():
 
 
 def test_strided_hand_counted_rows():
-    dense = fitted(StridedPredictor(stride=3)).predict(inputs(8)).to_dense()[1]
+    dense = fitted(StridedPredictor(stride=3)).predict(inputs(8)).to_dense()[0, 1]
     assert dense[4].nonzero().flatten().tolist() == [1, 2, 3, 4, 5, 6, 7]  # band 2..6, 1 mod 3
     assert dense[0].nonzero().flatten().tolist() == [0, 1, 2, 3, 6]  # band 0..2, 0 mod 3
 
@@ -110,23 +113,33 @@ def test_longformer_and_bigbird_are_unions():
 
 
 # ------------------------------------------------------------------ buckets, LSH, routing
+def test_group_pattern_matches_dense_reference():
+    g = torch.Generator().manual_seed(0)
+    qg, kg = torch.randint(-1, 6, (HEADS, 11, 3), generator=g), torch.randint(-1, 6, (HEADS, 11, 2), generator=g)
+    kg[0, 4] = 7  # out of range: no group
+    shared = (qg[:, :, None, :, None] == kg[:, None, :, None, :]) & (qg >= 0)[:, :, None, :, None]
+    pattern = group_pattern(qg, kg, 6).validate()
+    assert pattern.nnz > 0
+    assert torch.equal(pattern.to_dense()[0], shared.flatten(-2).any(-1))
+
+
 def test_same_bucket_pattern_matches_dense_reference():
     g = torch.Generator().manual_seed(0)
     qb, kb = torch.randint(5, (3, HEADS, 11), generator=g), torch.randint(5, (3, HEADS, 11), generator=g)
     expected = (qb[..., :, None] == kb[..., None, :]).any(0)
-    assert torch.equal(same_bucket_pattern(qb, kb, 5).to_dense(), expected)
+    assert torch.equal(same_bucket_pattern(qb, kb, 5).to_dense()[0], expected)
 
 
 def test_lsh_is_deterministic_and_hashes_a_vector_with_itself():
     x = inputs(30, seed=1)
-    shared = inputs(30, queries=x.queries, keys=x.queries)
+    shared = inputs(30, queries=x.queries[0], keys=x.queries[0])
     predictor = fitted(LSHPredictor(buckets=8, rounds=2, seed=5))
     a = predictor.predict(shared)
     assert a == fitted(LSHPredictor(buckets=8, rounds=2, seed=5)).predict(shared)
     assert a.contains(Pattern.window(HEADS, 30, 0))  # each vector shares its own bucket
     assert a != fitted(LSHPredictor(buckets=8, rounds=2, seed=6)).predict(shared)
     rotations = torch.randn(1, HEADS, DIM, 4)
-    assert torch.equal(lsh_buckets(x.queries, rotations), lsh_buckets(3.0 * x.queries, rotations))
+    assert torch.equal(lsh_buckets(x.queries[0], rotations), lsh_buckets(3.0 * x.queries[0], rotations))
 
 
 def planted_directions(groups: int, size: int) -> torch.Tensor:
@@ -145,7 +158,7 @@ def test_routing_recovers_planted_balanced_clusters():
     assert members.shape == (HEADS, 4, 5)  # each cluster takes exactly ⌈n/c⌉ tokens
     group = torch.arange(20) // 5
     pattern = predictor.predict(inputs(20, queries=vectors, keys=vectors))
-    assert torch.equal(pattern.to_dense(), (group[:, None] == group[None, :]).expand(HEADS, 20, 20))
+    assert torch.equal(pattern.to_dense(), (group[:, None] == group[None, :]).expand(1, HEADS, 20, 20))
 
 
 # ------------------------------------------------------------------ data-informed position masks
@@ -175,8 +188,8 @@ def test_lexical_mask_links_repeated_tokens():
     ids = [5, 7, 5, 9, 7, 5]
     dense = fitted(LexicalPredictor(width=0)).predict(inputs(6, ids=ids)).to_dense()
     t = torch.tensor(ids)
-    assert torch.equal(dense, (t[:, None] == t[None, :]).expand(HEADS, 6, 6))
-    assert dense[0, 0].nonzero().flatten().tolist() == [0, 2, 5]
+    assert torch.equal(dense, (t[:, None] == t[None, :]).expand(1, HEADS, 6, 6))
+    assert dense[0, 0, 0].nonzero().flatten().tolist() == [0, 2, 5]
 
 
 def test_neighbour_degree_picks_smallest_window_reaching_target():
@@ -203,3 +216,66 @@ def test_interface_round_trips(spec):
     pattern = predictor.predict(inputs(8)).validate()
     restored = predictor_from_spec(spec).load_state_dict(predictor.state_dict())
     assert restored.predict(inputs(8)) == pattern
+
+
+# ------------------------------------------------------------------ batches and sweeps (issue 11)
+BATCH_SPECS = (*SPECS, "oracle-topk3", "random2", "random99", "bigbird1", "global9", "lexical0", "dam0.5-abs")
+
+
+def padded_batch(lengths: list[int], layer: int = 0) -> AttentionInputs:
+    """Sequences padded to ``max(lengths)``; the padding holds random vectors and token ids that occur in the text."""
+    n = max(lengths)
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(3, (len(lengths), n), generator=g)  # few ids: repeated tokens, and padding ids that match
+    return AttentionInputs(layer, torch.randn(len(lengths), HEADS, n, DIM, generator=g),
+                           torch.randn(len(lengths), HEADS, n, DIM, generator=g), ids, torch.tensor(lengths))
+
+
+@pytest.mark.parametrize("spec", BATCH_SPECS)
+def test_batched_predict_equals_per_sequence_and_keeps_no_padding(spec):
+    data = dataset([offsets_mask(8, [[0, 1], [0, -1]]), offsets_mask(8, [[0], [2]])])
+    predictor = predictor_from_spec(spec).fit(data)
+    batch = padded_batch([6, 13, 3], layer=0)
+    pattern = predictor.predict(batch).validate()  # padded queries keep nothing, keys lie inside each sequence
+    assert pattern.shape == (3, HEADS, 13, 13) and pattern.lengths.tolist() == [6, 13, 3]
+    inside = torch.arange(13) < batch.lengths[:, None]
+    assert not (pattern.to_dense() & ~(inside[:, None, :, None] & inside[:, None, None, :])).any()
+    for b in range(3):
+        alone = predictor.predict(batch.sequence(b))
+        assert alone.shape == (1, HEADS, batch.lengths[b], batch.lengths[b])
+        assert alone == pattern.sequence(b), b
+
+
+SWEEPS = (("oracle-topk", (1, 3, 2, 20)), ("random", (0, 1, 4, 2, 99)), ("window", (0, 3, 1, 20)),
+          ("longformer", (0, 2, 1)), ("lexical", (0, 1, 3)))
+
+
+@pytest.mark.parametrize(("spec", "values"), SWEEPS)
+def test_sweep_equals_one_prediction_per_value(spec, values):
+    predictor = fitted(predictor_from_spec(spec))
+    batch = padded_batch([6, 13, 3], layer=1)
+    swept = predictor.predict_sweep(batch, list(values))
+    assert getattr(predictor, predictor.knob) == values[-1]
+    for value, pattern in zip(values, swept):
+        assert pattern.validate() == predictor.set_params(**{predictor.knob: value}).predict(batch), value
+
+
+def test_sweep_rejects_a_bad_knob_value():
+    with pytest.raises(SparsefinderError):
+        fitted(RandomPredictor()).predict_sweep(padded_batch([4, 3]), [2, -1])
+
+
+def test_oracle_keeps_the_top_scores_of_valid_keys():
+    batch = padded_batch([6, 9, 3])
+    pattern = fitted(OracleTopK(k=2)).predict(batch)
+    for b, n in enumerate(batch.lengths.tolist()):
+        scores = batch.queries[b, :, :n] @ batch.keys[b, :, :n].transpose(-1, -2)
+        expected = torch.zeros(HEADS, n, n, dtype=torch.bool).scatter_(-1, scores.topk(min(2, n), -1).indices, True)
+        assert torch.equal(pattern.sequence(b).to_dense()[0], expected)
+
+
+def test_random_keys_spread_evenly_over_positions():
+    pattern = fitted(RandomPredictor(keys=16, seed=1)).predict(inputs(64))
+    per_key = pattern.to_dense()[0].sum((0, 1)).double()  # mean 2·64·16/64 = 32 picks per key
+    assert per_key.min() >= 16 and per_key.max() <= 48
+    assert not torch.equal(pattern.to_dense()[0, 0], pattern.to_dense()[0, 1])  # heads differ

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparsefinder.alpha_entmax import entmax
-from sparsefinder.attention.certified import certified_entmax_attention, certify_pattern
+from sparsefinder.attention.certified import certified_entmax_attention
 from sparsefinder.pattern import Pattern
 
 
@@ -30,7 +30,7 @@ def test_certified_equals_dense(alpha, start):
         "window": Pattern.window(heads, n, 2),
     }
     probs = _dense_probs(q, k, alpha)
-    result = certified_entmax_attention(q, k, v, patterns[start], alpha, block=8)
+    result = certified_entmax_attention(q, k, v, patterns[start], alpha)
     torch.testing.assert_close(result.output, probs @ v, atol=1e-5, rtol=1e-5)
     assert result.pattern.contains(Pattern.from_dense(probs > 0))  # recall 1.0
     assert torch.equal(result.keys_added, result.pattern.nnz_per_head() - patterns[start].nnz_per_head())
@@ -39,12 +39,13 @@ def test_certified_equals_dense(alpha, start):
 def test_gold_pattern_needs_no_keys():
     q, k, v = _qkv(n=64, seed=7)
     gold = Pattern.from_dense(_dense_probs(q, k, 1.5) > 0)
-    certified, _ = certify_pattern(q, k, gold, block=8)
-    assert certified == gold  # nothing outside the support scores above t_S = t
+    result = certified_entmax_attention(q, k, v, gold)
+    assert result.pattern == gold  # nothing outside the support scores above t_S = t
+    assert int(result.keys_added.sum()) == 0
 
 
-def test_planted_structure_bound_rules_out_far_blocks():
-    # keys in block 0 align with the query, keys in block 1 point away: block 1 never needs scoring
+def test_planted_structure_adds_exactly_the_aligned_keys():
+    # keys 0-7 align with the query, keys 8-15 point away: only the aligned ones can enter the support
     d = 4
     q = torch.zeros(1, 16, d)
     q[..., 0] = 4.0
@@ -53,12 +54,11 @@ def test_planted_structure_bound_rules_out_far_blocks():
     k[0, 8:, 0] = -3.0
     v = torch.randn(1, 16, d)
     start = Pattern.from_pairs(torch.zeros(16), torch.arange(16), torch.zeros(16), 1, 16)  # key 0 only
-    result = certified_entmax_attention(q, k, v, start, block=8)
-    keys = result.pattern.to_dense()[0]
+    result = certified_entmax_attention(q, k, v, start)
+    keys = result.pattern.to_dense()[0, 0]
     assert keys[:, :8].all()  # every query needs the 8 aligned keys
     assert not keys[:, 8:].any()
-    assert torch.equal(result.keys_added, torch.tensor([16 * 7]))
-    assert result.keys_scored == 16 * 8  # block 1 was ruled out by its bound, never scored
+    assert torch.equal(result.keys_added, torch.tensor([[16 * 7]]))
     torch.testing.assert_close(result.output, _dense_probs(q, k, 1.5) @ v, atol=1e-5, rtol=1e-5)
 
 
@@ -70,3 +70,16 @@ def test_gradients_flow():
     gs = torch.autograd.grad(result.output.sum(), (q, k, v))
     for a, b in zip(gs, gd):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_batch_equals_each_sequence_alone():
+    """Two sequences of 30 and 18 tokens in one padded batch: each equals its own dense entmax."""
+    q, k, v = (torch.stack([t, t.flip(1)]) for t in _qkv(n=30, seed=3))
+    lengths = torch.tensor([30, 18])
+    start = Pattern.window(2, 30, 1, lengths)
+    result = certified_entmax_attention(q, k, v, start)
+    for b, m in enumerate(lengths.tolist()):
+        qb, kb, vb = q[b, :, :m], k[b, :, :m], v[b, :, :m]
+        torch.testing.assert_close(result.output[b, :, :m], _dense_probs(qb, kb, 1.5) @ vb, atol=1e-5, rtol=1e-5)
+        assert result.pattern.sequence(b).contains(Pattern.from_dense(_dense_probs(qb, kb, 1.5) > 0))
+    assert int(result.pattern.counts[1, :, 18:].sum()) == 0

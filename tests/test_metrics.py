@@ -40,6 +40,19 @@ def test_known_recall():
     assert m["recall"].item() == 0.5 and m["precision"].item() == 1.0 and m["sparsity"].item() == 0.75
 
 
+def test_known_recall_on_a_padded_batch():
+    def diagonal_and_previous(n):
+        eye = torch.eye(n, dtype=torch.bool)
+        return Pattern.from_dense((eye | eye.roll(1, 1))[None])
+
+    gold = Pattern.stack([diagonal_and_previous(4), diagonal_and_previous(3)])
+    pred = Pattern.window(1, 4, 0, lengths=[4, 3])
+    m = compare(pred, gold)
+    assert m["recall"].tolist() == [[0.5], [0.5]] and m["precision"].tolist() == [[1.0], [1.0]]
+    assert m["sparsity"].flatten().tolist() == pytest.approx([0.75, 1 - 3 / 9])
+    assert m["gold_sparsity"].flatten().tolist() == pytest.approx([0.5, 1 - 6 / 9])
+
+
 def test_accumulator_macro_average():
     acc = MetricsAccumulator(num_layers=1, num_heads=2)
     acc.add(0, {"recall": torch.tensor([1.0, 0.0]), "sparsity": torch.tensor([0.5, 0.5]),

@@ -1,72 +1,160 @@
-"""The attention pattern: construction, views and algebra against dense references."""
+"""The attention pattern: construction, views and algebra against dense references, batched and padded."""
 
 import pytest
 import torch
 
 from sparsefinder.pattern import Pattern
 
+LENGTHS = [9, 6, 1]
 
-def random_mask(h=3, n=9, p=0.3, seed=0):
+
+def random_mask(h=3, n=9, p=0.3, seed=0, batch=None):
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(h, n, n, generator=g) < p
+    shape = (h, n, n) if batch is None else (batch, h, n, n)
+    return torch.rand(*shape, generator=g) < p
+
+
+def valid_pairs(lengths, n):
+    """(B, 1, n, n) bool: pairs inside each sequence."""
+    valid = torch.arange(n) < torch.tensor(lengths)[:, None]
+    return (valid[:, :, None] & valid[:, None, :])[:, None]
 
 
 def test_dense_round_trip_and_invariants():
     m = random_mask()
     p = Pattern.from_dense(m).validate()
-    assert torch.equal(p.to_dense(), m)
+    assert p.shape == (1, 3, 9, 9)
+    assert torch.equal(p.to_dense()[0], m)
     assert p.nnz == int(m.sum())
     assert torch.equal(p.row_lengths(), m.sum(-1))
-    assert torch.allclose(p.sparsity(), 1 - m.sum((1, 2)).double() / 81)
+    assert torch.allclose(p.sparsity()[0], 1 - m.sum((1, 2)).double() / 81)
 
 
-def test_padded_round_trip():
+def test_batched_mask_round_trip_drops_padding():
+    m = random_mask(batch=3, seed=5)
+    p = Pattern.from_mask(m, LENGTHS).validate()
+    inside = m & valid_pairs(LENGTHS, 9)
+    assert torch.equal(p.to_dense(), inside)
+    assert torch.equal(p.counts, inside.sum(-1))
+    assert torch.equal(p.nnz_per_head(), inside.sum((-1, -2)))
+    total = torch.tensor(LENGTHS).double().square()[:, None]
+    assert torch.allclose(p.sparsity(), 1 - inside.sum((-1, -2)).double() / total)
+    for b, n in enumerate(LENGTHS):
+        assert torch.equal(p.sequence(b).to_dense()[0], m[b, :, :n, :n])
+
+
+def test_from_index_merges_repeats_and_drops_invalid_and_padded_entries():
+    index = torch.tensor([[[[2, 0, 2, 3], [1, 1, 1, 1], [0, 3, 2, 1], [3, 0, 0, 0]]]]).expand(2, 2, 4, 4)
+    valid = torch.ones(2, 2, 4, 4, dtype=torch.bool)
+    valid[..., 3, 1:] = False
+    p = Pattern.from_index(index, valid, lengths=[4, 3]).validate()
+    assert p.counts[0, 0].tolist() == [3, 1, 4, 1]
+    assert p.counts[1, 0].tolist() == [2, 1, 3, 0]  # key 3 and query 3 are padding in sequence 1
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, [0, 2, 3]] = expected[1, 1] = expected[2] = expected[3, 3] = True
+    assert torch.equal(p.to_dense()[0, 1], expected)
+    assert torch.equal(p.to_dense()[1, 1], expected & valid_pairs([3], 4)[0, 0])
+    one = Pattern.from_index(index[0], valid[0])  # (H, n, k): one sequence
+    assert one.shape == (1, 2, 4, 4) and one == p.sequence(0)
+
+
+def test_csr_round_trip_keys_sorted():
     m = random_mask(seed=1)
-    p = Pattern.from_dense(m)
-    index, lengths = p.to_padded()
-    valid = torch.arange(index.shape[-1]) < lengths[..., None]
-    assert Pattern.from_padded(index, valid) == p
+    p = Pattern.from_mask(torch.flip(m, [-1]).flip(-1))
+    row_lengths, col = p.csr()
+    assert torch.equal(row_lengths, m.sum(-1).reshape(-1))
+    assert torch.equal(col, m.reshape(-1, 9).nonzero()[:, 1])  # row-major, keys increasing
+    assert Pattern.from_csr(row_lengths, col, 3, 9) == p
+    padded = Pattern.from_mask(random_mask(batch=3, seed=2), LENGTHS)
+    for b in range(3):
+        rl, c = padded.sequence(b).csr()
+        assert Pattern.from_csr(rl, c, 3, LENGTHS[b]) == padded.sequence(b)
 
 
 def test_from_pairs_merges_duplicates():
     p = Pattern.from_pairs(torch.tensor([0, 0, 1]), torch.tensor([1, 1, 0]), torch.tensor([2, 2, 0]), 2, 3)
     assert p.nnz == 2
-    assert p.to_dense()[0, 1, 2] and p.to_dense()[1, 0, 0]
+    assert p.to_dense()[0, 0, 1, 2] and p.to_dense()[0, 1, 0, 0]
 
 
 def test_window_counts_by_hand():
     # n = 5, width 1: rows keep 2, 3, 3, 3, 2 keys = 13 pairs per head
     p = Pattern.window(2, 5, 1).validate()
-    assert p.nnz_per_head().tolist() == [13, 13]
+    assert p.nnz_per_head().tolist() == [[13, 13]]
     assert p.row_lengths()[0].tolist() == [2, 3, 3, 3, 2]
 
 
+@pytest.mark.parametrize("width", [0, 1, 3, 12])
+def test_window_with_lengths_matches_dense_reference(width):
+    i = torch.arange(9)
+    band = (i[:, None] - i[None, :]).abs() <= width
+    p = Pattern.window(2, 9, width, lengths=LENGTHS).validate()
+    assert torch.equal(p.to_dense(), band & valid_pairs(LENGTHS, 9).expand(3, 2, 9, 9))
+
+
 def test_global_tokens_keep_rows_and_columns():
-    d = Pattern.global_tokens(1, 4, [0, -1]).to_dense()[0]
+    d = Pattern.global_tokens(1, 4, [0, -1]).to_dense()[0, 0]
     assert d[:, 0].all() and d[:, 3].all() and d[0].all() and d[3].all()
     assert not d[1, 1] and not d[1, 2] and not d[2, 1] and not d[2, 2]
+
+
+def test_global_tokens_with_lengths_match_dense_reference():
+    p = Pattern.global_tokens(2, 9, [0, 2, -1], lengths=LENGTHS).validate()
+    for b, n in enumerate(LENGTHS):
+        is_global = torch.zeros(n, dtype=torch.bool)
+        is_global[[p_ for p_ in (0, 2, n - 1) if p_ < n]] = True
+        expected = torch.zeros(9, 9, dtype=torch.bool)
+        expected[:n, :n] = is_global[:, None] | is_global[None, :]
+        assert torch.equal(p.to_dense()[b], expected.expand(2, 9, 9)), b
 
 
 def test_union_and_intersection_match_dense():
     a, b = random_mask(seed=2), random_mask(seed=3)
     pa, pb = Pattern.from_dense(a), Pattern.from_dense(b)
-    assert torch.equal(pa.union(pb).to_dense(), a | b)
-    assert torch.equal(pa.intersection_per_head(pb), (a & b).sum((1, 2)))
+    assert torch.equal(pa.union(pb).to_dense()[0], a | b)
+    assert torch.equal(pa.intersection_per_head(pb)[0], (a & b).sum((1, 2)))
     assert pa.union(pb).contains(pa) and not pa.contains(pa.union(Pattern.full(3, 9)))
+
+
+def test_batched_union_matches_dense():
+    a, b = random_mask(batch=3, seed=6), random_mask(batch=3, seed=7)
+    pa, pb = Pattern.from_mask(a, LENGTHS), Pattern.from_mask(b, LENGTHS)
+    union = pa.union(pb).validate()
+    assert torch.equal(union.to_dense(), (a | b) & valid_pairs(LENGTHS, 9))
+    assert torch.equal(union.hits(pa.to_dense()), pa.nnz_per_head())
+
+
+def test_stack_pads_sequences():
+    short, long = Pattern.from_dense(random_mask(n=4, seed=8)), Pattern.from_dense(random_mask(n=7, seed=9))
+    both = Pattern.stack([short, long]).validate()
+    assert both.shape == (2, 3, 7, 7) and both.lengths.tolist() == [4, 7]
+    assert both.sequence(0) == short and both.sequence(1) == long
 
 
 def test_heads_split_and_stack():
     p = Pattern.from_dense(random_mask(seed=4))
     assert Pattern.stack_heads([p.head(h) for h in range(3)]) == p
-    assert torch.equal(p.head(1).to_dense()[0], p.to_dense()[1])
+    assert torch.equal(p.head(1).to_dense()[0, 0], p.to_dense()[0, 1])
+
+
+def test_narrow_keeps_row_prefixes():
+    index = torch.tensor([[3, 1, 0], [2, 0, 1], [0, 2, 1], [1, 3, 2]]).expand(1, 1, 4, 3)
+    p = Pattern.from_index(index, unique=True)
+    assert p.narrow(1).to_dense()[0, 0].nonzero().tolist() == [[0, 3], [1, 2], [2, 0], [3, 1]]
+    assert p.narrow(2).nnz == 8 and p.narrow(5) == p
 
 
 def test_full_and_empty():
-    assert Pattern.full(2, 4).validate().sparsity().tolist() == [0.0, 0.0]
-    assert Pattern.empty(2, 4).validate().sparsity().tolist() == [1.0, 1.0]
+    assert Pattern.full(2, 4).validate().sparsity().tolist() == [[0.0, 0.0]]
+    assert Pattern.empty(2, 4).validate().sparsity().tolist() == [[1.0, 1.0]]
+    full = Pattern.full(2, 9, lengths=LENGTHS).validate()
+    assert torch.equal(full.to_dense(), valid_pairs(LENGTHS, 9).expand(3, 2, 9, 9))
 
 
-def test_validate_rejects_unsorted_rows():
-    bad = Pattern(torch.tensor([0, 2, 2]), torch.tensor([1, 0]), 1, 2)
-    with pytest.raises(ValueError, match="sorted"):
-        bad.validate()
+def test_validate_rejects_repeated_keys_and_padded_keys():
+    repeated = Pattern(torch.tensor([[[[0, 0]]]]), torch.tensor([[[2]]]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="unique"):
+        repeated.validate()
+    padded = Pattern(torch.tensor([[[[1], [0]]]]), torch.tensor([[[1, 0]]]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="lengths"):
+        padded.validate()

@@ -11,8 +11,7 @@ from sparsefinder.errors import SparsefinderError
 from sparsefinder.metrics import compare
 from sparsefinder.pattern import Pattern
 from sparsefinder.predictors.base import predictor_from_spec
-from sparsefinder.predictors.projection import collect_samples, gold_rows, train_layer
-from sparsefinder.predictors.sparsefinder_family import _group_pattern
+from sparsefinder.predictors.projection import collect_samples, train_layer
 
 GROUPS = 4
 
@@ -41,8 +40,8 @@ def test_recall_one_at_hand_counted_sparsity(data, spec, sparsity):
     seq = next(data.sequences())
     for layer in range(2):
         metrics = compare(predictor.predict(seq.inputs(layer)).validate(), seq.gold[layer])
-        assert metrics["recall"].tolist() == [1.0, 1.0]
-        assert metrics["sparsity"].tolist() == [sparsity, sparsity]
+        assert metrics["recall"].tolist() == [[1.0, 1.0]]
+        assert metrics["sparsity"].tolist() == [[sparsity, sparsity]]
 
 
 def test_window_and_global_tokens_are_added(data):
@@ -84,18 +83,24 @@ def test_score_closed_form_reproduces_low_rank_scores(data):
     torch.testing.assert_close(diff - diff.mean(-1, keepdim=True), torch.zeros_like(diff), atol=1e-3, rtol=0)
 
 
-def test_gold_rows_match_dense_rows(data):
-    gold = next(data.sequences()).gold[0]
-    rows = torch.tensor([0, 5, 31, 32, 63])
-    assert torch.equal(gold_rows(gold, rows), gold.to_dense().reshape(-1, gold.length)[rows])
+def test_batched_prediction_equals_per_sequence_prediction(data):
+    """A padded batch of two sequences of different lengths gives each sequence's own pairs."""
+    from sparsefinder.dataset import batch_inputs
 
-
-def test_group_pattern_matches_dense_reference():
-    gen = torch.Generator().manual_seed(1)
-    qg = torch.randint(0, 6, (3, 20, 2), generator=gen)
-    kg = torch.randint(0, 6, (3, 20, 3), generator=gen)
-    dense = (qg[:, :, None, :, None] == kg[:, None, :, None, :]).any(-1).any(-1)
-    assert _group_pattern(qg, kg, 6) == Pattern.from_dense(dense)
+    gen = torch.Generator().manual_seed(0)
+    seqs = [type(s)(s.input_ids, s.queries + 0.1 * torch.randn(s.queries.shape, generator=gen),
+                    s.keys + 0.1 * torch.randn(s.keys.shape, generator=gen), s.values, s.gold)
+            for s in data.sequences()]  # noise breaks distance ties, so top-k is unique
+    short = type(seqs[1])(seqs[1].input_ids[:20], seqs[1].queries[:, :, :20], seqs[1].keys[:, :, :20],
+                          seqs[1].values[:, :, :20], seqs[1].gold)
+    for spec in ("proj4-score-knn8-ep0", "proj4-shared-radius100-ep1", "proj1-shared-quant4-ep1",
+                 "proj4-shared-kmeans4-top2-ep1", "proj4-score-knn8-win1-glob-ep0"):
+        predictor = predictor_from_spec(spec).fit(data)
+        inputs, _ = batch_inputs([seqs[0], short], 1)
+        batched = predictor.predict(inputs).validate()
+        assert batched.sequence(0) == predictor.predict(seqs[0].inputs(1)), spec
+        assert batched.sequence(1) == predictor.predict(short.inputs(1)), spec
+        assert int(batched.counts[1, :, 20:].sum()) == 0
 
 
 def test_quantization_buckets_split_fit_data_evenly(data):
@@ -138,7 +143,7 @@ def test_predict_checks_layer_and_shape(data):
     predictor = predictor_from_spec("proj2-score-knn4-ep0").fit(data)
     seq = next(data.sequences())
     inputs = seq.inputs(0)
-    bad = type(inputs)(5, inputs.queries, inputs.keys, inputs.input_ids)
+    bad = type(inputs)(5, inputs.queries, inputs.keys, inputs.input_ids, inputs.lengths)
     with pytest.raises(SparsefinderError, match="fitted on 2 layers"):
         predictor.predict(bad)
 

@@ -90,7 +90,7 @@ def test_chunking_does_not_change_the_result():
     pattern = Pattern.window(3, 33, 4)
     whole = sparse_entmax_attention(q, k, v, pattern)
     chunked = sparse_entmax_attention(q, k, v, pattern, chunk_pairs=30)  # 1 query per chunk
-    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)  # score rows are products of different shapes
     torch.testing.assert_close(SparseEntmaxAttention()(q, k, v, pattern), whole)
 
 

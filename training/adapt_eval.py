@@ -137,7 +137,7 @@ def _sparsity_per_layer(ds) -> dict:
     pairs = 0
     for seq in ds.sequences():
         pairs += ds.num_heads * seq.length ** 2
-        edges += torch.tensor([float(p.col.numel()) for p in seq.gold], dtype=torch.float64)
+        edges += torch.tensor([float(p.nnz) for p in seq.gold], dtype=torch.float64)
     per_layer = (1 - edges / pairs).tolist()
     return {"sequences": len(ds), "per_layer": per_layer, "overall": float(1 - edges.sum() / (pairs * ds.num_layers))}
 

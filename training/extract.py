@@ -95,7 +95,7 @@ def extract(
         while batch := list(islice(sequences, batch_size)):
             for seq in capture(encoder, batch, alpha):
                 writer.add(seq)
-                gold_sparsity += torch.stack([g.sparsity() for g in seq.gold])
+                gold_sparsity += torch.stack([g.sparsity()[0] for g in seq.gold])
                 counts["sequences"] += 1
                 counts["tokens"] += seq.length
             bar.update(len(batch))

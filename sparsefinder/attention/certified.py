@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
-from ..pattern import Pattern, compact, pad_width
+from ..pattern import Pattern, compact, query_chunks
 from .sparse import as_batched, entmax_over_slots, weighted_sum
 
 __all__ = ["CertifiedOutput", "certified_entmax_attention"]
@@ -50,7 +50,9 @@ def _certify_chunk(rows: Tensor, index: Tensor, valid: Tensor, key_ok: Tensor, a
     kept = rows.gather(-1, index).masked_fill(~valid, float("-inf")).masked_fill(~some, 0.0)
     best = rows.masked_fill(~key_ok, float("-inf")).amax(-1, keepdim=True)
     t_s = torch.where(some, threshold(kept, alpha), best - 1.0 / (alpha - 1.0))
-    predicted = torch.zeros_like(rows, dtype=torch.bool).scatter_(-1, index, valid)
+    n = rows.shape[-1]
+    predicted = rows.new_zeros(*rows.shape[:-1], n + 1, dtype=torch.bool)
+    predicted = predicted.scatter_(-1, torch.where(valid, index, n), True)[..., :n]
     certified = predicted | ((rows > t_s) & key_ok)
     return certified, (certified & ~predicted).sum((-1, -2))
 
@@ -73,10 +75,11 @@ def certified_entmax_attention(
     pattern = pattern.to(q.device)
     valid = pattern.valid_slots()
     key_ok = (torch.arange(n, device=q.device) < pattern.lengths[:, None])[:, None, None, :]  # (B, 1, 1, n)
-    step = max(1, chunk_pairs // max(batch * heads * n, 1))
+    starts = query_chunks(batch, heads, n, chunk_pairs)
+    step = starts.step
     outs, pieces = [], []
     added = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
-    for s in range(0, n, step):
+    for s in starts:
         rows = torch.matmul(q[:, :, s:s + step] * scaling, k.transpose(-1, -2))
         query_ok = (torch.arange(s, min(s + step, n), device=q.device) < pattern.lengths[:, None])[:, None, :, None]
         mask, more = _certify_chunk(rows.detach(), pattern.index[:, :, s:s + step], valid[:, :, s:s + step],
@@ -88,7 +91,5 @@ def certified_entmax_attention(
         outs.append(weighted_sum(probs, v, index))
         pieces.append((index, counts))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
-    width = max(index.shape[-1] for index, _ in pieces)
-    certified = Pattern(torch.cat([pad_width(index, width) for index, _ in pieces], 2),
-                        torch.cat([counts for _, counts in pieces], 2), pattern.lengths)
+    certified = Pattern.cat_rows(pieces, pattern.lengths)
     return CertifiedOutput(out[0] if single else out, certified, added)

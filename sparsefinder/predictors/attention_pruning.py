@@ -26,13 +26,17 @@ def check_threshold(owner: str, value: object) -> None:
         raise SparsefinderError(f"{owner} threshold must be a number in [0, 1), got {value!r}")
 
 
-def position_pattern(score: Tensor, threshold: float, absolute: bool, length: int) -> Pattern:
-    """Keep positions with ``score > threshold``: ``score`` (H, 2L−1) offsets or (H, L²) pairs."""
-    keep = score > threshold
+def position_pattern(score: Tensor, threshold: float, absolute: bool, inputs: AttentionInputs) -> Pattern:
+    """Keep positions with ``score > threshold`` for a padded batch, shape ``(B, H, n, n)``.
+
+    ``score`` is (H, 2L−1) by offset or (H, L²) by pair; the mask is built once for the padded
+    length and cut by each sequence's length.
+    """
+    keep = score.to(inputs.queries.device) > threshold
     if absolute:
         fit_length = int(round(keep.shape[-1] ** 0.5))
-        return pair_pattern(keep.reshape(keep.shape[0], fit_length, fit_length), length)
-    return offset_pattern(keep, length)
+        return pair_pattern(keep.reshape(keep.shape[0], fit_length, fit_length), inputs.length, inputs.lengths)
+    return offset_pattern(keep, inputs.length, inputs.lengths)
 
 
 @register_predictor
@@ -64,10 +68,9 @@ class AttentionPruningPredictor(Predictor):
         return self
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """The layer's fixed mask, cut to the sequence length."""
+        """The layer's fixed mask, cut to each sequence's length; shape ``(B, H, n, n)``."""
         self.check_is_fitted()
-        score = self.frequency_[inputs.layer].to(inputs.queries.device)
-        return position_pattern(score, self.threshold, self.absolute, inputs.length)
+        return position_pattern(self.frequency_[inputs.layer], self.threshold, self.absolute, inputs)
 
     def state_dict(self) -> dict[str, Tensor]:
         self.check_is_fitted()

@@ -13,6 +13,9 @@ neighbour degree per layer that trades accuracy for sparsity. Here:
   (the gold graph replaces their task loss as the accuracy to trade);
 - syntax is absent: no English dependency model of spaCy (or another parser) is published
   on PyPI by its authors, and nothing may download at run time (see the README).
+
+The lexical mask is built per sequence (its groups are each sequence's token ids, through
+:func:`~.buckets.group_pattern`) and stacked; the windows are built for the whole batch.
 """
 
 from __future__ import annotations
@@ -25,19 +28,23 @@ from torch import Tensor
 from ..errors import SparsefinderError
 from ..pattern import Pattern
 from .base import AttentionInputs, Predictor, register_predictor
-from .buckets import same_bucket_pattern
+from .buckets import group_pattern
+from .fixed import WindowUnion
 from .position_stats import position_counts
 
 
 def lexical_pattern(input_ids: Tensor, num_heads: int) -> Pattern:
-    """Pairs ``(i, j)`` with ``input_ids[i] == input_ids[j]`` (diagonal included), for every head."""
+    """Pairs ``(i, j)`` with ``input_ids[i] == input_ids[j]`` (diagonal included) of one sequence, for every head.
+
+    ``input_ids`` (n,) → Pattern ``(1, H, n, n)``.
+    """
     _, token = torch.unique(input_ids, return_inverse=True)
-    bucket = token.long()[None, None, :].expand(1, num_heads, -1)
-    return same_bucket_pattern(bucket, bucket, int(token.max()) + 1)
+    groups = token.long().view(1, -1, 1).expand(num_heads, -1, 1)
+    return group_pattern(groups, groups, int(token.max()) + 1 if token.numel() else 1)
 
 
 @register_predictor
-class LexicalPredictor(Predictor):
+class LexicalPredictor(WindowUnion):
     """Keys with the query's token id, plus the ``±width`` neighbours."""
 
     name: ClassVar[str] = "lexical"
@@ -54,12 +61,11 @@ class LexicalPredictor(Predictor):
     def _validate_params(self) -> None:
         self._require_int("width", minimum=0)
 
-    def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Union of the lexical mask and the window."""
-        self.check_is_fitted()
+    def width_free(self, inputs: AttentionInputs) -> Pattern:
+        """The lexical mask of each sequence, stacked to the padded batch."""
         ids = inputs.input_ids.to(inputs.queries.device)
-        window = Pattern.window(inputs.num_heads, inputs.length, self.width, device=ids.device)
-        return lexical_pattern(ids, inputs.num_heads).union(window)
+        return Pattern.stack([lexical_pattern(ids[b, :int(m)], inputs.num_heads)
+                              for b, m in enumerate(inputs.lengths.tolist())], length=inputs.length)
 
 
 @register_predictor
@@ -100,8 +106,9 @@ class NeighbourDegreePredictor(Predictor):
         return int(reached.nonzero()[0]) if reached.any() else int(reached.numel() - 1)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """The window of the layer's learned degree."""
-        return Pattern.window(inputs.num_heads, inputs.length, self.degree(inputs.layer), device=inputs.queries.device)
+        """The window of the layer's learned degree, shape ``(B, H, n, n)``."""
+        return Pattern.window(inputs.num_heads, inputs.length, self.degree(inputs.layer), lengths=inputs.lengths,
+                              device=inputs.queries.device)
 
     def state_dict(self) -> dict[str, Tensor]:
         self.check_is_fitted()

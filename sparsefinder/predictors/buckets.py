@@ -1,7 +1,9 @@
-"""Patterns of (query, key) pairs that share a bucket, built without a dense ``(n, n)`` mask.
+"""Patterns of (query, key) pairs that share a group, built without a dense ``(n, n)`` mask.
 
-Used by hashing and clustering predictors (Reformer LSH, Kitaev et al. 2020): each query
-keeps every key that lands in the same bucket, in any of several rounds.
+The one helper behind every hashing and clustering predictor: Reformer LSH (Kitaev et al.
+2020: groups are (round, bucket)), Routing Transformer clusters (Roy et al. 2021), the lexical
+mask (Brahma et al. 2022: groups are token ids) and the Sparsefinder quantization and k-means
+predictors (Treviso et al. 2022). Each query keeps every key that shares one of its groups.
 """
 
 from __future__ import annotations
@@ -11,30 +13,52 @@ from torch import Tensor
 
 from ..pattern import Pattern
 
-__all__ = ["same_bucket_pattern"]
+__all__ = ["group_pattern", "same_bucket_pattern"]
 
 
-def same_bucket_pattern(query_bucket: Tensor, key_bucket: Tensor, num_buckets: int) -> Pattern:
-    """Keep ``(i, j)`` of head ``h`` when query ``i`` and key ``j`` share a bucket in some round.
+def group_pattern(query_groups: Tensor, key_groups: Tensor, num_groups: int) -> Pattern:
+    """Keep ``(h, i, j)`` when a group of query ``i`` is also a group of key ``j`` in head ``h``.
 
     Parameters
     ----------
-    query_bucket, key_bucket : Tensor, int64, shape (R, H, n)
-        Bucket of each query / key in each of ``R`` rounds, in ``[0, num_buckets)``.
-    num_buckets : int
-        Buckets per round.
+    query_groups : Tensor, int64, shape (H, n, c)
+        The groups each query belongs to; entries outside ``[0, num_groups)`` mean "no group".
+    key_groups : Tensor, int64, shape (H, n, t)
+        The groups each key belongs to, same convention.
+    num_groups : int
+        Groups per head (disjoint groups of several rounds are numbered apart, e.g. ``round·B + bucket``).
+
+    Returns
+    -------
+    Pattern of one sequence, shape ``(1, H, n, n)``. Costs one sort of the ``H·n·t`` key
+    memberships plus one per kept pair (duplicates from several shared groups are merged).
     """
-    rounds, heads, n = query_bucket.shape
-    groups = rounds * heads
-    offset = torch.arange(groups, device=query_bucket.device)[:, None] * num_buckets
-    qb = (query_bucket.reshape(groups, n) + offset).reshape(-1)
-    kb = (key_bucket.reshape(groups, n) + offset).reshape(-1)
-    order = torch.argsort(kb, stable=True)  # keys grouped by (round, head, bucket)
-    size = torch.bincount(kb, minlength=groups * num_buckets)
+    heads, n, c = query_groups.shape
+    device = key_groups.device
+    head_offset = torch.arange(heads, device=device)[:, None, None] * num_groups
+    key_ok = (key_groups >= 0) & (key_groups < num_groups)
+    key_group = (key_groups.long() + head_offset)[key_ok]  # (m,) in (head, key, slot) order
+    key_of = torch.arange(n, device=device)[None, :, None].expand_as(key_groups)[key_ok]
+    members = key_of[torch.argsort(key_group, stable=True)]  # keys grouped by (head, group)
+    size = torch.bincount(key_group, minlength=heads * num_groups)
     start = torch.cumsum(size, 0) - size
-    per_query = size[qb]
-    query = torch.repeat_interleave(torch.arange(qb.numel(), device=qb.device), per_query)
-    first = torch.cumsum(per_query, 0) - per_query
-    slot = torch.arange(query.numel(), device=qb.device) - first[query] + start[qb[query]]
-    head = torch.div(query, n, rounding_mode="floor") % heads
-    return Pattern.from_pairs(head, query % n, order[slot] % n, heads, n)
+    query_ok = (query_groups >= 0) & (query_groups < num_groups)
+    query_group = (query_groups.long() + head_offset)[query_ok]
+    row = torch.arange(heads * n, device=device).view(heads, n, 1).expand(-1, -1, c)[query_ok]
+    per_entry = size[query_group]  # keys reached through each (query, group) entry
+    first = torch.cumsum(per_entry, 0) - per_entry
+    entry = torch.repeat_interleave(torch.arange(per_entry.numel(), device=device), per_entry)
+    slot = torch.arange(entry.numel(), device=device) - first[entry] + start[query_group[entry]]
+    pair_row = row[entry]
+    return Pattern.from_pairs(torch.div(pair_row, n, rounding_mode="floor"), pair_row % n, members[slot], heads, n)
+
+
+def same_bucket_pattern(query_bucket: Tensor, key_bucket: Tensor, num_buckets: int) -> Pattern:
+    """:func:`group_pattern` for ``R`` rounds: ``query_bucket``/``key_bucket`` (R, H, n) in ``[0, num_buckets)``.
+
+    A pair is kept when query and key share a bucket in the same round (group ``round·num_buckets + bucket``).
+    """
+    rounds = query_bucket.shape[0]
+    offset = torch.arange(rounds, device=query_bucket.device)[:, None, None] * num_buckets
+    return group_pattern((query_bucket + offset).permute(1, 2, 0), (key_bucket + offset).permute(1, 2, 0),
+                         rounds * num_buckets)

@@ -13,20 +13,26 @@
 - BigBird (Zaheer et al. 2020) and Longformer (Beltagy et al. 2020): unions of window, global
   and random, at token rather than block granularity.
 
-All patterns are built from padded index lists or pairs: no ``(n, n)`` dense intermediate.
+Every pattern depends on positions only, so each predictor works on the whole padded batch at
+once: built for the padded length and cut by each sequence's length (a sequence gets the same
+pattern alone or in any batch). Random keys come from a hash of (seed, layer, head, query,
+key) rather than a generator for the same reason.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..config import RANDOM_SAMPLE_CHUNK
+from ..inputs import AttentionInputs
 from ..pattern import Pattern
-from .base import AttentionInputs, Predictor, register_predictor
+from .base import Predictor, register_predictor
+from .position_stats import gold_pairs
 
+_HASH_MASK = (1 << 31) - 1
 
 
 def layer_generator(seed: int, layer: int) -> torch.Generator:
@@ -34,21 +40,48 @@ def layer_generator(seed: int, layer: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + layer)
 
 
-def random_pattern(num_heads: int, length: int, keys: int, generator: torch.Generator,
-                   device: torch.device | str | None = None) -> Pattern:
-    """``keys`` distinct uniformly random keys per query and head (all keys when ``keys ≥ n``).
+def validate_sweep(predictor: Predictor, values: list[Any]) -> None:
+    """Check every knob value of a sweep (a user error names the bad one); leaves the knob at the last value."""
+    predictor.check_is_fitted()
+    for value in values:
+        predictor.set_params(**{predictor.knob: value})
 
-    Samples by the top-``keys`` of random scores per row, ``RANDOM_SAMPLE_CHUNK // n`` rows at a time.
+
+def _mix(x: Tensor) -> Tensor:
+    """31-bit integer hash (xor-shift and multiply rounds, products below 2⁶³): int64 → int64 in ``[0, 2³¹)``."""
+    x = x & _HASH_MASK
+    for _ in range(2):
+        x = x ^ (x >> 16)
+        x = (x * 0x45D9F3B) & _HASH_MASK
+    return x ^ (x >> 16)
+
+
+def random_pattern(num_heads: int, length: int, keys: int, seed: int, layer: int, lengths: Tensor,
+                   device: torch.device | str | None = None) -> Pattern:
+    """``min(keys, lengths[b])`` distinct uniformly random keys per query and head, shape ``(B, H, n, n)``.
+
+    Key ``j`` of query ``i`` in head ``h`` is ranked by a hash of ``(seed, layer, h, i, j)``
+    (ties broken by ``j``), so a sequence gets the same keys whatever the batch and rows are
+    ranked: :meth:`Pattern.narrow` gives any smaller budget. About ``RANDOM_SAMPLE_CHUNK`` scores
+    are held at a time.
     """
     n = length
+    lengths = lengths.to(device)
     k = min(keys, n)
     if k == 0:
-        return Pattern.empty(num_heads, n, device=device)
-    rows = num_heads * n
-    step = max(1, RANDOM_SAMPLE_CHUNK // n)
-    index = torch.cat([torch.rand(min(step, rows - r), n, generator=generator).topk(k, dim=-1).indices
-                       for r in range(0, rows, step)])
-    return Pattern.from_padded(index.reshape(num_heads, n, k).to(device))
+        return Pattern.empty(num_heads, n, lengths, device=device)
+    positions = torch.arange(n, device=device)
+    heads = torch.arange(num_heads, device=device)
+    row_hash = _mix(_mix(_mix(torch.tensor(seed * 1_000_003 + layer, device=device)) + heads)[:, None] + positions)
+    batch, rows = lengths.numel(), num_heads * n
+    valid = positions < lengths[:, None]  # (B, n)
+    step = max(1, RANDOM_SAMPLE_CHUNK // (batch * n))
+    chunks = []
+    for first in range(0, rows, step):  # each (h, i) row is hashed once, ranked for every sequence
+        score = (_mix(row_hash.reshape(-1)[first:first + step, None] + positions) << 31) | positions
+        chunks.append(score.expand(batch, -1, -1).masked_fill(~valid[:, None, :], -1).topk(k, dim=-1).indices)
+    index = torch.cat(chunks, dim=1).view(batch, num_heads, n, k)  # padded keys rank last and are dropped
+    return Pattern.from_index(index, lengths=lengths, unique=True)
 
 
 def fixed_global_positions(count: int) -> list[int]:
@@ -56,18 +89,44 @@ def fixed_global_positions(count: int) -> list[int]:
     return ([0, -1] + list(range(1, max(count - 1, 1))))[:count]
 
 
-def per_head_global(positions: Tensor, length: int) -> Pattern:
-    """Global tokens chosen per head: ``positions`` (H, g) int64 (entries ≥ ``length`` are ignored)."""
-    heads = []
-    for pos in positions:
-        pos = pos[pos < length]
-        heads.append(Pattern.global_tokens(1, length, pos, device=positions.device) if pos.numel()
-                     else Pattern.empty(1, length, device=positions.device))
-    return Pattern.stack_heads(heads)
+def global_pattern(is_global: Tensor, lengths: Tensor) -> Pattern:
+    """Global tokens chosen per sequence and head: ``is_global`` (B, H, n) bool → rows and columns kept."""
+    return Pattern.from_mask(is_global[..., :, None] | is_global[..., None, :], lengths)
+
+
+class WindowUnion(Predictor):
+    """Base of the predictors whose knob is a window ``width`` joined to a pattern that does not depend on it.
+
+    :meth:`predict_sweep` builds that pattern once and joins one window per value.
+    """
+
+    knob: ClassVar[str | None] = "width"
+    width: int
+
+    def width_free(self, inputs: AttentionInputs) -> Pattern | None:
+        """The part of the pattern that does not depend on ``width`` (``None``: the window alone)."""
+        return None
+
+    def predict(self, inputs: AttentionInputs) -> Pattern:
+        """The ``±width`` window, joined to :meth:`width_free`; shape ``(B, H, n, n)``."""
+        self.check_is_fitted()
+        return self._join(inputs, self.width, self.width_free(inputs))
+
+    def predict_sweep(self, inputs: AttentionInputs, values: list[int]) -> list[Pattern]:
+        """One :meth:`width_free` for every width (the knob is left at the last value)."""
+        validate_sweep(self, values)
+        fixed = self.width_free(inputs)
+        return [self._join(inputs, width, fixed) for width in values]
+
+    @staticmethod
+    def _join(inputs: AttentionInputs, width: int, fixed: Pattern | None) -> Pattern:
+        window = Pattern.window(inputs.num_heads, inputs.length, width, lengths=inputs.lengths,
+                                device=inputs.queries.device)
+        return window if fixed is None else window.union(fixed)
 
 
 @register_predictor
-class WindowPredictor(Predictor):
+class WindowPredictor(WindowUnion):
     """Keep keys within ``±width`` positions of the query."""
 
     name: ClassVar[str] = "window"
@@ -83,11 +142,6 @@ class WindowPredictor(Predictor):
 
     def _validate_params(self) -> None:
         self._require_int("width", minimum=0)
-
-    def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Band of ``2·width + 1`` keys around each query (clipped at the edges), for every head."""
-        self.check_is_fitted()
-        return Pattern.window(inputs.num_heads, inputs.length, self.width, device=inputs.queries.device)
 
 
 @register_predictor
@@ -111,9 +165,19 @@ class RandomPredictor(Predictor):
         self._require_int("seed", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """``min(keys, n)`` distinct random keys per query and head."""
+        """``min(keys, lengths[b])`` distinct random keys per query and head, shape ``(B, H, n, n)``."""
         self.check_is_fitted()
-        return random_pattern(inputs.num_heads, inputs.length, self.keys, layer_generator(self.seed, inputs.layer),
+        return self._ranked(inputs, self.keys)
+
+    def predict_sweep(self, inputs: AttentionInputs, values: list[int]) -> list[Pattern]:
+        """One ranking for the largest budget, cut to each value (the knob is left at the last value)."""
+        validate_sweep(self, values)
+        ranked = self._ranked(inputs, max(values))
+        return [ranked.narrow(k) if k else Pattern.empty(inputs.num_heads, inputs.length, ranked.lengths,
+                                                         device=ranked.device) for k in values]
+
+    def _ranked(self, inputs: AttentionInputs, keys: int) -> Pattern:
+        return random_pattern(inputs.num_heads, inputs.length, keys, self.seed, inputs.layer, inputs.lengths,
                               device=inputs.queries.device)
 
 
@@ -136,10 +200,10 @@ class GlobalPredictor(Predictor):
         self._require_int("tokens", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Rows and columns of the global positions, for every head."""
+        """Rows and columns of the global positions, for every head; shape ``(B, H, n, n)``."""
         self.check_is_fitted()
         return Pattern.global_tokens(inputs.num_heads, inputs.length, fixed_global_positions(self.tokens),
-                                     device=inputs.queries.device)
+                                     lengths=inputs.lengths, device=inputs.queries.device)
 
 
 @register_predictor
@@ -172,18 +236,24 @@ class AttendedGlobalPredictor(Predictor):
         for seq in data.sequences():
             n = seq.length
             for layer, gold in enumerate(seq.gold):
-                heads = torch.div(gold.rows(), n, rounding_mode="floor")
-                counts[layer] += torch.bincount(heads * length + gold.col, minlength=data.num_heads * length
+                rows, col = gold_pairs(gold)
+                heads = torch.div(rows, n, rounding_mode="floor")
+                counts[layer] += torch.bincount(heads * length + col, minlength=data.num_heads * length
                                                 ).reshape(data.num_heads, length).double() / n
         self.ranking_ = counts.argsort(dim=-1, descending=True, stable=True)
         return self
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Global rows and columns of the head's top positions (those inside the sequence)."""
+        """Global rows and columns of each head's top ``tokens`` positions inside each sequence; ``(B, H, n, n)``."""
         self.check_is_fitted()
-        ranking = self.ranking_[inputs.layer].to(inputs.queries.device)
-        ranking = torch.stack([r[r < inputs.length][:self.tokens] for r in ranking])
-        return per_head_global(ranking, inputs.length)
+        ranking = self.ranking_[inputs.layer].to(inputs.queries.device)[None]  # (1, H, L)
+        lengths = inputs.lengths.to(ranking.device)
+        inside = ranking < lengths[:, None, None]  # (B, H, L)
+        chosen = inside & (inside.cumsum(-1) <= self.tokens)
+        n = inputs.length
+        is_global = torch.zeros(*chosen.shape[:2], n + 1, dtype=torch.bool, device=ranking.device)
+        is_global.scatter_(-1, torch.where(chosen, ranking, n), True)
+        return global_pattern(is_global[..., :n], lengths)
 
     def state_dict(self) -> dict[str, Tensor]:
         self.check_is_fitted()
@@ -213,14 +283,16 @@ class StridedPredictor(Predictor):
         self._require_int("stride", minimum=1)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Union of the band ``±(stride−1)`` and the keys congruent to the query modulo ``stride``."""
+        """Band ``±(stride−1)`` and the keys congruent to the query modulo ``stride``; ``(B, H, n, n)``."""
         self.check_is_fitted()
-        h, n, s = inputs.num_heads, inputs.length, self.stride
+        b, h, n, s = inputs.batch_size, inputs.num_heads, inputs.length, self.stride
         device = inputs.queries.device
+        lengths = inputs.lengths.to(device)
         columns = (torch.arange(n, device=device)[:, None] % s) + s * torch.arange(-(-n // s), device=device)
-        valid = columns < n
-        strided = Pattern.from_padded(columns.clamp(max=n - 1).expand(h, n, -1), valid.expand(h, n, -1))
-        return strided.union(Pattern.window(h, n, s - 1, device=device))
+        shape = (b, h, *columns.shape)
+        strided = Pattern.from_index(columns.clamp(max=n - 1).expand(shape), (columns < n).expand(shape), lengths,
+                                     unique=True)
+        return strided.union(Pattern.window(h, n, s - 1, lengths=lengths, device=device))
 
 
 @register_predictor
@@ -244,18 +316,19 @@ class BigBirdPredictor(Predictor):
         self._require_int("seed", minimum=0)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Union of window, random and global patterns (globals: the first and last ``b`` tokens)."""
+        """Union of window, random and global patterns (globals: the first and last ``b`` tokens); ``(B, H, n, n)``."""
         self.check_is_fitted()
         h, n, b = inputs.num_heads, inputs.length, self.block
         device = inputs.queries.device
+        lengths = inputs.lengths.to(device)
         globals_ = list(range(b)) + list(range(-b, 0))
-        return Pattern.window(h, n, 3 * b // 2, device=device).union(
-            random_pattern(h, n, 3 * b, layer_generator(self.seed, inputs.layer), device=device),
-            Pattern.global_tokens(h, n, globals_, device=device))
+        return Pattern.window(h, n, 3 * b // 2, lengths=lengths, device=device).union(
+            random_pattern(h, n, 3 * b, self.seed, inputs.layer, lengths, device=device),
+            Pattern.global_tokens(h, n, globals_, lengths=lengths, device=device))
 
 
 @register_predictor
-class LongformerPredictor(Predictor):
+class LongformerPredictor(WindowUnion):
     """Longformer: window ``±width`` plus ``tokens`` global tokens ([CLS], [SEP], …)."""
 
     name: ClassVar[str] = "longformer"
@@ -274,10 +347,7 @@ class LongformerPredictor(Predictor):
         self._require_int("width", minimum=0)
         self._require_int("tokens", minimum=0)
 
-    def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Union of the window and the global tokens."""
-        self.check_is_fitted()
-        h, n = inputs.num_heads, inputs.length
-        device = inputs.queries.device
-        return Pattern.window(h, n, self.width, device=device).union(
-            Pattern.global_tokens(h, n, fixed_global_positions(self.tokens), device=device))
+    def width_free(self, inputs: AttentionInputs) -> Pattern:
+        """The global tokens ``[0, -1, 1, 2, …]`` of each sequence."""
+        return Pattern.global_tokens(inputs.num_heads, inputs.length, fixed_global_positions(self.tokens),
+                                     lengths=inputs.lengths, device=inputs.queries.device)

@@ -7,6 +7,10 @@ a pair is kept when query and key share a bucket in at least one of ``rounds`` h
 Rotations are drawn from a generator seeded by ``(seed, layer)``, per head and round, so the
 pattern is deterministic. Reformer's sorting into fixed-size chunks (and attending to the
 previous chunk) is a compute layout, not part of the bucket semantics, and is left out.
+
+Buckets group the pairs of one sequence, so the predictor works per sequence
+(``predict_sequence``; the base class stacks a batch). Rotations do not depend on the length:
+a sequence gets the same pattern alone or in any batch.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from torch import Tensor
 from ..errors import SparsefinderError
 from ..pattern import Pattern
 from .base import AttentionInputs, Predictor, register_predictor
-from .buckets import same_bucket_pattern
+from .buckets import group_pattern
 from .fixed import layer_generator
 
 
@@ -33,12 +37,15 @@ def lsh_buckets(x: Tensor, rotations: Tensor) -> Tensor:
 
     Returns
     -------
-    Tensor, int64, shape (R, H, n)
-        Bucket in ``[0, b)`` per round, head and vector.
+    Tensor, int64, shape (H, n, R)
+        Group ``r·b + bucket`` per head, vector and round ``r`` (bucket in ``[0, b)``), for
+        :func:`~.buckets.group_pattern` with ``R·b`` groups.
     """
     unit = torch.nn.functional.normalize(x, dim=-1)
-    rotated = torch.einsum("hnd,rhdb->rhnb", unit, rotations)
-    return torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)
+    rotated = torch.einsum("hnd,rhdb->hnrb", unit, rotations)
+    buckets = 2 * rotations.shape[-1]
+    return torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1) + buckets * torch.arange(
+        rotations.shape[0], device=x.device)
 
 
 @register_predictor
@@ -64,10 +71,9 @@ class LSHPredictor(Predictor):
         self._require_int("rounds", minimum=1)
         self._require_int("seed", minimum=0)
 
-    def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Same-bucket pairs over ``rounds`` rounds of ``buckets`` buckets."""
-        self.check_is_fitted()
-        q, k = inputs.queries, inputs.keys
+    def predict_sequence(self, inputs: AttentionInputs) -> Pattern:
+        """Same-bucket pairs over ``rounds`` rounds of ``buckets`` buckets, one sequence: ``(1, H, n, n)``."""
+        q, k = inputs.queries[0], inputs.keys[0]
         shape = (self.rounds, inputs.num_heads, q.shape[-1], self.buckets // 2)
         rotations = torch.randn(shape, generator=layer_generator(self.seed, inputs.layer)).to(q.device, q.dtype)
-        return same_bucket_pattern(lsh_buckets(q, rotations), lsh_buckets(k, rotations), self.buckets)
+        return group_pattern(lsh_buckets(q, rotations), lsh_buckets(k, rotations), self.rounds * self.buckets)

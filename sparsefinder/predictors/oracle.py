@@ -12,6 +12,7 @@ import torch
 
 from ..pattern import Pattern
 from .base import AttentionInputs, Predictor, register_predictor
+from .fixed import validate_sweep
 
 
 @register_predictor
@@ -34,8 +35,23 @@ class OracleTopK(Predictor):
         self._require_int("k", minimum=1)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Top-``k`` of ``q·kᵀ`` per query and head."""
+        """Top-``k`` of ``q·kᵀ`` per query and head, over each sequence's valid keys."""
         self.check_is_fitted()
-        scores = torch.matmul(inputs.queries, inputs.keys.transpose(-1, -2))  # (H, n, n)
-        top = scores.topk(min(self.k, inputs.length), dim=-1).indices
-        return Pattern.from_padded(top)
+        return ranked_keys(inputs, self.k)
+
+    def predict_sweep(self, inputs: AttentionInputs, values: list[int]) -> list[Pattern]:
+        """One ranking by score for the largest ``k``, cut to each value (the knob is left at the last value)."""
+        validate_sweep(self, values)
+        ranked = ranked_keys(inputs, max(values))
+        return [ranked.narrow(k) for k in values]
+
+
+def ranked_keys(inputs: AttentionInputs, k: int) -> Pattern:
+    """The ``k`` highest-scoring valid keys of each query in decreasing score order, shape ``(B, H, n, n)``.
+
+    Rows are ranked, so :meth:`Pattern.narrow` gives any smaller top-``k``.
+    """
+    scores = torch.matmul(inputs.queries, inputs.keys.transpose(-1, -2))  # (B, H, n, n)
+    scores = scores.masked_fill(~inputs.key_mask()[:, None, None, :], float("-inf"))
+    top = scores.topk(min(k, inputs.length), dim=-1).indices  # padded keys rank last and are dropped
+    return Pattern.from_index(top, lengths=inputs.lengths.to(top.device), unique=True)

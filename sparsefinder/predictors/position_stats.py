@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..pattern import Pattern
 
-__all__ = ["PositionCounts", "offset_pattern", "pair_pattern", "position_counts"]
+__all__ = ["PositionCounts", "gold_pairs", "offset_pattern", "pair_pattern", "position_counts"]
 
 
 @dataclass
@@ -46,6 +46,12 @@ class PositionCounts:
         return self.gold / self.total.clamp(min=1)
 
 
+def gold_pairs(pattern: Pattern) -> tuple[Tensor, Tensor]:
+    """Kept pairs of a one-sequence pattern as flat rows ``h·n + i`` and keys ``j``, each shape ``(nnz,)``."""
+    row_lengths, col = pattern.csr()
+    return torch.repeat_interleave(torch.arange(row_lengths.numel(), device=col.device), row_lengths), col
+
+
 def _positions(rows: Tensor, col: Tensor, n: int, length: int, absolute: bool) -> Tensor:
     i = rows % n
     return i * length + col if absolute else col - i + (length - 1)
@@ -71,22 +77,23 @@ def position_counts(data, absolute: bool = False) -> PositionCounts:
         total += torch.bincount(_positions(every.repeat_interleave(n), every.repeat(n), n, length, absolute),
                                 minlength=size).double()
         for layer, pattern in enumerate(seq.gold):
-            rows = pattern.rows()
-            pos = torch.div(rows, n, rounding_mode="floor") * size + _positions(rows, pattern.col, n, length,
-                                                                                 absolute)
+            rows, col = gold_pairs(pattern)
+            pos = torch.div(rows, n, rounding_mode="floor") * size + _positions(rows, col, n, length, absolute)
             gold[layer] += torch.bincount(pos, minlength=heads * size).double()
     return PositionCounts(gold.reshape(data.num_layers, heads, size), total, length, absolute)
 
 
-def offset_pattern(keep: Tensor, length: int) -> Pattern:
-    """Pattern keeping, per head, the pairs whose offset ``j − i`` is kept.
+def offset_pattern(keep: Tensor, length: int, lengths: Tensor) -> Pattern:
+    """Pattern keeping, per head, the pairs whose offset ``j − i`` is kept, shape ``(B, H, n, n)``.
 
     Parameters
     ----------
     keep : Tensor, bool, shape (H, 2L − 1)
         Kept offsets ``δ`` at index ``δ + L − 1``; offsets beyond ``±(L − 1)`` are never kept.
     length : int
-        ``n``, the sequence length.
+        ``n``, the padded length.
+    lengths : Tensor, int64, shape (B,)
+        Valid tokens of each sequence.
     """
     heads, size = keep.shape
     fit_length = (size + 1) // 2
@@ -98,14 +105,15 @@ def offset_pattern(keep: Tensor, length: int) -> Pattern:
     offsets = order - (reach - 1)  # (H, width)
     index = torch.arange(length, device=keep.device)[None, :, None] + offsets[:, None, :]
     valid = (index >= 0) & (index < length) & (torch.arange(width, device=keep.device) < counts[:, None])[:, None, :]
-    return Pattern.from_padded(index.clamp(0, length - 1), valid)
+    shape = (lengths.numel(), *index.shape)
+    return Pattern.from_index(index.clamp(0, length - 1).expand(shape), valid.expand(shape), lengths.to(keep.device),
+                              unique=True)
 
 
-def pair_pattern(keep: Tensor, length: int) -> Pattern:
-    """Pattern from an absolute mask ``keep`` (H, L, L) bool; positions beyond ``L`` are not kept."""
+def pair_pattern(keep: Tensor, length: int, lengths: Tensor) -> Pattern:
+    """Pattern ``(B, H, n, n)`` from an absolute mask ``keep`` (H, L, L) bool; positions beyond ``L`` are not kept."""
     heads, fit_length, _ = keep.shape
-    if length <= fit_length:
-        return Pattern.from_dense(keep[:, :length, :length])
+    reach = min(fit_length, length)
     grown = torch.zeros(heads, length, length, dtype=torch.bool, device=keep.device)
-    grown[:, :fit_length, :fit_length] = keep
-    return Pattern.from_dense(grown)
+    grown[:, :reach, :reach] = keep[:, :reach, :reach]
+    return Pattern.from_mask(grown.expand(lengths.numel(), -1, -1, -1), lengths.to(keep.device))

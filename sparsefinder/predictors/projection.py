@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .. import config
 from ..pattern import Pattern
 
-__all__ = ["FitSample", "collect_samples", "distance", "gold_rows", "train_layer"]
+__all__ = ["FitSample", "collect_samples", "distance", "train_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +57,11 @@ class FitSample:
     key_mask: Tensor
     gold: Tensor
 
-
-def gold_rows(pattern: Pattern, rows: Tensor) -> Tensor:
-    """Boolean key masks of the given CSR rows of ``pattern``.
-
-    Parameters
-    ----------
-    pattern : Pattern
-    rows : Tensor, int64, shape (R,)
-        Row indices ``h·n + i``.
-
-    Returns
-    -------
-    Tensor, bool, shape (R, n)
-    """
-    starts = pattern.crow[rows]
-    lengths = pattern.crow[rows + 1] - starts
-    which = torch.repeat_interleave(torch.arange(rows.numel()), lengths)
-    offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
-    out = torch.zeros(rows.numel(), pattern.length, dtype=torch.bool)
-    out[which, pattern.col[torch.repeat_interleave(starts, lengths) + offsets]] = True
-    return out
+    def split(self, held: int) -> tuple[FitSample, FitSample]:
+        """The first ``S − held`` sequences and the last ``held`` ones (kept aside for calibration)."""
+        cut = self.queries.shape[0] - held
+        first = FitSample(self.queries[:cut], self.keys[:cut], self.key_mask[:cut], self.gold[:cut])
+        return first, FitSample(self.queries[cut:], self.keys[cut:], self.key_mask[cut:], self.gold[cut:])
 
 
 def collect_samples(data, limit: int | None, generator: torch.Generator,
@@ -103,12 +87,11 @@ def collect_samples(data, limit: int | None, generator: torch.Generator,
         layers, heads, n, _ = seq.queries.shape
         m = min(config.PROJ_QUERIES_PER_SEQUENCE, n)
         pick = torch.argsort(torch.rand(heads, n, generator=generator), dim=1)[:, :m]  # (H, m)
-        rows = (torch.arange(heads)[:, None] * n + pick).reshape(-1)
         if not per_layer:
             per_layer = [[] for _ in range(layers)]
         for layer in range(layers):
             q = seq.queries[layer].float().gather(1, pick[:, :, None].expand(-1, -1, seq.queries.shape[-1]))
-            gold = gold_rows(seq.gold[layer], rows).reshape(heads, m, n)
+            gold = seq.gold[layer].to_dense()[0].gather(1, pick[:, :, None].expand(-1, -1, n))
             per_layer[layer].append((q, seq.keys[layer].float(), gold))
     if not per_layer:
         raise ValueError("the fit dataset holds no sequence")

@@ -9,6 +9,9 @@ vectors assigned to it, ``μ ← normalise(λ·μ + (1 − λ)·mean)``. At pred
 keys of each cluster it belongs to (a token may belong to several clusters or to none).
 Centroids are fitted for every cluster count of the grid (and the current one), so the knob
 can be swept without refitting.
+
+Balanced clusters take ``⌈n / c⌉`` tokens of each sequence, so the predictor works per
+sequence (``predict_sequence``; the base class stacks a batch).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..config import ROUTING_DECAY
 from ..errors import SparsefinderError
 from ..pattern import Pattern
 from .base import AttentionInputs, Predictor, register_predictor
+from .buckets import group_pattern
 from .fixed import layer_generator
 
 
@@ -86,6 +90,19 @@ def balanced_members(x: Tensor, centroids: Tensor, size: int) -> Tensor:
     return sim.topk(size, dim=-1).indices
 
 
+def cluster_groups(x: Tensor, centroids: Tensor, size: int) -> Tensor:
+    """Balanced clusters of each vector for :func:`~.buckets.group_pattern`: (H, n, d), (H, c, d) → (H, n, c).
+
+    Entry ``c`` is ``c`` when the vector is among the ``size`` nearest to centroid ``c``, else −1 (none).
+    """
+    heads, n, _ = x.shape
+    clusters = centroids.shape[1]
+    member = torch.zeros(heads, clusters, n, dtype=torch.bool, device=x.device)
+    member.scatter_(-1, balanced_members(x, centroids, size), True)
+    ids = torch.arange(clusters, device=x.device)[None, :, None]
+    return torch.where(member, ids, -1).transpose(1, 2)
+
+
 @register_predictor
 class RoutingPredictor(Predictor):
     """Queries attend to the keys of their balanced k-means clusters (centroids fitted online)."""
@@ -133,22 +150,16 @@ class RoutingPredictor(Predictor):
             self.centroids_[c] = cents.reshape(layers, heads, c, -1)
         return self
 
-    def predict(self, inputs: AttentionInputs) -> Pattern:
-        """All (query, key) pairs inside each balanced cluster."""
-        self.check_is_fitted()
+    def predict_sequence(self, inputs: AttentionInputs) -> Pattern:
+        """All (query, key) pairs inside each balanced cluster of one sequence: ``(1, H, n, n)``."""
         if self.clusters not in self.centroids_:
             raise SparsefinderError(f"routing was fitted for clusters in {sorted(self.centroids_)}, "
                                     f"not {self.clusters}; fit again with clusters={self.clusters}")
-        h, n = inputs.num_heads, inputs.length
+        n = inputs.length
         centroids = self.centroids_[self.clusters][inputs.layer].to(inputs.queries.device)
         size = min(n, -(-n // self.clusters))
-        members_q = balanced_members(inputs.queries, centroids, size)  # (H, c, w)
-        members_k = balanced_members(inputs.keys, centroids, size)
-        c = centroids.shape[1]
-        head = torch.arange(h, device=members_q.device)[:, None, None, None].expand(h, c, size, size)
-        query = members_q[..., :, None].expand(h, c, size, size)
-        key = members_k[..., None, :].expand(h, c, size, size)
-        return Pattern.from_pairs(head.reshape(-1), query.reshape(-1), key.reshape(-1), h, n)
+        return group_pattern(cluster_groups(inputs.queries[0], centroids, size),
+                             cluster_groups(inputs.keys[0], centroids, size), centroids.shape[1])
 
     def state_dict(self) -> dict[str, Tensor]:
         self.check_is_fitted()

@@ -92,9 +92,8 @@ class SparseBertDAMPredictor(Predictor):
         return torch.sigmoid(self.logits_[layer])
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Positions with ``σ(ℓ) > threshold``, cut to the sequence length."""
-        score = self.mask_probability(inputs.layer).to(inputs.queries.device)
-        return position_pattern(score, self.threshold, self.absolute, inputs.length)
+        """Positions with ``σ(ℓ) > threshold``, cut to each sequence's length; shape ``(B, H, n, n)``."""
+        return position_pattern(self.mask_probability(inputs.layer), self.threshold, self.absolute, inputs)
 
     def state_dict(self) -> dict[str, Tensor]:
         self.check_is_fitted()

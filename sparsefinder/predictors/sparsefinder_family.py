@@ -26,13 +26,18 @@ import torch
 from torch import Tensor
 
 from .. import config
+from ..alpha_entmax import threshold
+from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
-from ..pattern import Pattern
-from .base import AttentionInputs, Predictor, register_predictor
+from ..pattern import Pattern, compact, query_chunks
+from ..inputs import AttentionInputs
+from .base import Predictor, register_predictor
+from .buckets import same_bucket_pattern
 from .projection import FitSample, collect_samples, distance, train_layer
 
-__all__ = ["KMeansPredictor", "KNNPredictor", "ProjectionPredictor", "QuantizationPredictor", "RadiusPredictor"]
+__all__ = ["KMeansPredictor", "KNNPredictor", "ProjectionPredictor", "QuantizationPredictor", "RadiusPredictor",
+           "ThresholdPredictor", "approximate_threshold"]
 
 _HEAD_TOKENS = {"proj": "rank", "score": "score", "shared": "shared"}
 _TAIL_TOKENS = {"win": "window", "glob": "glob", "ep": "epochs", "seed": "seed"}
@@ -49,6 +54,9 @@ class ProjectionPredictor(Predictor):
     learns = True
     #: Names of the fitted tensors (attributes carry a trailing ``_``) beyond the projections.
     extra_state: ClassVar[tuple[str, ...]] = ()
+    #: Share of fit sequences kept out of training the projections, for the subclass's calibration
+    #: (0: the statistics are read off the training sequences themselves).
+    calibration_share: ClassVar[float] = 0.0
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, window: int = 0,
                  glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
@@ -82,10 +90,16 @@ class ProjectionPredictor(Predictor):
             Show progress bars (the loss of each epoch is also logged at INFO level).
         """
         self._validate_params()
+        self._fit_data_alpha = float(getattr(data, "alpha", DEFAULT_ALPHA))
         generator = torch.Generator().manual_seed(self.seed)
         samples = collect_samples(data, None, generator, progress)
+        held = round(samples[0].queries.shape[0] * self.calibration_share)
+        if self.calibration_share and not 0 < held < samples[0].queries.shape[0]:
+            raise SparsefinderError(f"{self.name} keeps {self.calibration_share:.0%} of the fit sequences aside to "
+                                    f"calibrate; {samples[0].queries.shape[0]} sequences are too few")
+        train, calibrate = zip(*(s.split(held) for s in samples)) if held else (samples, samples)
         wq, wk, losses = [], [], []
-        for layer, sample in enumerate(samples):
+        for layer, sample in enumerate(train):
             q, k, loss = train_layer(sample, rank=self.rank, score=self.score, shared=self.shared,
                                      epochs=self.epochs, generator=generator, progress=progress,
                                      desc=f"layer {layer}")
@@ -95,7 +109,7 @@ class ProjectionPredictor(Predictor):
         self.wq_ = torch.stack(wq)
         self.wk_ = torch.stack(wk)
         self.fit_losses_ = losses
-        for layer, sample in enumerate(samples):
+        for layer, sample in enumerate(calibrate):
             qp = torch.einsum("shmd,hdr->shmr", sample.queries, self.wq_[layer])
             kp = torch.einsum("shnd,hdr->shnr", sample.keys, self.wk_[layer])
             self._fit_layer(layer, sample, qp, kp, generator)
@@ -131,31 +145,57 @@ class ProjectionPredictor(Predictor):
         return self
 
     # ------------------------------------------------------------ prediction
-    def predict(self, inputs: AttentionInputs) -> Pattern:
-        """Pattern of shape (H, n, n): the subclass's pairs, plus window and global tokens if asked."""
+    def project(self, inputs: AttentionInputs) -> tuple[Tensor, Tensor]:
+        """Projected queries and keys of a batch, each ``(B, H, n, r)``."""
         self.check_is_fitted()
         layers, heads, dim, _ = self.wq_.shape
         if not 0 <= inputs.layer < layers or inputs.num_heads != heads or inputs.queries.shape[-1] != dim:
             raise SparsefinderError(
                 f"{self.spec} was fitted on {layers} layers × {heads} heads of dimension {dim}; got layer "
                 f"{inputs.layer} with {inputs.num_heads} heads of dimension {inputs.queries.shape[-1]}")
-        wq = self.wq_[inputs.layer].to(inputs.queries)
-        wk = self.wk_[inputs.layer].to(inputs.keys)
-        qp = torch.einsum("hnd,hdr->hnr", inputs.queries, wq)
-        kp = torch.einsum("hnd,hdr->hnr", inputs.keys, wk)
-        pattern = self._predict_projected(inputs.layer, qp, kp)
+        qp = torch.matmul(inputs.queries, self.wq_[inputs.layer].to(inputs.queries))
+        kp = torch.matmul(inputs.keys, self.wk_[inputs.layer].to(inputs.keys))
+        return qp, kp
+
+    def predict(self, inputs: AttentionInputs) -> Pattern:
+        """Pattern ``(B, H, n, n)``: the subclass's pairs, plus window and global tokens if asked."""
+        qp, kp = self.project(inputs)
+        return self._with_extras(self._predict_projected(inputs.layer, qp, kp, inputs.lengths), inputs)
+
+    def predict_sweep(self, inputs: AttentionInputs, values: list[Any]) -> list[Pattern]:
+        """Patterns for each knob value, projecting once."""
+        qp, kp = self.project(inputs)
+        return [self._with_extras(p, inputs) for p in self._sweep_projected(inputs.layer, qp, kp, inputs.lengths, values)]
+
+    def _sweep_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any]) -> list[Pattern]:
+        out = []
+        for value in values:
+            self.set_params(**{self.knob: value})
+            out.append(self._predict_projected(layer, qp, kp, lengths))
+        return out
+
+    def _with_extras(self, pattern: Pattern, inputs: AttentionInputs) -> Pattern:
         extra = []
-        n, device = inputs.length, inputs.queries.device
+        heads, n, device = inputs.num_heads, inputs.length, inputs.queries.device
         if self.window:
-            extra.append(Pattern.window(heads, n, self.window, device=device))
+            extra.append(Pattern.window(heads, n, self.window, inputs.lengths, device=device))
         if self.glob:
-            extra.append(Pattern.global_tokens(heads, n, list(config.GLOBAL_POSITIONS), device=device))
+            extra.append(Pattern.global_tokens(heads, n, list(config.GLOBAL_POSITIONS), inputs.lengths, device=device))
         return pattern.union(*extra) if extra else pattern
 
-    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor) -> Pattern:  # pragma: no cover - abstract
-        """Pattern from projected queries ``qp`` and keys ``kp``, each of shape (H, n, r)."""
+    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:  # pragma: no cover
+        """Pattern ``(B, H, n, n)`` from projected queries ``qp`` and keys ``kp`` ``(B, H, n, r)``."""
         raise NotImplementedError
 
+
+def _key_mask(lengths: Tensor, n: int) -> Tensor:
+    """``(B, 1, 1, n)``: valid keys of each sequence, broadcastable over heads and queries."""
+    return (torch.arange(n, device=lengths.device) < lengths[:, None])[:, None, None, :]
+
+
+def _per_sequence(lengths: Tensor, n: int, build) -> Pattern:
+    """Stack ``build(b, m)`` (a one-sequence pattern over the ``m = lengths[b]`` valid tokens) over the batch."""
+    return Pattern.stack([build(b, int(m)) for b, m in enumerate(lengths.tolist())], length=n)
 
 
 def _grid_quantiles(values: Tensor) -> Tensor:
@@ -171,47 +211,15 @@ def _read_grid(grid: Tensor, level: Tensor | float) -> Tensor:
     return grid[..., index]
 
 
-def _group_pattern(query_groups: Tensor, key_groups: Tensor, num_groups: int) -> Pattern:
-    """Keep ``(h, i, j)`` when a group of query ``i`` is a group of key ``j`` (within head ``h``).
+def ranked_pattern(index: Tensor, budgets: Tensor, lengths: Tensor) -> Pattern:
+    """Keep the first ``budgets[h]`` keys of each ranked row of ``index`` ``(B, H, n, k)`` (capped by the length).
 
-    Parameters
-    ----------
-    query_groups : Tensor, int64, shape (H, n, c)
-        Groups each query belongs to, in ``[0, num_groups)``.
-    key_groups : Tensor, int64, shape (H, n, t)
-        Groups each key belongs to.
-
-    Returns
-    -------
-    Pattern of shape (H, n, n), built from the key lists of the groups (no (n, n) intermediate).
+    ``index`` rows must rank valid keys first (a top-k over distances with padded keys last).
     """
-    heads, n, t = key_groups.shape
-    device = key_groups.device
-    head_offset = torch.arange(heads, device=device)[:, None, None] * num_groups
-    kg = (key_groups + head_offset).reshape(-1)
-    key_of = torch.arange(n, device=device)[None, :, None].expand(heads, n, t).reshape(-1)
-    order = torch.argsort(kg, stable=True)
-    sorted_keys = key_of[order]
-    counts = torch.bincount(kg, minlength=heads * num_groups)
-    starts = torch.cumsum(counts, 0) - counts
-    qg = (query_groups + head_offset).reshape(-1)
-    rows = (torch.arange(heads * n, device=device)[:, None].expand(-1, query_groups.shape[-1])).reshape(-1)
-    length = counts[qg]
-    first = torch.repeat_interleave(starts[qg], length)
-    offset = torch.arange(int(length.sum()), device=device) - torch.repeat_interleave(torch.cumsum(length, 0) - length,
-                                                                                       length)
-    keys = sorted_keys[first + offset]
-    return Pattern.from_codes(torch.repeat_interleave(rows, length) * n + keys, heads, n)
-
-
-def _rows_pattern(index: Tensor, lengths: Tensor) -> Pattern:
-    """Pattern keeping the first ``lengths[h]`` entries of each row of ``index`` (H, n, k) in head ``h``."""
-    heads, n, k = index.shape
-    keep = torch.arange(k, device=index.device)[None, None, :] < lengths[:, None, None]
-    cols = index.masked_fill(~keep, n).sort(dim=-1).values  # kept keys first, sorted
-    crow = torch.zeros(heads * n + 1, dtype=torch.long, device=index.device)
-    crow[1:] = torch.cumsum(lengths.repeat_interleave(n), 0)
-    return Pattern(crow, cols[cols < n], heads, n)
+    n = index.shape[2]
+    counts = torch.minimum(budgets[None, :, None], lengths[:, None, None]).expand(index.shape[:3])
+    counts = counts * (torch.arange(n, device=index.device) < lengths[:, None])[:, None, :]
+    return Pattern(index, counts.contiguous(), lengths)
 
 
 def allocate_budget(recall_at: Tensor, k: int) -> Tensor:
@@ -277,15 +285,30 @@ class KNNPredictor(ProjectionPredictor):
         self.recall_at_ = torch.stack(self._curves).float()  # (L, H, n_max)
         del self._curves
 
-    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor) -> Pattern:
-        dist = distance(qp, kp, self.score)
-        heads, n, _ = dist.shape
+    def _budgets(self, layer: int, k: int, n: int, device: torch.device) -> Tensor:
+        """Keys per query of each head ``(H,)`` for a mean budget ``k``."""
+        heads = self.wq_.shape[1]
         if self.adapt:
-            budgets = allocate_budget(self.recall_at_[layer].double(), self.k).clamp(max=n).to(dist.device)
-        else:
-            budgets = torch.full((heads,), min(self.k, n), dtype=torch.long, device=dist.device)
-        index = dist.topk(int(budgets.max()), dim=-1, largest=False).indices
-        return _rows_pattern(index, budgets)
+            return allocate_budget(self.recall_at_[layer].double(), k).clamp(max=n).to(device)
+        return torch.full((heads,), min(k, n), dtype=torch.long, device=device)
+
+    def _ranking(self, qp: Tensor, kp: Tensor, lengths: Tensor, width: int) -> Tensor:
+        """The ``width`` nearest keys of each query, nearest first, padded keys last: ``(B, H, n, width)``."""
+        n = qp.shape[2]
+        dist = distance(qp, kp, self.score).masked_fill(~_key_mask(lengths, n), float("inf"))
+        return dist.topk(min(width, n), dim=-1, largest=False).indices
+
+    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
+        budgets = self._budgets(layer, self.k, qp.shape[2], qp.device)
+        return ranked_pattern(self._ranking(qp, kp, lengths, int(budgets.max())), budgets, lengths)
+
+    def _sweep_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any]) -> list[Pattern]:
+        """One top-k for the largest budget; each value keeps a prefix of it."""
+        n = qp.shape[2]
+        budgets = [self._budgets(layer, k, n, qp.device) for k in values]
+        index = self._ranking(qp, kp, lengths, max(int(b.max()) for b in budgets))
+        self.set_params(k=values[-1])
+        return [ranked_pattern(index[..., :int(b.max())], b, lengths) for b in budgets]
 
 
 @register_predictor
@@ -320,12 +343,13 @@ class RadiusPredictor(ProjectionPredictor):
         self.gold_distance_quantiles_ = torch.stack(self._grids)  # (L, H, Q)
         del self._grids
 
-    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor) -> Pattern:
-        dist = distance(qp, kp, self.score)
+    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
+        valid = _key_mask(lengths, qp.shape[2])
+        dist = distance(qp, kp, self.score).masked_fill(~valid, float("inf"))
         limit = _read_grid(self.gold_distance_quantiles_[layer].to(dist), self.radius / 100)  # (H,)
         keep = dist <= limit[:, None, None]
         keep |= dist == dist.min(-1, keepdim=True).values  # every query keeps at least its nearest key
-        return Pattern.from_dense(keep)
+        return Pattern.from_mask(keep & valid, lengths)
 
 
 @register_predictor
@@ -364,17 +388,19 @@ class QuantizationPredictor(ProjectionPredictor):
         del self._grids
 
     def bucket_ids(self, layer: int, points: Tensor) -> Tensor:
-        """Bucket of each projected coordinate: ``points`` (H, n, r) → int64 (H, n, r) in ``[0, B)``."""
+        """Bucket of each projected coordinate: ``points`` (B, H, n, r) → int64 (B, H, n, r) in ``[0, B)``."""
         grid = self.value_quantiles_[layer].to(points)
         levels = torch.arange(1, self.buckets, dtype=torch.float64) / self.buckets
         bounds = _read_grid(grid, levels).contiguous()  # (H, r, B-1)
-        return torch.searchsorted(bounds, points.transpose(1, 2).contiguous()).transpose(1, 2)
+        batch, heads, n, r = points.shape
+        flat = points.permute(1, 3, 0, 2).reshape(heads, r, batch * n).contiguous()
+        return torch.searchsorted(bounds, flat).reshape(heads, r, batch, n).permute(2, 0, 3, 1)
 
-    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor) -> Pattern:
-        r = qp.shape[-1]
-        dim_offset = torch.arange(r, device=qp.device) * self.buckets
-        return _group_pattern(self.bucket_ids(layer, qp) + dim_offset, self.bucket_ids(layer, kp) + dim_offset,
-                              r * self.buckets)
+    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
+        """Pairs sharing a bucket in some dimension (each dimension is one round of :func:`same_bucket_pattern`)."""
+        qb, kb = self.bucket_ids(layer, qp), self.bucket_ids(layer, kp)  # (B, H, n, r)
+        return _per_sequence(lengths, qp.shape[2], lambda b, m: same_bucket_pattern(
+            qb[b, :, :m].permute(2, 0, 1), kb[b, :, :m].permute(2, 0, 1), self.buckets))
 
 
 @register_predictor
@@ -426,9 +452,102 @@ class KMeansPredictor(ProjectionPredictor):
                                     f"spec says {self.clusters}")
         return self
 
-    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor) -> Pattern:
-        centroids = self.centroids_[layer].to(qp)
-        key_cluster = distance(kp, centroids, False).argmin(-1, keepdim=True)  # (H, n, 1)
+    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
+        """A query keeps the keys of its ``top`` nearest clusters (one round of :func:`same_bucket_pattern` each)."""
+        centroids = self.centroids_[layer].to(qp)[None]  # (1, H, C, r)
+        key_cluster = distance(kp, centroids, False).argmin(-1)  # (B, H, n)
         top = min(self.top, self.clusters)
-        query_clusters = distance(qp, centroids, self.score).topk(top, dim=-1, largest=False).indices
-        return _group_pattern(query_clusters, key_cluster, self.clusters)
+        query_clusters = distance(qp, centroids, self.score).topk(top, dim=-1, largest=False).indices  # (B, H, n, top)
+        return _per_sequence(lengths, qp.shape[2], lambda b, m: same_bucket_pattern(
+            query_clusters[b, :, :m].permute(2, 0, 1), key_cluster[b, :, :m].expand(top, -1, -1), self.clusters))
+
+
+def approximate_threshold(scores: Tensor, alpha: float, width: int) -> Tensor:
+    """Estimated α-entmax threshold of each row of approximate scores ``(…, n)`` (``-inf`` = absent key): ``(…, 1)``.
+
+    Only keys within ``1/(α−1)`` of the row's best can be in the support (method.md §1), so the
+    threshold is computed on those candidates, at most ``width`` of them per row (the first
+    ones by position: a subset, whose threshold can only be lower, so a capped row keeps more
+    keys, never fewer). Fitting and prediction use this same estimate, so the calibrated margin
+    absorbs its error.
+    """
+    best = scores.amax(-1, keepdim=True)
+    index, counts = compact(scores > best - 1.0 / (alpha - 1.0))
+    index = index[..., :width]
+    kept = scores.gather(-1, index).masked_fill(torch.arange(index.shape[-1], device=scores.device)
+                                                >= counts.unsqueeze(-1), float("-inf"))
+    return threshold(kept.masked_fill(counts.unsqueeze(-1) == 0, 0.0), alpha)
+
+
+@register_predictor
+class ThresholdPredictor(ProjectionPredictor):
+    """Per-query budgets: keys whose approximate score clears the query's estimated entmax threshold.
+
+    The approximate scores ``z̃ = q'·k'`` (score objective; the negated distance otherwise) give
+    each query an estimated threshold ``t̃ᵢ`` (:func:`approximate_threshold`), and query ``i`` keeps
+    key ``j`` when ``z̃ᵢⱼ − t̃ᵢ ≥ c_h``. The margin ``c_h`` of each (layer, head) is the
+    ``1 − recall`` quantile of the slack ``z̃ᵢⱼ − t̃ᵢ`` over the gold edges of fit sequences kept
+    out of training (conformal-style calibration): asking ``recall`` percent keeps that share of
+    gold edges on data like the fit data. Dense queries get many keys, sharp queries few.
+    """
+
+    name = "proj-threshold"
+    spec_key = ("proj", "thr")
+    spec_tokens = _tokens({"thr": "recall"})
+    knob = "recall"
+    grid = (80, 90, 95, 97, 98, 99, 99.5, 99.9)
+    description = "learned projections, per-query threshold with a margin calibrated to a recall target"
+    extra_state = ("slack_quantiles", "alpha")
+    calibration_share = 0.25
+
+    def __init__(self, *, rank: int = 16, score: bool = True, shared: bool = False, recall: float = 99,
+                 window: int = 0, glob: bool = False, epochs: int = 0, seed: int = 0) -> None:
+        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
+        self.recall = recall
+
+    def _validate_knob(self) -> None:
+        if isinstance(self.recall, bool) or not isinstance(self.recall, (int, float)) or not 0 < self.recall <= 100:
+            raise SparsefinderError(f"{self.name}: recall is a percentage of gold pairs in (0, 100], got {self.recall!r}")
+
+    def approximate_scores(self, qp: Tensor, kp: Tensor, key_ok: Tensor) -> Tensor:
+        """``z̃`` ``(…, m, n)`` with ``-inf`` at absent keys."""
+        return (-distance(qp, kp, self.score)).masked_fill(~key_ok, float("-inf"))
+
+    def _slack(self, scores: Tensor, alpha: float) -> Tensor:
+        return scores - approximate_threshold(scores, alpha, config.THRESHOLD_CANDIDATES)
+
+    def _fit_layer(self, layer: int, sample: FitSample, qp: Tensor, kp: Tensor, generator: torch.Generator) -> None:
+        slack = self._slack(self.approximate_scores(qp, kp, sample.key_mask[:, None, None, :]), self._fit_data_alpha)
+        if layer == 0:
+            self._grids = []
+        self._grids.append(torch.stack([_grid_quantiles(slack[:, h][sample.gold[:, h]].double()).float()
+                                        for h in range(slack.shape[1])]))
+
+    def _finish_fit(self) -> None:
+        self.slack_quantiles_ = torch.stack(self._grids)  # (L, H, Q)
+        self.alpha_ = torch.tensor([self._fit_data_alpha])
+        del self._grids
+
+    def margins(self, layer: int, recall: float) -> Tensor:
+        """Calibrated margin ``c_h`` of each head for ``recall`` percent, shape ``(H,)``."""
+        return _read_grid(self.slack_quantiles_[layer], 1.0 - recall / 100)
+
+    def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
+        return self._sweep_projected(layer, qp, kp, lengths, [self.recall])[0]
+
+    def _sweep_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any]) -> list[Pattern]:
+        """The slack of every pair once; each recall target is one comparison with its margins."""
+        batch, heads, n, _ = qp.shape
+        valid = _key_mask(lengths, n)
+        query_ok = (torch.arange(n, device=qp.device) < lengths[:, None])[:, None, :, None]
+        margins = [self.margins(layer, value).to(qp)[None, :, None, None] for value in values]
+        pieces: list[list[tuple[Tensor, Tensor]]] = [[] for _ in values]
+        starts = query_chunks(batch, heads, n, config.PREDICT_CHUNK_SCORES)  # chunks stay in cache
+        for s in starts:
+            chunk = slice(s, s + starts.step)
+            slack = self._slack(self.approximate_scores(qp[:, :, chunk], kp, valid), float(self.alpha_))
+            ok = valid & query_ok[:, :, chunk]
+            for j, margin in enumerate(margins):
+                pieces[j].append(compact((slack >= margin) & ok))
+        self.set_params(recall=values[-1])
+        return [Pattern.cat_rows(p, lengths) for p in pieces]

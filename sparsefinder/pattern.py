@@ -27,6 +27,9 @@ __all__ = ["Pattern", "compact", "pad_width", "query_chunks"]
 
 Device = torch.device | str | None
 
+#: Largest ``B·H·n²`` for which :meth:`Pattern.union` ORs dense masks instead of sorting rows (64 MB of bools).
+_DENSE_UNION_LIMIT = 1 << 26
+
 
 def _lengths(lengths: Tensor | Sequence[int] | int | None, batch: int, n: int, device: Device) -> Tensor:
     if lengths is None:
@@ -205,13 +208,13 @@ class Pattern:
         lengths = _lengths(lengths, 1 if lengths is None else len(torch.as_tensor(lengths).reshape(-1)), n, device)
         pos = torch.as_tensor(positions, dtype=torch.long, device=device).reshape(-1)
         per_seq = torch.where(pos[None, :] < 0, pos[None, :] + lengths[:, None], pos[None, :]).clamp(0, n - 1)
-        batch, g = per_seq.shape
-        keys = torch.arange(n, device=device)
-        is_global = (keys[None, :, None] == per_seq[:, None, :]).any(-1)  # (B, n): global queries
-        rows = torch.full((batch, n, n), n, dtype=torch.long, device=device)
-        rows[..., :min(g, n)] = per_seq[:, None, :min(g, n)]
-        rows = torch.where(is_global[:, :, None], keys, rows)[:, None].expand(batch, num_heads, n, n)
-        return cls.from_index(rows.clamp(max=n - 1), rows < n, lengths)
+        is_global = (torch.arange(n, device=device)[None, :, None] == per_seq[:, None, :]).any(-1)  # (B, n)
+        return cls.from_global(is_global[:, None].expand(-1, num_heads, -1), lengths)
+
+    @classmethod
+    def from_global(cls, is_global: Tensor, lengths: Tensor | Sequence[int] | None = None) -> Pattern:
+        """Global positions per sequence and head, ``is_global`` ``(B, H, n)``: they keep and are kept by every token."""
+        return cls.from_mask(is_global[..., :, None] | is_global[..., None, :], lengths)
 
     @classmethod
     def cat_rows(cls, pieces: Sequence[tuple[Tensor, Tensor]], lengths: Tensor) -> Pattern:
@@ -323,6 +326,11 @@ class Pattern:
         for o in others:
             self._check_compatible(o)
         parts = (self, *others)
+        if self.batch_size * self.num_heads * self.length**2 <= _DENSE_UNION_LIMIT:  # OR of masks beats a sort
+            mask = self.to_dense()
+            for o in others:
+                mask |= o.to_dense()
+            return Pattern.from_mask(mask, self.lengths)
         index = torch.cat([p.index for p in parts], -1)
         valid = torch.cat([p.valid_slots() for p in parts], -1)
         return Pattern.from_index(index, valid, self.lengths)

@@ -12,7 +12,7 @@ from sparsefinder.pattern import Pattern
 from sparsefinder.inputs import AttentionInputs
 from sparsefinder.predictors.base import predictor_from_spec
 from sparsefinder.predictors.breaking_bert import LexicalPredictor, NeighbourDegreePredictor
-from sparsefinder.predictors.buckets import group_pattern, same_bucket_pattern
+from sparsefinder.predictors.buckets import group_pattern
 from sparsefinder.predictors.fixed import (
     AttendedGlobalPredictor,
     BigBirdPredictor,
@@ -121,13 +121,6 @@ def test_group_pattern_matches_dense_reference():
     pattern = group_pattern(qg, kg, 6).validate()
     assert pattern.nnz > 0
     assert torch.equal(pattern.to_dense()[0], shared.flatten(-2).any(-1))
-
-
-def test_same_bucket_pattern_matches_dense_reference():
-    g = torch.Generator().manual_seed(0)
-    qb, kb = torch.randint(5, (3, HEADS, 11), generator=g), torch.randint(5, (3, HEADS, 11), generator=g)
-    expected = (qb[..., :, None] == kb[..., None, :]).any(0)
-    assert torch.equal(same_bucket_pattern(qb, kb, 5).to_dense()[0], expected)
 
 
 def test_lsh_is_deterministic_and_hashes_a_vector_with_itself():

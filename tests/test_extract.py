@@ -23,7 +23,7 @@ def test_tiny_corpus_counts(tiny_dataset, tiny_corpus):
         assert s.queries.shape == (info.num_layers, info.num_heads, s.length, info.head_dim)
         assert s.keys.shape == s.values.shape == s.queries.shape
         assert len(s.gold) == info.num_layers
-        assert all(g.shape == (info.num_heads, s.length, s.length) for g in s.gold)
+        assert all(g.shape == (1, info.num_heads, s.length, s.length) for g in s.gold)
         assert s.input_ids[0] == tokenizer.cls_token_id and s.input_ids[-1] == tokenizer.sep_token_id
 
 
@@ -42,7 +42,7 @@ def test_gold_graph_equals_dense_entmax_of_model_inputs(tiny_dataset):
     for layer in range(info.num_layers):
         q, k = captured[layer]
         scores = q @ k.transpose(-1, -2) / math.sqrt(info.head_dim)
-        assert torch.equal(seq.gold[layer].to_dense(), support(scores, 1.5))
+        assert torch.equal(seq.gold[layer].to_dense()[0], support(scores, 1.5))
 
 
 def test_padding_never_enters_gold(tiny_corpus, tmp_path):

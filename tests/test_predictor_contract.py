@@ -44,7 +44,7 @@ def test_predictor_contract(name, data):
     assert cls.knob is None or cls.knob in params
 
     pattern = predictor.predict(inputs).validate()
-    assert pattern.shape == (2, seq.length, seq.length)
+    assert pattern.shape == (1, 2, seq.length, seq.length)
 
     assert _new(cls).fit(data).predict(inputs) == pattern, "same seed must give the same pattern"
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..pattern import Pattern
 
-__all__ = ["group_pattern", "same_bucket_pattern"]
+__all__ = ["group_pattern"]
 
 
 def group_pattern(query_groups: Tensor, key_groups: Tensor, num_groups: int) -> Pattern:
@@ -51,14 +51,3 @@ def group_pattern(query_groups: Tensor, key_groups: Tensor, num_groups: int) -> 
     slot = torch.arange(entry.numel(), device=device) - first[entry] + start[query_group[entry]]
     pair_row = row[entry]
     return Pattern.from_pairs(torch.div(pair_row, n, rounding_mode="floor"), pair_row % n, members[slot], heads, n)
-
-
-def same_bucket_pattern(query_bucket: Tensor, key_bucket: Tensor, num_buckets: int) -> Pattern:
-    """:func:`group_pattern` for ``R`` rounds: ``query_bucket``/``key_bucket`` (R, H, n) in ``[0, num_buckets)``.
-
-    A pair is kept when query and key share a bucket in the same round (group ``round·num_buckets + bucket``).
-    """
-    rounds = query_bucket.shape[0]
-    offset = torch.arange(rounds, device=query_bucket.device)[:, None, None] * num_buckets
-    return group_pattern((query_bucket + offset).permute(1, 2, 0), (key_bucket + offset).permute(1, 2, 0),
-                         rounds * num_buckets)

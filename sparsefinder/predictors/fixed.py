@@ -89,11 +89,6 @@ def fixed_global_positions(count: int) -> list[int]:
     return ([0, -1] + list(range(1, max(count - 1, 1))))[:count]
 
 
-def global_pattern(is_global: Tensor, lengths: Tensor) -> Pattern:
-    """Global tokens chosen per sequence and head: ``is_global`` (B, H, n) bool → rows and columns kept."""
-    return Pattern.from_mask(is_global[..., :, None] | is_global[..., None, :], lengths)
-
-
 class WindowUnion(Predictor):
     """Base of the predictors whose knob is a window ``width`` joined to a pattern that does not depend on it.
 
@@ -253,7 +248,7 @@ class AttendedGlobalPredictor(Predictor):
         n = inputs.length
         is_global = torch.zeros(*chosen.shape[:2], n + 1, dtype=torch.bool, device=ranking.device)
         is_global.scatter_(-1, torch.where(chosen, ranking, n), True)
-        return global_pattern(is_global[..., :n], lengths)
+        return Pattern.from_global(is_global[..., :n], lengths)
 
     def state_dict(self) -> dict[str, Tensor]:
         self.check_is_fitted()

@@ -156,7 +156,8 @@ def _closed_form(sample: FitSample, rank: int) -> tuple[Tensor, Tensor]:
     scale = (s[:, :rank] / math.sqrt(d)).sqrt()
     wq = a_inv @ u[:, :, :rank] * scale[:, None, :]
     wk = b_inv @ vh[:, :rank].transpose(-1, -2) * scale[:, None, :]
-    return wq.float(), wk.float()
+    pad = (0, max(rank - d, 0))  # a rank above d adds zero columns: the product is already exact
+    return torch.nn.functional.pad(wq.float(), pad), torch.nn.functional.pad(wk.float(), pad)
 
 
 def _sample_keys(mask: Tensor, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -33,7 +33,7 @@ from ..faiss_backend import kmeans
 from ..pattern import Pattern, compact, query_chunks
 from ..inputs import AttentionInputs
 from .base import Predictor, register_predictor
-from .buckets import same_bucket_pattern
+from .buckets import group_pattern
 from .projection import FitSample, collect_samples, distance, train_layer
 
 __all__ = ["KMeansPredictor", "KNNPredictor", "ProjectionPredictor", "QuantizationPredictor", "RadiusPredictor",
@@ -93,8 +93,9 @@ class ProjectionPredictor(Predictor):
         self._fit_data_alpha = float(getattr(data, "alpha", DEFAULT_ALPHA))
         generator = torch.Generator().manual_seed(self.seed)
         samples = collect_samples(data, None, generator, progress)
-        held = round(samples[0].queries.shape[0] * self.calibration_share)
-        if self.calibration_share and not 0 < held < samples[0].queries.shape[0]:
+        total = samples[0].queries.shape[0]
+        held = max(1, round(total * self.calibration_share)) if self.calibration_share else 0
+        if held and held >= total:
             raise SparsefinderError(f"{self.name} keeps {self.calibration_share:.0%} of the fit sequences aside to "
                                     f"calibrate; {samples[0].queries.shape[0]} sequences are too few")
         train, calibrate = zip(*(s.split(held) for s in samples)) if held else (samples, samples)
@@ -397,10 +398,12 @@ class QuantizationPredictor(ProjectionPredictor):
         return torch.searchsorted(bounds, flat).reshape(heads, r, batch, n).permute(2, 0, 3, 1)
 
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
-        """Pairs sharing a bucket in some dimension (each dimension is one round of :func:`same_bucket_pattern`)."""
-        qb, kb = self.bucket_ids(layer, qp), self.bucket_ids(layer, kp)  # (B, H, n, r)
-        return _per_sequence(lengths, qp.shape[2], lambda b, m: same_bucket_pattern(
-            qb[b, :, :m].permute(2, 0, 1), kb[b, :, :m].permute(2, 0, 1), self.buckets))
+        """Pairs sharing a bucket in some dimension (:func:`~.buckets.group_pattern`, one group range per dimension)."""
+        r = qp.shape[-1]
+        offsets = torch.arange(r, device=qp.device) * self.buckets  # one group range per dimension
+        qb, kb = self.bucket_ids(layer, qp) + offsets, self.bucket_ids(layer, kp) + offsets  # (B, H, n, r)
+        return _per_sequence(lengths, qp.shape[2], lambda b, m: group_pattern(qb[b, :, :m], kb[b, :, :m],
+                                                                               r * self.buckets))
 
 
 @register_predictor
@@ -453,13 +456,13 @@ class KMeansPredictor(ProjectionPredictor):
         return self
 
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
-        """A query keeps the keys of its ``top`` nearest clusters (one round of :func:`same_bucket_pattern` each)."""
+        """A query keeps the keys of its ``top`` nearest clusters (:func:`~.buckets.group_pattern`)."""
         centroids = self.centroids_[layer].to(qp)[None]  # (1, H, C, r)
         key_cluster = distance(kp, centroids, False).argmin(-1)  # (B, H, n)
         top = min(self.top, self.clusters)
         query_clusters = distance(qp, centroids, self.score).topk(top, dim=-1, largest=False).indices  # (B, H, n, top)
-        return _per_sequence(lengths, qp.shape[2], lambda b, m: same_bucket_pattern(
-            query_clusters[b, :, :m].permute(2, 0, 1), key_cluster[b, :, :m].expand(top, -1, -1), self.clusters))
+        return _per_sequence(lengths, qp.shape[2], lambda b, m: group_pattern(
+            query_clusters[b, :, :m], key_cluster[b, :, :m, None], self.clusters))
 
 
 def approximate_threshold(scores: Tensor, alpha: float, width: int) -> Tensor:

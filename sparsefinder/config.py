@@ -24,6 +24,8 @@ ENTMAX_TOPK: int = 64
 SPARSE_CHUNK_PAIRS: int = 1 << 22
 #: Sparse attention gathers kept keys when rows keep fewer than n / ratio keys, else reads them off score rows.
 SPARSE_GATHER_RATIO: int = 16
+#: Row widths by which sparse attention groups its rows (each group padded to its own width).
+SPARSE_WIDTH_CLASSES: tuple[int, ...] = (8, 32, 128)
 #: Sequences per batch when evaluating predictors (one predict call per batch, layer and predictor).
 EVAL_BATCH: int = 8
 #: Texts per forward pass of ``sparsefinder encode`` and the fidelity report.
@@ -118,9 +120,6 @@ PROJ_RANK_WEIGHT: float = 1.0
 #: Points of the quantile grid kept per projected dimension (quantization boundaries) and per
 #: head (radius calibration); boundaries for B buckets are read off it at predict time.
 PROJ_QUANTILE_POINTS: int = 1025
-#: Candidate keys per query (within 1/(α−1) of the best approximate score) on which the threshold
-#: predictor estimates the entmax threshold; rows with more use a subset (a lower threshold).
-THRESHOLD_CANDIDATES: int = 64
 #: Predictors that score all pairs work on chunks of queries with at most this many scores (cache-sized).
 PREDICT_CHUNK_SCORES: int = 1 << 20
 #: Most points k-means sees per (layer, head) (a seeded random subset beyond that).

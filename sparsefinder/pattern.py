@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Pattern", "compact", "pad_width", "query_chunks"]
+from .config import SPARSE_WIDTH_CLASSES
+
+__all__ = ["Pattern", "compact", "pad_width", "query_chunks", "width_classes"]
 
 Device = torch.device | str | None
 
@@ -62,6 +64,22 @@ def compact(mask: Tensor) -> tuple[Tensor, Tensor]:
 def pad_width(index: Tensor, width: int) -> Tensor:
     """``index`` ``(…, w)`` padded with zeros to ``width`` slots."""
     return torch.nn.functional.pad(index, (0, width - index.shape[-1]))
+
+
+def width_classes(counts: Tensor, widths: tuple[int, ...] = SPARSE_WIDTH_CLASSES) -> list[tuple[Tensor, int]]:
+    """Rows grouped by how many keys they keep: ``[(row ids, padded width), …]`` over flat ``counts`` ``(R,)``.
+
+    Each class pads its rows to its own width (the next bound in ``widths``, the largest count
+    for the last class), so a few long rows do not make every row long. Empty rows are left out.
+    """
+    out, low = [], 0
+    top = int(counts.max()) if counts.numel() else 0
+    for high in (*[w for w in widths if w < top], top):
+        rows = ((counts > low) & (counts <= high)).nonzero().squeeze(1)
+        if rows.numel():
+            out.append((rows, high))
+        low = high
+    return out
 
 
 def query_chunks(batch: int, heads: int, n: int, budget: int) -> range:

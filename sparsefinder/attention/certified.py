@@ -24,7 +24,7 @@ from torch import Tensor
 from ..alpha_entmax import check_alpha, threshold
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
 from ..pattern import Pattern, compact, query_chunks
-from .sparse import as_batched, entmax_over_slots, weighted_sum
+from .sparse import as_batched, attend_chunk
 
 __all__ = ["CertifiedOutput", "certified_entmax_attention"]
 
@@ -86,9 +86,7 @@ def certified_entmax_attention(
                                     key_ok & query_ok, alpha)
         added += more
         index, counts = compact(mask)
-        probs = entmax_over_slots(rows.gather(-1, index), torch.arange(index.shape[-1], device=q.device)
-                                  < counts.unsqueeze(-1), alpha)
-        outs.append(weighted_sum(probs, v, index))
+        outs.append(attend_chunk(q[:, :, s:s + step], k, v, index, counts, alpha, scaling, rows=rows))
         pieces.append((index, counts))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     certified = Pattern.cat_rows(pieces, pattern.lengths)

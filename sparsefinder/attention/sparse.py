@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from ..alpha_entmax import check_alpha, entmax
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, SPARSE_GATHER_RATIO
-from ..pattern import Pattern
+from ..pattern import Pattern, width_classes
 
-__all__ = ["SparseEntmaxAttention", "as_batched", "kept_scores", "sparse_entmax_attention", "weighted_sum"]
+__all__ = ["SparseEntmaxAttention", "as_batched", "attend_chunk", "entmax_over_slots", "sparse_entmax_attention"]
 
 
 def as_batched(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern) -> tuple[Tensor, Tensor, Tensor, bool]:
@@ -47,55 +47,56 @@ def as_batched(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern) -> tuple[Tenso
     return q, k, v, single
 
 
-def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
-    """Rows of ``x`` ``(B, H, n, d)`` at ``index`` ``(B, H, c, w)`` → ``(B, H, c, w, d)`` (one ``index_select``)."""
-    b, h, n, d = x.shape
-    offsets = (torch.arange(b * h, device=x.device) * n).view(b, h, 1, 1)
-    return x.reshape(b * h * n, d).index_select(0, (index + offsets).reshape(-1)).view(*index.shape, d)
-
-
-def gathers(n: int, width: int) -> bool:
-    """Whether the gathered-keys strategy is the cheaper one for rows of ``width`` slots over ``n`` keys."""
-    return width * SPARSE_GATHER_RATIO < n
-
-
-def kept_scores(q: Tensor, k: Tensor, index: Tensor, scaling: float) -> tuple[Tensor, Tensor | None]:
-    """Scores of the indexed pairs of a chunk of queries.
-
-    Parameters
-    ----------
-    q : Tensor, shape (B, H, c, d)
-    k : Tensor, shape (B, H, n, d)
-    index : Tensor, int64, shape (B, H, c, w)
-
-    Returns
-    -------
-    kept : Tensor, shape (B, H, c, w)
-        ``q_i·k_j·scaling`` at each slot.
-    rows : Tensor or None
-        The chunk's full score rows ``(B, H, c, n)`` when the score-rows strategy was used.
-    """
-    if gathers(k.shape[2], index.shape[-1]):
-        keys = _gather_rows(k, index)  # (B, H, c, w, d)
-        return torch.matmul((q * scaling).unsqueeze(-2), keys.transpose(-1, -2)).squeeze(-2), None
-    rows = torch.matmul(q * scaling, k.transpose(-1, -2))
-    return rows.gather(-1, index), rows
-
-
-def weighted_sum(probs: Tensor, v: Tensor, index: Tensor) -> Tensor:
-    """``Σ_slots probs · v[index]``: ``probs`` and ``index`` ``(B, H, c, w)``, ``v`` ``(B, H, n, d)`` → ``(B, H, c, d)``."""
-    if gathers(v.shape[2], index.shape[-1]):
-        return torch.matmul(probs.unsqueeze(-2), _gather_rows(v, index)).squeeze(-2)
-    dense = probs.new_zeros(*probs.shape[:-1], v.shape[2]).scatter_add(-1, index, probs)
-    return torch.matmul(dense, v)
-
-
 def entmax_over_slots(scores: Tensor, valid: Tensor, alpha: float) -> Tensor:
     """α-entmax over the valid slots of each row (``(…, w)``); rows without a valid slot get zeros."""
     scores = scores.masked_fill(~valid, float("-inf"))
     empty = ~valid.any(-1, keepdim=True)
     first = torch.arange(scores.shape[-1], device=scores.device) == 0
     return entmax(scores.masked_fill(empty & first, 0.0), alpha).masked_fill(empty, 0.0)
+
+
+def gathers(n: int, width: int) -> bool:
+    """Whether gathering kept keys beats reading them off score rows, for rows of ``width`` slots over ``n`` keys."""
+    return width * SPARSE_GATHER_RATIO < n
+
+
+def attend_chunk(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, alpha: float, scaling: float,
+                  rows: Tensor | None = None) -> Tensor:
+    """Attention of a chunk of queries ``q`` ``(B, H, c, d)`` over their kept keys ``index`` ``(B, H, c, w)``.
+
+    ``rows`` (the chunk's exact score rows ``(B, H, c, n)``) may be given; otherwise they are one
+    matrix product, unless gathering the kept keys is cheaper (:func:`gathers`). Rows are
+    processed by :func:`width_classes`.
+    """
+    batch, heads, c, d = q.shape
+    n = k.shape[2]
+    flat_counts = counts.reshape(-1)
+    flat_index = index.reshape(-1, index.shape[-1])
+    owner = torch.div(torch.arange(batch * heads * c, device=q.device), c, rounding_mode="floor") * n
+    gather = rows is None and gathers(n, index.shape[-1])
+    if rows is None and not gather:
+        rows = torch.matmul(q * scaling, k.transpose(-1, -2))
+    if gather:
+        out = q.new_zeros(batch * heads * c, v.shape[-1])
+        keys, values, queries = k.reshape(-1, d), v.reshape(-1, v.shape[-1]), (q * scaling).reshape(-1, d)
+    else:
+        probs_dense = rows.new_zeros(batch * heads * c, n)
+        flat_rows = rows.reshape(-1, n)
+    for ids, width in width_classes(flat_counts):
+        idx = flat_index[ids, :width]
+        valid = torch.arange(width, device=q.device) < flat_counts[ids, None]
+        if gather:
+            at = (idx + owner[ids, None]).reshape(-1)
+            kept = torch.matmul(keys.index_select(0, at).view(*idx.shape, d), queries[ids].unsqueeze(-1)).squeeze(-1)
+            probs = entmax_over_slots(kept, valid, alpha)
+            out = out.index_add(0, ids, torch.matmul(probs.unsqueeze(1),
+                                                      values.index_select(0, at).view(*idx.shape, -1)).squeeze(1))
+        else:
+            probs = entmax_over_slots(flat_rows[ids].gather(-1, idx), valid, alpha)
+            probs_dense = probs_dense.index_put((ids[:, None], idx), probs, accumulate=True)
+    if gather:
+        return out.view(batch, heads, c, -1)
+    return torch.matmul(probs_dense.view(batch, heads, c, n), v)
 
 
 def sparse_entmax_attention(
@@ -133,16 +134,11 @@ def sparse_entmax_attention(
         if triton_available():
             out = triton_sparse_entmax_attention(q, k, v, pattern, alpha, scaling)
             return out[0] if single else out
-    valid = pattern.valid_slots()
     width = pattern.width
-    per_query = batch * heads * (width * d if gathers(n, width) else n)
-    step = max(1, chunk_pairs // max(per_query, 1))
-    outs = []
-    for s in range(0, n, step):
-        index = pattern.index[:, :, s:s + step]
-        kept, _ = kept_scores(q[:, :, s:s + step], k, index, scaling)
-        probs = entmax_over_slots(kept, valid[:, :, s:s + step], alpha)
-        outs.append(weighted_sum(probs, v, index))
+    per_query = width * d if gathers(n, width) else n
+    step = max(1, chunk_pairs // max(batch * heads * per_query, 1))
+    outs = [attend_chunk(q[:, :, s:s + step], k, v, pattern.index[:, :, s:s + step], pattern.counts[:, :, s:s + step],
+                          alpha, scaling) for s in range(0, n, step)]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     return out[0] if single else out
 

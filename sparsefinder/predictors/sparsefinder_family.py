@@ -30,7 +30,7 @@ from ..alpha_entmax import threshold
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
-from ..pattern import Pattern, compact, query_chunks
+from ..pattern import Pattern, compact, query_chunks, width_classes
 from ..inputs import AttentionInputs
 from .base import Predictor, register_predictor
 from .buckets import group_pattern
@@ -465,21 +465,24 @@ class KMeansPredictor(ProjectionPredictor):
             query_clusters[b, :, :m], key_cluster[b, :, :m, None], self.clusters))
 
 
-def approximate_threshold(scores: Tensor, alpha: float, width: int) -> Tensor:
-    """Estimated α-entmax threshold of each row of approximate scores ``(…, n)`` (``-inf`` = absent key): ``(…, 1)``.
+def approximate_threshold(scores: Tensor, alpha: float) -> Tensor:
+    """The α-entmax threshold of each row of approximate scores ``(…, n)`` (``-inf`` = absent key): ``(…, 1)``.
 
     Only keys within ``1/(α−1)`` of the row's best can be in the support (method.md §1), so the
-    threshold is computed on those candidates, at most ``width`` of them per row (the first
-    ones by position: a subset, whose threshold can only be lower, so a capped row keeps more
-    keys, never fewer). Fitting and prediction use this same estimate, so the calibrated margin
-    absorbs its error.
+    exact threshold is computed on those candidates only, rows grouped by their number of
+    candidates (:func:`~sparsefinder.pattern.width_classes`): most rows sort a few
+    entries, not ``n``.
     """
     best = scores.amax(-1, keepdim=True)
     index, counts = compact(scores > best - 1.0 / (alpha - 1.0))
-    index = index[..., :width]
-    kept = scores.gather(-1, index).masked_fill(torch.arange(index.shape[-1], device=scores.device)
-                                                >= counts.unsqueeze(-1), float("-inf"))
-    return threshold(kept.masked_fill(counts.unsqueeze(-1) == 0, 0.0), alpha)
+    flat_scores, flat_index = scores.reshape(-1, scores.shape[-1]), index.reshape(-1, index.shape[-1])
+    flat_counts = counts.reshape(-1)
+    out = best.reshape(-1).clone()
+    for ids, width in width_classes(flat_counts):
+        kept = flat_scores[ids].gather(-1, flat_index[ids, :width])
+        kept = kept.masked_fill(torch.arange(width, device=scores.device) >= flat_counts[ids, None], float("-inf"))
+        out[ids] = threshold(kept, alpha).squeeze(-1)
+    return out.view(*scores.shape[:-1], 1)
 
 
 @register_predictor
@@ -503,7 +506,7 @@ class ThresholdPredictor(ProjectionPredictor):
     extra_state = ("slack_quantiles", "alpha")
     calibration_share = 0.25
 
-    def __init__(self, *, rank: int = 16, score: bool = True, shared: bool = False, recall: float = 99,
+    def __init__(self, *, rank: int = 24, score: bool = True, shared: bool = False, recall: float = 99,
                  window: int = 0, glob: bool = False, epochs: int = 0, seed: int = 0) -> None:
         super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
         self.recall = recall
@@ -517,7 +520,7 @@ class ThresholdPredictor(ProjectionPredictor):
         return (-distance(qp, kp, self.score)).masked_fill(~key_ok, float("-inf"))
 
     def _slack(self, scores: Tensor, alpha: float) -> Tensor:
-        return scores - approximate_threshold(scores, alpha, config.THRESHOLD_CANDIDATES)
+        return scores - approximate_threshold(scores, alpha)
 
     def _fit_layer(self, layer: int, sample: FitSample, qp: Tensor, kp: Tensor, generator: torch.Generator) -> None:
         slack = self._slack(self.approximate_scores(qp, kp, sample.key_mask[:, None, None, :]), self._fit_data_alpha)

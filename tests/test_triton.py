@@ -37,3 +37,4 @@ def test_full_pattern_equals_dense(errors, alpha):
 def test_ragged_pattern_matches_torch_path(errors):
     assert errors["ragged"] < 1e-5
     assert errors["empty_row"] == 0.0
+    assert errors["batched"] < 1e-5  # a padded batch of two sequences, read as is by the kernel

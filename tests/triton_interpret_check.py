@@ -36,4 +36,8 @@ pattern = Pattern.from_dense(mask)
 out = triton_sparse_entmax_attention(q, k, v, pattern)
 errors["ragged"] = float((out - sparse_entmax_attention(q, k, v, pattern)).abs().max())
 errors["empty_row"] = float(out[0, 5].abs().max())
+qb, kb, vb = (torch.stack([t, t.flip(1)]) for t in (q, k, v))  # a padded batch: sequences of 24 and 15 tokens
+batched = Pattern.from_mask(torch.stack([mask, mask.flip(1)]), [24, 15])
+out = triton_sparse_entmax_attention(qb, kb, vb, batched)
+errors["batched"] = float((out - sparse_entmax_attention(qb, kb, vb, batched)).abs().max())
 print(json.dumps(errors))

@@ -55,21 +55,28 @@ def triton_sparse_entmax_attention(
 ) -> Tensor:
     """Sparse α-entmax attention by the Triton kernel; same contract as ``sparse_entmax_attention``.
 
-    ``q, k, v`` ``(H, n, d)`` on a CUDA device (or CPU under ``TRITON_INTERPRET=1``); returns
-    ``(H, n, d)`` in float32 precision cast to ``q.dtype``. Forward only (no autograd).
+    ``q, k, v`` ``(B, H, n, d)`` (or ``(H, n, d)`` with a one-sequence pattern) on a CUDA device (or
+    CPU under ``TRITON_INTERPRET=1``); the kernel reads the pattern's ``index`` and ``counts`` as
+    they are, one program per (sequence, head, query) row. Returns the shape of ``q`` in float32
+    precision cast to ``q.dtype``. Forward only (no autograd).
     """
     alpha = check_alpha(alpha)
     triton, kernel = _kernel()
-    heads, n, d = q.shape
+    single = q.dim() == 3
+    if single:
+        q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
+    batch, heads, n, d = q.shape
     scaling = d**-0.5 if scaling is None else scaling
-    index, lengths = pattern.to(q.device).to_padded()
-    width = index.shape[-1]
-    out = torch.empty(heads, n, d, device=q.device, dtype=torch.float32)
-    kernel[(heads * n,)](
-        q.contiguous(), k.contiguous(), v.contiguous(), index.contiguous(), lengths.contiguous(), out,
+    pattern = pattern.to(q.device)
+    rows = batch * heads
+    width = pattern.width
+    out = torch.empty(rows, n, d, device=q.device, dtype=torch.float32)
+    kernel[(rows * n,)](
+        q.reshape(rows, n, d).contiguous(), k.reshape(rows, n, d).contiguous(), v.reshape(rows, n, d).contiguous(),
+        pattern.index.reshape(rows, n, width).contiguous(), pattern.counts.reshape(rows, n).contiguous(), out,
         n, width, d, float(scaling), float(alpha),
         N_ITER=TRITON_BISECT_ITERATIONS, IS_15=alpha == 1.5,
         BLOCK_W=triton.next_power_of_2(width), BLOCK_D=triton.next_power_of_2(d),
     )
-    empty = (lengths == 0).unsqueeze(-1)
-    return out.masked_fill(empty, 0.0).to(q.dtype)
+    out = out.masked_fill((pattern.counts.reshape(rows, n) == 0).unsqueeze(-1), 0.0).view(batch, heads, n, d)
+    return (out[0] if single else out).to(q.dtype)

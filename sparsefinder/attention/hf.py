@@ -34,6 +34,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from ..alpha_entmax import entmax
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
+from .attached import attached_certified, attached_predictor
 from .certified import certified_entmax_attention
 from .sparse import sparse_entmax_attention
 
@@ -126,7 +127,7 @@ def sparse_attention(
     are zero. Modes by the ``attention_predictor`` keyword: a Predictor, ``"dense"`` or ``"softmax"``.
     Inference only: attention dropout is not applied on predicted patterns.
     """
-    predictor = kwargs.get("attention_predictor", "dense")
+    predictor = kwargs.get("attention_predictor") or attached_predictor(module.config) or "dense"
     stats: SparseAttentionStats | None = kwargs.get("attention_stats")
     layer = module.layer_idx
     if isinstance(predictor, str):
@@ -145,7 +146,7 @@ def sparse_attention(
     batch, heads, n, d = query.shape
     scaling = d**-0.5 if scaling is None else scaling
     alpha = alpha_of(module, kwargs)
-    certified = bool(kwargs.get("attention_certified", False))
+    certified = bool(kwargs.get("attention_certified", attached_certified(module.config)))
     input_ids = kwargs.get("attention_input_ids")
     valid = _valid_tokens(attention_mask, batch, n, query.device)
     out = query.new_zeros(batch, heads, n, value.shape[-1])

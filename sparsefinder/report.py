@@ -54,9 +54,9 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: Kinds in legend order → (palette, matplotlib marker, line style). Colours within a kind are
 #: distinct; kinds differ by hue family, marker and dash.
 KINDS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "learned": (("#1d4ed8", "#7c3aed", "#0891b2", "#db2777", "#4338ca", "#0d9488", "#9333ea", "#2563eb"), "o", "-"),
-    "data-informed": (("#15803d", "#65a30d", "#047857", "#a16207"), "s", "-"),
-    "fixed": (("#ea580c", "#b91c1c", "#92400e", "#d97706", "#9f1239", "#c2410c", "#78716c", "#e11d48"), "^", ":"),
+    "learned": (("#1d4ed8", "#7c3aed", "#db2777", "#0ea5e9", "#a21caf", "#312e81", "#60a5fa", "#f472b6"), "o", "-"),
+    "data-informed": (("#15803d", "#84cc16", "#0d9488", "#4d7c0f"), "s", "-"),
+    "fixed": (("#ea580c", "#b91c1c", "#92400e", "#ca8a04", "#f43f5e", "#78716c", "#fb923c", "#7f1d1d"), "^", ":"),
     "reference": (("#111827", "#6b7280"), "D", "--"),
 }
 #: Predictors fitted on gold-graph statistics (positions, degrees) rather than trained on queries and keys.
@@ -137,7 +137,7 @@ def _draw(ax: Any, report: dict[str, Any], layer: int | None) -> None:
                     color=st["color"], linestyle=st["linestyle"], label=p["spec"])
     if learned_points:
         front = overall_front(learned_points)
-        ax.plot([x for x, _ in front], [y for _, y in front], color="#facc15", linewidth=7, alpha=0.45, zorder=0,
+        ax.plot([x for x, _ in front], [y for _, y in front], color="#facc15", linewidth=8, alpha=0.6, zorder=0,
                 solid_capstyle="round", label="Pareto front (all)")
     gold_rows = report["gold"]["per_head"]["gold_sparsity"]
     gs = report["gold"]["sparsity"] if layer is None else sum(gold_rows[layer]) / len(gold_rows[layer])

@@ -84,6 +84,10 @@ def test_page_draws_pareto_and_attention_offline(service, browser):
             for tr in browser.find_elements(By.CSS_SELECTOR, "#summary tbody tr")]
     assert rows == [["window", "fixed", "–", "–", "0.4000"], ["oracle", "reference", "0.8500", "0.8000", "0.9000"]]
 
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "service_page.png"))
+    assert (ARTIFACTS / "service_page.png").stat().st_size > 10_000
+
     # hover shows the setting
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -108,10 +112,6 @@ def test_page_draws_pareto_and_attention_offline(service, browser):
     assert "recall" in browser.find_element(By.ID, "attn-stats").text
     cells = browser.find_elements(By.CSS_SELECTOR, "#attn rect")
     assert {c.get_attribute("class") for c in cells} <= {"both", "missed", "extra"}
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / "service_page.png"))
-    assert (ARTIFACTS / "service_page.png").stat().st_size > 10_000
 
     own = urlparse(service.url).netloc
     urls = _requested_urls(browser)

@@ -193,7 +193,7 @@ function drawPareto() {
   const front = paretoFront(all).map((i) => all[i]);
   if (front.length) {
     el("polyline", { points: front.map(([s, r]) => `${x(s)},${y(r)}`).join(" "), class: "front", fill: "none",
-      stroke: "#facc15", "stroke-opacity": 0.55, "stroke-width": 9, "stroke-linecap": "round",
+      stroke: "#facc15", "stroke-opacity": 0.7, "stroke-width": 10, "stroke-linecap": "round",
       "stroke-linejoin": "round" }, svg);
   }
   const gold = goldSparsity(report);

@@ -231,8 +231,9 @@ class ArtifactStore:
 
 def _check_compatible(info: ArtifactInfo, model_id: str | None, alpha: float | None) -> None:
     if model_id is not None and info.model_id != model_id:
+        hint = f"; its model is {info.model_path} (pass --model)" if info.model_path else ""
         raise SparsefinderError(f"predictor {info.id} was fitted on model {info.model_id!r}, "
-                                f"but the data comes from {model_id!r}")
+                                f"but the data comes from {model_id!r}{hint}")
     if alpha is not None and abs(float(info.alpha) - float(alpha)) > 1e-9:
         raise SparsefinderError(f"predictor {info.id} was fitted at alpha {info.alpha}, but the data uses alpha {alpha}")
 

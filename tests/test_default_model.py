@@ -81,7 +81,7 @@ def test_artifact_without_model_path_still_loads():
 
 
 @pytest.mark.slow
-def test_encode_with_a_stored_predictor_needs_no_model_flag(work_dir, tiny_corpus, tmp_path, capsys):
+def test_encode_with_a_stored_predictor_needs_no_model_flag(work_dir, tiny_corpus, tmp_path, capsys, monkeypatch):
     """The predictor fitted on the default (adapted) model is usable by `encode` without --model."""
     from sparsefinder.training.extract import extract
     from sparsefinder.training.fit import fit
@@ -99,3 +99,8 @@ def test_encode_with_a_stored_predictor_needs_no_model_flag(work_dir, tiny_corpu
     assert code == 0, capsys.readouterr().err
     row = json.loads(out.read_text())
     assert len(row["embedding"]) == 384 and len(row["sparsity"]) == 6
+    # with another default model the error names the predictor's own model folder
+    monkeypatch.setenv("SPARSEFINDER_MODEL", str(packaged_model_path()))
+    capsys.readouterr()
+    assert main(["encode", "--text", "x", "--predictor", info.id, "--store", str(store), "--out", str(out)]) == 2
+    assert f"its model is {folder.resolve()} (pass --model)" in capsys.readouterr().err

@@ -116,3 +116,17 @@ def test_exported_config_entries(tmp_path):
     modules = json.loads((out / "modules.json").read_text())
     assert [m["path"] for m in modules] == ["", "1_Pooling", "2_Normalize"]
     assert json.loads((out / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"] is True
+
+
+@pytest.mark.slow
+def test_export_with_a_recall_target_sets_the_knob(tmp_path, capsys):
+    """``--recall 0.5`` on the hand report picks window4 (recall 0.5 at sparsity 0.85)."""
+    (tmp_path / "reports" / "r1").mkdir(parents=True)
+    (tmp_path / "reports" / "r1" / "report.json").write_text(json.dumps(hand_report()))
+    out = tmp_path / "m"
+    assert main(["export", "--predictor", "window16", "--model", str(packaged_model_path()), "--out", str(out),
+                 "--recall", "0.5", "--report", str(tmp_path / "reports" / "r1")]) == 0, capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["sparsefinder_predictor_spec"] == "window4" and cfg["sparsefinder_recall_target"] == 0.5
+    artifact = json.loads((out / cfg["sparsefinder_predictor"] / "artifact.json").read_text())
+    assert artifact["info"]["params"]["width"] == 4

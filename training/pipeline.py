@@ -1,8 +1,8 @@
 """``sparsefinder pipeline``: the main job, end to end on the default data.
 
 Adapt the encoder to α-entmax once (``sparsefinder adapt``, cached; skipped with ``--no-adapt``
-or when ``--model`` names an encoder), extract the fit corpus (WikiText-2 ``valid.txt``) and
-the evaluation corpus (``test.txt``) with it,
+or when ``--model`` or ``$SPARSEFINDER_MODEL`` names an encoder), extract the fit corpus
+(WikiText-2 ``valid.txt``) and the evaluation corpus (``test.txt``) with it,
 fit the configured learned predictors into the store (skipping families already stored
 for the same model and α), evaluate every stored predictor and every baseline on the
 evaluation corpus, and write the report. Every step is cached, so a second run only

@@ -3,7 +3,8 @@
 One default model everywhere (:func:`resolve_model`): ``$SPARSEFINDER_MODEL`` when set, else the
 adapted α-entmax encoder the main job writes (``<work_dir>/models/minilm-entmax15``) once it is
 complete, else the packaged all-MiniLM-L6-v2 with a one-line notice. Nothing downloads:
-``HF_HUB_OFFLINE=1`` is set before transformers is used. A missing or broken folder is a :class:`~sparsefinder.errors.SparsefinderError` with a one-line message.
+``HF_HUB_OFFLINE=1`` is set before transformers is used. A missing or broken folder is a
+:class:`~sparsefinder.errors.SparsefinderError` with a one-line message.
 """
 
 from __future__ import annotations

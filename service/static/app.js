@@ -199,7 +199,7 @@ function drawPareto() {
   const gold = goldSparsity(report);
   el("line", { id: "gold-line", x1: x(gold), x2: x(gold), y1: m.t, y2: H - m.b, stroke: "#b45309",
     "stroke-width": 1.5, "stroke-dasharray": "6 3 2 3", "data-sparsity": gold }, svg);
-  el("text", { id: "gold-label", x: x(gold) - 4, y: m.t + 14, "text-anchor": "end", fill: "#b45309" }, svg)
+  el("text", { id: "gold-label", x: x(gold) - 4, y: H - m.b - 6, "text-anchor": "end", fill: "#b45309" }, svg)
     .textContent = `gold sparsity ${gold.toFixed(3)}`;
   for (const [p, pts] of curves) {
     const onFront = new Set(paretoFront(pts));

@@ -47,7 +47,9 @@ def _load(app: FastAPI) -> None:
 
         torch.set_num_threads(settings.torch_threads)
     engine = Engine(settings)
-    app.state.jobs = JobManager(settings, engine.store, on_saved=engine.predictor)
+    # fit jobs extract with the engine's own resolved model, whatever appears in the work dir later
+    app.state.jobs = JobManager(settings.model_copy(update={"model": engine.info.path}), engine.store,
+                                on_saved=engine.predictor)
     app.state.engine = engine
     log.info("sparsefinder service ready: model %s on %s", engine.info.id, engine.device)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparsefinder.config import get_settings
+from sparsefinder.config import MODEL_HELP, get_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=s.port, help=f"TCP port (default {s.port})")
     parser.add_argument("--store", default=s.store, help=f"artifact store folder or URL (default {s.store})")
     parser.add_argument("--reports", default=str(s.reports), help=f"reports folder (default {s.reports})")
-    parser.add_argument("--model", default=s.model, help="encoder folder (default: the packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--model", default=s.model, help=MODEL_HELP)
 
 
 def run(args: argparse.Namespace) -> int:

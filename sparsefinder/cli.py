@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("sparsefinder.encode", "sentence embeddings with attention on a predictor's pairs"),
     "fidelity": ("sparsefinder.training.fidelity", "embedding and attention-output fidelity of predictors"),
     "serve": ("sparsefinder.service.serve", "run the HTTP service (API, web page, metrics)"),
+    "export": ("sparsefinder.export", "write a model folder that carries a predictor (sentence-transformers ready)"),
 }
 
 

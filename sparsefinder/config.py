@@ -57,6 +57,10 @@ ADAPT_EVAL_SPARSITY_SEQUENCES: int = 4
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: Help text of every ``--model`` option (the default is resolved by :func:`sparsefinder.model.resolve_model`).
+MODEL_HELP: str = ("local Hugging Face encoder folder (default: $SPARSEFINDER_MODEL, else the adapted encoder "
+                   "<work_dir>/models/minilm-entmax15 that `make run` writes, else the packaged all-MiniLM-L6-v2)")
+
 
 def default_data_dir() -> Path:
     """Folder with WikiText-2 (``valid.txt``, ``test.txt``): ``$SPARSEFINDER_DATA_DIR`` or ``../shared/data/wikitext-2``."""
@@ -70,7 +74,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPARSEFINDER_", extra="ignore")
 
     model: str | None = None
-    """Local Hugging Face encoder folder; ``None`` means the packaged all-MiniLM-L6-v2."""
+    """Local Hugging Face encoder folder; ``None`` means the default model of
+    :func:`sparsefinder.model.resolve_model`: the adapted encoder under ``work_dir`` once it
+    exists, else the packaged all-MiniLM-L6-v2."""
     alpha: float = DEFAULT_ALPHA
     max_length: int = DEFAULT_MAX_LENGTH
     work_dir: Path = Path("artifacts")

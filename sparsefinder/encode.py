@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import DEFAULT_ALPHA, ENCODE_BATCH, get_settings
+from .config import DEFAULT_ALPHA, ENCODE_BATCH, MODEL_HELP, get_settings
 from .corpus import check_corpus, iter_texts
 from .files import atomic_write_text
 from .predictors.base import Predictor
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--certified", action="store_true", help="add the keys the predictor provably missed")
     parser.add_argument("--store", default=None, help="artifact store (default: $SPARSEFINDER_STORE)")
     parser.add_argument("--out", required=True, help="JSON-lines file to write")
-    parser.add_argument("--model", default=None, help="local Hugging Face encoder folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
     parser.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N texts")

@@ -52,7 +52,8 @@ class SparseEncoder:
     Parameters
     ----------
     model : str or Path, optional
-        Local Hugging Face encoder folder; default the packaged all-MiniLM-L6-v2.
+        Local Hugging Face encoder folder; default the default model
+        (:func:`sparsefinder.model.resolve_model`: the adapted encoder once ``make run`` made it).
     device : str, optional
         ``"cuda"`` or ``"cpu"``; default CUDA when present.
     alpha : float

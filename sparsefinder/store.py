@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ class ArtifactInfo:
     fit_seconds: float
     sparsefinder_version: str
     created: str
+    model_path: str = ""
+    """Absolute folder of the fit model (empty in artifacts stored before it was recorded)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,10 +68,10 @@ class ArtifactInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactInfo:
         names = {f.name for f in fields(cls)}
-        missing = names - set(data)
+        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(data)
         if missing:
             raise ValueError(f"metadata lacks {', '.join(sorted(missing))}")
-        return cls(**{k: data[k] for k in names})
+        return cls(**{k: data[k] for k in names if k in data})
 
 
 def _dataset_corpus_sha(dataset: Any) -> str:
@@ -122,7 +124,8 @@ class ArtifactStore:
             max_length=int(dataset.max_length), fit_corpus_sha256=_dataset_corpus_sha(dataset),
             fit_sequences=len(dataset), fit_metrics=dict(fit_metrics or {}), fit_seconds=round(float(fit_seconds), 3),
             sparsefinder_version=__version__,
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            model_path=str(getattr(dataset, "manifest", {}).get("model", {}).get("path", "")))
         document = {"format": FORMAT_VERSION, "info": info.to_dict(), "tensors_sha256": hashlib.sha256(blob).hexdigest()}
         tmp = self._path(f".tmp-{artifact_id}-{uuid.uuid4().hex[:8]}")
         self.fs.makedirs(tmp, exist_ok=True)
@@ -228,8 +231,9 @@ class ArtifactStore:
 
 def _check_compatible(info: ArtifactInfo, model_id: str | None, alpha: float | None) -> None:
     if model_id is not None and info.model_id != model_id:
+        hint = f"; its model is {info.model_path} (pass --model)" if info.model_path else ""
         raise SparsefinderError(f"predictor {info.id} was fitted on model {info.model_id!r}, "
-                                f"but the data comes from {model_id!r}")
+                                f"but the data comes from {model_id!r}{hint}")
     if alpha is not None and abs(float(info.alpha) - float(alpha)) > 1e-9:
         raise SparsefinderError(f"predictor {info.id} was fitted at alpha {info.alpha}, but the data uses alpha {alpha}")
 

@@ -16,6 +16,11 @@ import httpx
 import pytest
 
 from sparsefinder.config import default_data_dir
+from sparsefinder.model import packaged_model_path
+
+# The suite runs on the packaged encoder whatever `make run` has adapted in the work dir
+# (tests of the default-model resolution unset this themselves).
+os.environ.setdefault("SPARSEFINDER_MODEL", str(packaged_model_path()))
 
 TINY_TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank.",

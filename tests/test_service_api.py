@@ -13,6 +13,8 @@ import pytest
 
 from conftest import HEADS, LAYERS, hand_report
 
+from sparsefinder.report import style_predictors
+
 pytestmark = pytest.mark.slow
 
 
@@ -225,7 +227,10 @@ def test_reports_json_csv_and_plots(service):
     with service.client() as c:
         listed = c.get("/v1/reports").json()["reports"]
         assert [r["id"] for r in listed] == ["r1"] and listed[0]["predictors"] == ["window", "oracle"]
-        assert c.get("/v1/reports/r1").json() == hand_report()
+        # the stored report plus each predictor's kind and colour (shared by the page and the PNG)
+        styled = [{**p, "kind": s["kind"], "color": s["color"]}
+                  for p, s in zip(hand_report()["predictors"], style_predictors(hand_report()))]
+        assert c.get("/v1/reports/r1").json() == {**hand_report(), "predictors": styled}
         res = c.get("/v1/reports/r1", params={"format": "csv"})
         assert res.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(res.text)))

@@ -1,5 +1,5 @@
-"""The web page in headless Chromium: it loads, draws one Pareto point per setting, and fetches
-nothing from outside the service."""
+"""The web page in headless Chromium: it loads, draws one Pareto point per setting, the gold-sparsity
+line, a legend grouped by kind and the summary table, and fetches nothing from outside the service."""
 
 from __future__ import annotations
 
@@ -59,6 +59,35 @@ def test_page_draws_pareto_and_attention_offline(service, browser):
     assert sorted(p.get_attribute("data-setting") for p in points) == sorted(
         s["spec"] for p in report["predictors"] for s in p["settings"])
 
+    # the gold sparsity (0.9 in the hand report) as a vertical line: x = 50 + 0.9 * (640 - 50 - 15)
+    gold = browser.find_element(By.ID, "gold-line")
+    assert float(gold.get_attribute("data-sparsity")) == pytest.approx(0.9)
+    assert float(gold.get_attribute("x1")) == float(gold.get_attribute("x2")) == pytest.approx(50 + 0.9 * 575)
+    assert "gold sparsity 0.900" in browser.find_element(By.ID, "gold-label").text
+
+    # the legend groups predictors by kind, each swatch in its curve's colour
+    groups = {g.get_attribute("data-kind"): [e.get_attribute("data-predictor")
+                                             for e in g.find_elements(By.CSS_SELECTOR, ".legend-entry")]
+              for g in browser.find_elements(By.CSS_SELECTOR, "#report-predictors .kind-group")}
+    assert groups == {"fixed": ["window"], "reference": ["oracle"]}
+    for spec in ("window", "oracle"):
+        swatch = browser.find_element(By.CSS_SELECTOR, f'.legend-entry[data-predictor="{spec}"] line')
+        curve = browser.find_element(By.CSS_SELECTOR, f'#pareto polyline.curve[data-predictor="{spec}"]')
+        assert swatch.get_attribute("stroke") == curve.get_attribute("stroke")
+    strokes = {c.get_attribute("stroke") for c in browser.find_elements(By.CSS_SELECTOR, "#pareto polyline.curve")}
+    assert len(strokes) == 2
+    # the Pareto front of the non-reference predictors: here window's three settings
+    assert len(browser.find_element(By.CSS_SELECTOR, "#pareto polyline.front").get_attribute("points").split()) == 3
+
+    # the summary table under the plot: fixed before reference, numbers of report.summary
+    rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in browser.find_elements(By.CSS_SELECTOR, "#summary tbody tr")]
+    assert rows == [["window", "fixed", "–", "–", "0.4000"], ["oracle", "reference", "0.8500", "0.8000", "0.9000"]]
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "service_page.png"))
+    assert (ARTIFACTS / "service_page.png").stat().st_size > 10_000
+
     # hover shows the setting
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -83,10 +112,6 @@ def test_page_draws_pareto_and_attention_offline(service, browser):
     assert "recall" in browser.find_element(By.ID, "attn-stats").text
     cells = browser.find_elements(By.CSS_SELECTOR, "#attn rect")
     assert {c.get_attribute("class") for c in cells} <= {"both", "missed", "extra"}
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / "service_page.png"))
-    assert (ARTIFACTS / "service_page.png").stat().st_size > 10_000
 
     own = urlparse(service.url).netloc
     urls = _requested_urls(browser)

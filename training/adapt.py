@@ -62,7 +62,7 @@ from ..config import (
 from ..corpus import check_corpus, iter_texts
 from ..errors import ConflictError, SparsefinderError
 from ..files import atomic_dir, atomic_write_bytes, atomic_write_json
-from ..model import load_encoder, mean_pool, model_info
+from ..model import load_encoder, mean_pool, model_info, packaged_model_path
 from .adapt_eval import embed, fidelity
 from .model_card import ADAPT_JSON, write_model_card
 
@@ -168,6 +168,7 @@ def adapt(
     ``resume`` an existing checkpoint is an error, so no run is silently thrown away.
     """
     alpha = check_alpha(alpha)
+    model = model if model is not None else packaged_model_path()
     for name, value, low in (("steps", steps, 1), ("batch size", batch_size, 1),
                              ("checkpoint interval", checkpoint_every, 1)):
         if value < low:

@@ -32,7 +32,7 @@ from ..config import ADAPT_EVAL_MAX_LENGTH, ADAPT_EVAL_SPARSITY_SEQUENCES, ADAPT
 from ..corpus import check_corpus, iter_texts
 from ..errors import SparsefinderError
 from ..files import atomic_write_json
-from ..model import load_encoder, mean_pool
+from ..model import load_encoder, mean_pool, packaged_model_path, resolve_model
 from .extract import extract
 
 __all__ = ["add_arguments", "embed", "evaluate_adapted", "fidelity", "retrieval_agreement", "run", "sample_texts"]
@@ -103,6 +103,7 @@ def evaluate_adapted(
     adapted model's ``config.entmax_alpha``. ``sparsity_sequences`` 0 skips the extraction.
     """
     check_corpus(corpus)
+    base_model = base_model if base_model is not None else packaged_model_path()
     sample = sample_texts(corpus, texts)
     if len(sample) <= 5:
         raise SparsefinderError(f"corpus {corpus} has {len(sample)} texts; the evaluation needs at least 6")
@@ -144,8 +145,8 @@ def _sparsity_per_layer(ds) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", required=True, help="held-out plain-text file, one text per line (e.g. test.txt)")
-    parser.add_argument("--model", default=None, help="adapted model folder from `sparsefinder adapt` "
-                                                      "(default: only the unadapted entmax model)")
+    parser.add_argument("--model", default=None, help="adapted model folder from `sparsefinder adapt` (default: the "
+                        "default model when it is not the packaged one, else only the unadapted entmax model)")
     parser.add_argument("--base-model", default=None, help="softmax reference (default: all-MiniLM-L6-v2)")
     parser.add_argument("--alpha", type=float, default=None, help="alpha (default: the adapted model's, else 1.5)")
     parser.add_argument("--texts", type=int, default=ADAPT_EVAL_TEXTS, help="texts sampled evenly from the corpus")
@@ -161,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
     if args.texts < 6:
         raise SparsefinderError(f"--texts must be at least 6, got {args.texts}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.model is None and resolve_model() != packaged_model_path():
+        args.model = str(resolve_model())
     result = evaluate_adapted(args.corpus, model=args.model, base_model=args.base_model, alpha=args.alpha,
                               texts=args.texts, max_length=args.max_length,
                               sparsity_sequences=args.sparsity_sequences, device=device)

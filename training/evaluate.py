@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..config import DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, get_settings
+from ..config import DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, MODEL_HELP, get_settings
 from ..corpus import check_corpus
 from ..dataset import GoldDataset
 from ..errors import NotFoundError, SparsefinderError
@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-data", default=None, help="extracted dataset to fit learned predictors not in the store")
     parser.add_argument("--fit-limit", type=int, default=None, help="fit on at most N sequences of --fit-data")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on at most N sequences")
-    parser.add_argument("--model", default=None, help="encoder folder, with --corpus")
+    parser.add_argument("--model", default=None, help=f"with --corpus: {MODEL_HELP}")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="L, with --corpus")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha, with --corpus")
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..alpha_entmax import check_alpha
 from ..attention.hf import DENSE_ENTMAX
-from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, SHARD_SEQUENCES
+from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, MODEL_HELP, SHARD_SEQUENCES
 from ..corpus import check_corpus, iter_texts, pack_sequences
 from ..capture import capture
 from ..dataset import MANIFEST, GoldDataset, ShardWriter
@@ -126,7 +126,7 @@ def extract(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", required=True, help="plain-text file, one document or paragraph per line")
     parser.add_argument("--out", required=True, help="dataset folder to create")
-    parser.add_argument("--model", default=None, help="local Hugging Face encoder folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per sequence, L")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
     parser.add_argument("--limit", type=int, default=None, help="stop after N sequences")

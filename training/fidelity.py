@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sparsefinder.config import DEFAULT_ALPHA, ENCODE_BATCH, get_settings
+from sparsefinder.config import DEFAULT_ALPHA, ENCODE_BATCH, MODEL_HELP, get_settings
 from sparsefinder.corpus import check_corpus, iter_texts
 from sparsefinder.encode import resolve_mode
 from sparsefinder.encoder import EncodeResult, SparseEncoder
@@ -128,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=64, help="first N texts of the corpus")
     parser.add_argument("--certified", action="store_true", help="also run each predictor in certified mode")
     parser.add_argument("--store", default=None, help="artifact store (default: $SPARSEFINDER_STORE)")
-    parser.add_argument("--model", default=None, help="local Hugging Face encoder folder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
 
 

@@ -1,8 +1,8 @@
 """``sparsefinder pipeline``: the main job, end to end on the default data.
 
 Adapt the encoder to α-entmax once (``sparsefinder adapt``, cached; skipped with ``--no-adapt``
-or when ``--model`` names an encoder), extract the fit corpus (WikiText-2 ``valid.txt``) and
-the evaluation corpus (``test.txt``) with it,
+or when ``--model`` or ``$SPARSEFINDER_MODEL`` names an encoder), extract the fit corpus
+(WikiText-2 ``valid.txt``) and the evaluation corpus (``test.txt``) with it,
 fit the configured learned predictors into the store (skipping families already stored
 for the same model and α), evaluate every stored predictor and every baseline on the
 evaluation corpus, and write the report. Every step is cached, so a second run only
@@ -17,9 +17,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..config import (ADAPTED_MODEL_NAME, DEFAULT_MAX_LENGTH, PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES,
+from ..config import (DEFAULT_MAX_LENGTH, MODEL_HELP, PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES,
                       PIPELINE_FIT_SPECS, default_data_dir, get_settings)
 from ..evaluation import evaluate
+from ..model import adapted_model_path, packaged_model_path
 from ..predictors.base import predictor_from_spec
 from ..report import write_report
 from ..store import ArtifactStore
@@ -65,16 +66,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-sequences", type=int, default=PIPELINE_EVAL_SEQUENCES)
     parser.add_argument("--store", default=None, help="artifact store (default: settings)")
     parser.add_argument("--reports", type=Path, default=None, help="reports root (default: settings)")
-    parser.add_argument("--model", default=None, help="encoder folder (default: the adapted all-MiniLM-L6-v2)")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--no-adapt", action="store_true", help="use the packaged softmax-trained encoder as is")
     parser.add_argument("--serve", action="store_true", help="then serve the results (sparsefinder serve)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    model = args.model
-    if model is None and not args.no_adapt:
-        model = str(settings.work_dir / "models" / ADAPTED_MODEL_NAME)
+    model = args.model or settings.model
+    if model is None and args.no_adapt:
+        model = str(packaged_model_path())
+    elif model is None:
+        model = str(adapted_model_path(settings.work_dir))
         adapt(args.fit_corpus, model, alpha=settings.alpha)
     out = pipeline(args.fit_corpus, args.eval_corpus, specs=args.predictors, max_length=args.max_length,
                    fit_sequences=args.fit_sequences, eval_sequences=args.eval_sequences,

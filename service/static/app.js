@@ -3,8 +3,9 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-  "#bcbd22", "#17becf"];
+// Colours and kinds come with the report (sparsefinder.report.style_predictors, the same as the PNG);
+// this only orders the kinds and gives each its dash pattern.
+const KINDS = { learned: "", "data-informed": "", fixed: "2 3", reference: "6 4" };
 const state = { report: null, shown: new Set() };
 
 const $ = (id) => document.getElementById(id);
@@ -72,26 +73,90 @@ async function selectReport(id) {
     select.replaceChildren(new Option("all", ""));
     for (let i = 0; i < count; i++) select.appendChild(new Option(String(i), String(i)));
   }
-  const box = $("report-predictors");
-  box.replaceChildren();
-  report.predictors.forEach((p, i) => {
-    const label = document.createElement("label");
-    const cb = document.createElement("input");
-    cb.type = "checkbox";
-    cb.checked = true;
-    cb.value = p.spec;
-    cb.addEventListener("change", () => {
-      if (cb.checked) state.shown.add(p.spec); else state.shown.delete(p.spec);
-      drawPareto();
-    });
-    label.append(cb, " ", p.spec);
-    label.style.color = COLORS[i % COLORS.length];
-    box.appendChild(label);
-  });
+  drawLegend(report);
+  drawSummary(report);
   $("report-note").textContent = `dataset: ${report.dataset.path} · ${report.dataset.sequences} sequences · ` +
     `L=${report.dataset.max_length} · gold sparsity ${fmt(report.gold.sparsity)} · ` +
     `static plot: /v1/reports/${report.id}/pareto.svg`;
   drawPareto();
+}
+
+// The legend, one group per kind: a tick box, a line swatch in the curve's colour and dash, the spec.
+function drawLegend(report) {
+  const box = $("report-predictors");
+  box.replaceChildren();
+  for (const kind of Object.keys(KINDS)) {
+    const members = report.predictors.filter((p) => p.kind === kind);
+    if (!members.length) continue;
+    const group = document.createElement("div");
+    group.className = "kind-group";
+    group.dataset.kind = kind;
+    const title = document.createElement("strong");
+    title.textContent = kind;
+    group.appendChild(title);
+    for (const p of members) {
+      const label = document.createElement("label");
+      label.className = "legend-entry";
+      label.dataset.predictor = p.spec;
+      const cb = document.createElement("input");
+      cb.type = "checkbox";
+      cb.checked = true;
+      cb.value = p.spec;
+      cb.addEventListener("change", () => {
+        if (cb.checked) state.shown.add(p.spec); else state.shown.delete(p.spec);
+        drawPareto();
+      });
+      const swatch = document.createElementNS(SVG, "svg");
+      swatch.setAttribute("width", "22");
+      swatch.setAttribute("height", "10");
+      swatch.setAttribute("class", "swatch");
+      el("line", { x1: 1, y1: 5, x2: 21, y2: 5, stroke: p.color, "stroke-width": 2.5,
+        "stroke-dasharray": KINDS[kind] }, swatch);
+      label.append(cb, swatch, " ", p.spec);
+      group.appendChild(label);
+    }
+    box.appendChild(group);
+  }
+}
+
+// The summary numbers of every predictor (all layers and heads), grouped like the legend.
+function drawSummary(report) {
+  const tbody = $("summary").querySelector("tbody");
+  tbody.replaceChildren();
+  const order = Object.keys(KINDS);
+  const rows = [...report.predictors].sort((a, b) => order.indexOf(a.kind) - order.indexOf(b.kind) ||
+    (b.summary.auc ?? 0) - (a.summary.auc ?? 0));
+  for (const p of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.predictor = p.spec;
+    const s = p.summary;
+    for (const v of [p.spec, p.kind, s["sparsity_at_recall_0.95"], s["sparsity_at_recall_0.99"], s.auc]) {
+      const td = document.createElement("td");
+      td.textContent = v === null || v === undefined ? "–" : fmt(v);
+      tr.appendChild(td);
+    }
+    tr.firstChild.style.borderLeft = `4px solid ${p.color}`;
+    tbody.appendChild(tr);
+  }
+}
+
+// Indices of the non-dominated [sparsity, recall, ...] points, by increasing sparsity.
+function paretoFront(points) {
+  const order = points.map((_, i) => i).sort((i, j) => points[j][0] - points[i][0] || points[j][1] - points[i][1]);
+  const front = [];
+  let best = -1;
+  for (const i of order) if (points[i][1] > best) { front.push(i); best = points[i][1]; }
+  return front.sort((i, j) => points[i][0] - points[j][0]);
+}
+
+function goldSparsity(report) {
+  const layer = $("layer").value, head = $("head").value;
+  if (layer === "" && head === "") return report.gold.sparsity;
+  const cells = [];
+  report.gold.per_head.gold_sparsity.forEach((row, l) => row.forEach((v, h) => {
+    if ((layer === "" || Number(layer) === l) && (head === "" || Number(head) === h)) cells.push(v);
+  }));
+  return cells.reduce((a, b) => a + b, 0) / cells.length;
 }
 
 function settingValue(setting, metric) {
@@ -121,20 +186,35 @@ function drawPareto() {
   el("text", { x: (W + m.l) / 2, y: H - 5, "text-anchor": "middle" }, svg).textContent = "sparsity (pairs skipped)";
   el("text", { x: 12, y: H / 2, transform: `rotate(-90 12 ${H / 2})`, "text-anchor": "middle" }, svg)
     .textContent = "recall of the gold graph";
-  report.predictors.forEach((p, i) => {
-    if (!state.shown.has(p.spec)) return;
-    const color = COLORS[i % COLORS.length];
-    const pts = p.settings.map((s) => [settingValue(s, "sparsity"), settingValue(s, "recall"), s]);
+  const shown = report.predictors.filter((p) => state.shown.has(p.spec));
+  const curves = shown.map((p) => [p, p.settings.map((s) => [settingValue(s, "sparsity"), settingValue(s, "recall"), s])]);
+  // the Pareto front over every shown non-reference predictor, under the curves
+  const all = curves.filter(([p]) => p.kind !== "reference").flatMap(([, pts]) => pts);
+  const front = paretoFront(all).map((i) => all[i]);
+  if (front.length) {
+    el("polyline", { points: front.map(([s, r]) => `${x(s)},${y(r)}`).join(" "), class: "front", fill: "none",
+      stroke: "#facc15", "stroke-opacity": 0.7, "stroke-width": 10, "stroke-linecap": "round",
+      "stroke-linejoin": "round" }, svg);
+  }
+  const gold = goldSparsity(report);
+  el("line", { id: "gold-line", x1: x(gold), x2: x(gold), y1: m.t, y2: H - m.b, stroke: "#b45309",
+    "stroke-width": 1.5, "stroke-dasharray": "6 3 2 3", "data-sparsity": gold }, svg);
+  el("text", { id: "gold-label", x: x(gold) - 4, y: H - m.b - 6, "text-anchor": "end", fill: "#b45309" }, svg)
+    .textContent = `gold sparsity ${gold.toFixed(3)}`;
+  for (const [p, pts] of curves) {
+    const onFront = new Set(paretoFront(pts));
     const order = [...pts].sort((a, b) => a[0] - b[0]);
-    el("polyline", { points: order.map(([s, r]) => `${x(s)},${y(r)}`).join(" "), fill: "none", stroke: color,
-      "stroke-width": 1.5, "stroke-dasharray": p.reference ? "4 3" : "" }, svg);
-    for (const [s, r, setting] of pts) {
-      const c = el("circle", { cx: x(s), cy: y(r), r: 4, fill: color, class: "point",
-        "data-predictor": p.spec, "data-setting": setting.spec }, svg);
+    el("polyline", { points: order.map(([s, r]) => `${x(s)},${y(r)}`).join(" "), fill: "none", stroke: p.color,
+      "stroke-width": 1.8, "stroke-dasharray": KINDS[p.kind] ?? "", class: "curve", "data-predictor": p.spec }, svg);
+    pts.forEach(([s, r, setting], i) => {
+      // filled: on this predictor's own Pareto front; hollow: dominated by another of its settings
+      const c = el("circle", { cx: x(s), cy: y(r), r: onFront.has(i) ? 4 : 3, fill: onFront.has(i) ? p.color : "#fff",
+        stroke: p.color, "stroke-width": 1.5, class: "point", "data-predictor": p.spec,
+        "data-setting": setting.spec }, svg);
       c.addEventListener("mouseenter", () => showTip(c, p, setting, s, r));
       c.addEventListener("mouseleave", () => { $("tip").hidden = true; });
-    }
-  });
+    });
+  }
 }
 
 function showTip(circle, predictor, setting, sparsity, recall) {

@@ -35,6 +35,7 @@ from ..alpha_entmax import entmax
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..inputs import AttentionInputs
+from .attached import attached_certified, attached_predictor
 from .certified import certified_entmax_attention
 from .sparse import sparse_entmax_attention
 
@@ -133,7 +134,7 @@ def sparse_attention(
     keyword: a Predictor, ``"dense"`` or ``"softmax"``. Inference only: attention dropout is
     not applied on predicted patterns.
     """
-    predictor = kwargs.get("attention_predictor", "dense")
+    predictor = kwargs.get("attention_predictor") or attached_predictor(module.config) or "dense"
     stats: SparseAttentionStats | None = kwargs.get("attention_stats")
     layer = module.layer_idx
     if isinstance(predictor, str):
@@ -156,7 +157,7 @@ def sparse_attention(
     inputs = AttentionInputs(layer, query.detach().float(), key.detach().float(), input_ids, lengths)
     pattern = predictor.predict(inputs)
     added = torch.zeros(batch, heads, dtype=torch.long)
-    if kwargs.get("attention_certified", False):
+    if kwargs.get("attention_certified", attached_certified(module.config)):
         result = certified_entmax_attention(query, key, value, pattern, alpha, scaling)
         out, added, pattern = result.output, result.keys_added, result.pattern
     else:

@@ -1,0 +1,161 @@
+"""``sparsefinder export``: a model folder that carries its predictor.
+
+The folder holds the encoder's weights and tokenizer, the predictor artifact (as the store
+writes it, under ``predictor/<id>/``), sentence-transformers' own files (``modules.json``,
+``sentence_bert_config.json``, ``1_Pooling`` mean pooling, ``2_Normalize``) and these
+``config.json`` entries:
+
+- ``sparsefinder_predictor``: the artifact folder, relative to the model folder;
+- ``sparsefinder_certified``: run the predictor in certified (exact) mode;
+- ``sparsefinder_recall_target``: the recall the knob was chosen for (``null`` if none);
+- ``entmax_alpha``: α of α-entmax.
+
+After ``import sparsefinder``, ``AutoModel.from_pretrained(DIR, attn_implementation="sparsefinder_sparse")``
+and ``SentenceTransformer(DIR, model_kwargs={"attn_implementation": "sparsefinder_sparse"})``
+run attention on the predictor's pairs with no forward keywords
+(:mod:`sparsefinder.attention.attached`). Lexical predictors see no token ids there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .attention.attached import CONFIG_CERTIFIED, CONFIG_PREDICTOR
+from .config import DEFAULT_ALPHA, MODEL_HELP, get_settings
+from .errors import NotFoundError, SparsefinderError
+from .files import atomic_dir, atomic_write_json
+from .predictors.base import Predictor
+from .report import list_reports, load_report
+from .store import ArtifactStore, resolve_predictor
+
+__all__ = ["add_arguments", "export_model", "knob_for_recall", "run"]
+
+#: Folder (inside the exported model folder) that is the artifact store of its predictor.
+PREDICTOR_DIR = "predictor"
+
+
+@dataclass
+class _Provenance:
+    """What :meth:`ArtifactStore.save` reads from a fit dataset, rebuilt from the predictor's origin."""
+
+    model_id: str
+    alpha: float
+    max_length: int
+    manifest: dict[str, Any] = field(default_factory=dict)
+    sequences: int = 0
+
+    def __len__(self) -> int:
+        return self.sequences
+
+
+def knob_for_recall(report: dict, predictor: Predictor, recall: float) -> Any:
+    """Knob value of the sparsest setting of ``predictor`` in ``report`` with mean recall ≥ ``recall``.
+
+    The report entry is the one of the predictor's artifact id, else of its family spec.
+    Raises :class:`SparsefinderError` when the report lacks the predictor or no setting reaches ``recall``.
+    """
+    artifact = getattr(predictor, "artifact_", None)
+    entries = [p for p in report["predictors"] if artifact is not None and p.get("artifact_id") == artifact.id] \
+        or [p for p in report["predictors"] if p["spec"] == predictor.family_spec]
+    if not entries:
+        raise SparsefinderError(f"report {report.get('id')!r} has no curve of {predictor.family_spec!r}")
+    ok = [s for s in entries[0]["settings"] if s["recall"] >= recall and s["knob_value"] is not None]
+    if not ok:
+        best = max(s["recall"] for s in entries[0]["settings"])
+        raise SparsefinderError(f"no setting of {predictor.family_spec!r} reaches recall {recall} in report "
+                                f"{report.get('id')!r} (best {best:.4f})")
+    return max(ok, key=lambda s: s["sparsity"])["knob_value"]
+
+
+def _report_for(model_id: str, report: str | None) -> dict:
+    """The report named by ``report`` (a folder), else the newest one under the settings' reports for ``model_id``."""
+    if report is not None:
+        folder = Path(report)
+        return load_report(folder.parent, folder.name)
+    root = get_settings().reports
+    for summary in list_reports(root):
+        if summary["dataset"]["model_id"] == model_id:
+            return load_report(root, summary["id"])
+    raise NotFoundError(f"no report on model {model_id!r} under {root} to pick the knob from; "
+                        "run 'sparsefinder evaluate' or pass --report")
+
+
+def _sentence_transformers_files(out: Path, hidden_size: int, max_length: int) -> None:
+    """sentence-transformers' configuration: transformer, mean pooling, L2 normalisation."""
+    atomic_write_json(out / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}])
+    atomic_write_json(out / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
+    atomic_write_json(out / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": hidden_size, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False})
+    (out / "2_Normalize").mkdir()
+
+
+def export_model(out: str | Path, predictor: str, *, model: str | None = None, store: str | None = None,
+                 certified: bool = False, recall: float | None = None, report: str | None = None) -> dict:
+    """Write a model folder ``out`` that carries ``predictor`` (a stored id, a unique prefix or a spec).
+
+    ``model`` defaults to the default model (:func:`sparsefinder.model.resolve_model`); a
+    stored predictor must come from that model and its α. ``recall`` sets the knob to the
+    sparsest setting reaching that mean recall in ``report`` (default: the newest report on
+    the model). Returns the ``config.json`` entries written.
+    """
+    from transformers import AutoConfig
+
+    from .model import load_encoder, model_info
+
+    if recall is not None and not 0 < recall <= 1:
+        raise SparsefinderError(f"--recall must be in (0, 1], got {recall}")
+    if predictor in ("dense", "softmax"):
+        raise SparsefinderError("export needs a predictor (an id or a spec); 'dense' and 'softmax' carry none")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SparsefinderError(f"output folder {out} exists and is not empty; choose another folder")
+    info = model_info(model)
+    alpha = float(getattr(AutoConfig.from_pretrained(info.path), "entmax_alpha", None) or DEFAULT_ALPHA)
+    fitted = resolve_predictor(predictor, ArtifactStore(store or get_settings().store), model_id=info.id,
+                               alpha=alpha)
+    if recall is not None and fitted.knob is not None:
+        fitted.set_params(**{fitted.knob: knob_for_recall(_report_for(info.id, report), fitted, recall)})
+    origin = getattr(fitted, "artifact_", None)
+    provenance = _Provenance(
+        model_id=info.id, alpha=alpha, max_length=origin.max_length if origin else info.max_positions,
+        manifest={"model": {"path": info.path}, "corpus": {"sha256": origin.fit_corpus_sha256 if origin else ""}},
+        sequences=origin.fit_sequences if origin else 0)
+    encoder, tokenizer, _ = load_encoder(info.path)
+    with atomic_dir(out) as tmp:
+        saved = ArtifactStore(tmp / PREDICTOR_DIR).save(
+            fitted, dataset=provenance, fit_seconds=origin.fit_seconds if origin else 0.0,
+            fit_metrics=origin.fit_metrics if origin else None)
+        entries = {CONFIG_PREDICTOR: f"{PREDICTOR_DIR}/{saved.id}", CONFIG_CERTIFIED: bool(certified),
+                   "sparsefinder_recall_target": recall, "sparsefinder_predictor_spec": fitted.spec,
+                   "entmax_alpha": alpha}
+        encoder.config.update(entries)
+        encoder.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _sentence_transformers_files(tmp, int(encoder.config.hidden_size), info.max_positions)
+    return entries
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--predictor", required=True, help="stored predictor ID (or unique prefix) or a spec")
+    parser.add_argument("--out", required=True, help="model folder to create")
+    parser.add_argument("--model", default=None, help=MODEL_HELP)
+    parser.add_argument("--store", default=None, help="artifact store (default: $SPARSEFINDER_STORE)")
+    parser.add_argument("--certified", action="store_true", help="run the predictor in certified (exact) mode")
+    parser.add_argument("--recall", type=float, default=None,
+                        help="set the knob to the sparsest setting with this mean recall in a report")
+    parser.add_argument("--report", default=None, help="report folder for --recall (default: the newest on the model)")
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = export_model(args.out, args.predictor, model=args.model, store=args.store, certified=args.certified,
+                           recall=args.recall, report=args.report)
+    print(json.dumps({"out": args.out, **entries}))
+    return 0

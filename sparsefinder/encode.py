@@ -18,6 +18,7 @@ from .config import DEFAULT_ALPHA, ENCODE_BATCH, get_settings
 from .corpus import check_corpus, iter_texts
 from .files import atomic_write_text
 from .layers import check_layers, parse_layers
+from .model import model_info
 from .predictors.base import Predictor
 from .store import ArtifactStore, resolve_predictor
 
@@ -60,8 +61,11 @@ def add_layers_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def layers_of(args: argparse.Namespace) -> list[int] | None:
-    """The parsed ``--layers`` value (``None`` when absent); a bad value raises a one-line error naming it."""
-    return None if args.layers is None else parse_layers(args.layers, "--layers")
+    """The parsed ``--layers`` value (``None`` when absent), checked against ``--model``'s layer count
+    before the model loads; a bad value raises a one-line error naming ``--layers``."""
+    if args.layers is None:
+        return None
+    return list(check_layers(parse_layers(args.layers, "--layers"), model_info(args.model).num_layers, "--layers"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         texts, total = itertools.islice(texts, args.limit), min(total, args.limit)
     encoder = SparseEncoder(args.model, device=get_settings().device, alpha=args.alpha)
-    check_layers(layers, encoder.info.num_layers, "--layers")
     mode = resolve_mode(args.predictor, args.store, model_id=encoder.info.id, alpha=args.alpha)
     lines, index = [], 0
     with tqdm(total=total, desc="encode", unit="text") as bar:

@@ -100,6 +100,30 @@ def test_config_key_is_the_default(encoder, window, monkeypatch):
     assert [s > 0 for s in overridden] == [i >= 4 for i in range(LAYERS)]
 
 
+def _exported(tmp_path, layers) -> str:
+    """The packaged model's folder with ``sparsefinder_layers`` in its config.json (other files linked)."""
+    from sparsefinder.model import default_model_path
+
+    src, folder = default_model_path(), tmp_path / "exported"
+    folder.mkdir()
+    for f in src.iterdir():
+        if f.name != "config.json":
+            (folder / f.name).symlink_to(f)
+    config = json.loads((src / "config.json").read_text()) | {CONFIG_KEY: layers}
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_exported_config_layers(tmp_path, window):
+    exported = SparseEncoder(_exported(tmp_path, [1, 2]), device="cpu")
+    assert [s > 0 for s in exported.encode(TEXTS, window).sparsity] == [i in (1, 2) for i in range(LAYERS)]
+
+
+def test_exported_config_bad_layers(tmp_path):
+    with pytest.raises(SparsefinderError, match=f"config {CONFIG_KEY}: layer 9 is out of range"):
+        SparseEncoder(_exported(tmp_path, [9]), device="cpu")
+
+
 @pytest.mark.parametrize("layers, message", [([6], "out of range"), ([1, 1], "more than once"),
                                              (["a"], "not an integer"), ([True], "not an integer"),
                                              ("3-5", "expected a list")])

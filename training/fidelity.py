@@ -34,6 +34,7 @@ from sparsefinder.encoder import EncodeResult, SparseEncoder
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.files import atomic_dir
 from sparsefinder.layers import check_layers, format_layers
+from sparsefinder.predictors.base import Predictor
 
 __all__ = ["add_arguments", "fidelity", "run", "study_layer_sets"]
 
@@ -62,9 +63,22 @@ class _Mode:
 
     name: str
     spec: str
-    predictor: object
+    predictor: Predictor | str
     certified: bool = False
     layers: tuple[int, ...] | None = None
+
+
+def _modes(specs: list[tuple[str, Predictor | str]], layer_sets: list[tuple[int, ...] | None],
+           certified: bool) -> list[_Mode]:
+    """Every (predictor, layer choice) row, then the same rows certified when asked."""
+    modes = []
+    for cert in ([False, True] if certified else [False]):
+        for spec, predictor in specs:
+            for chosen in layer_sets:
+                name = spec + ("+certified" if cert else "")
+                name += f" layers {format_layers(chosen)}" if chosen is not None else ""
+                modes.append(_Mode(name, spec, predictor, cert, chosen))
+    return modes
 
 
 def _work_skipped(res: EncodeResult) -> torch.Tensor:
@@ -98,18 +112,15 @@ def fidelity(corpus: str | Path, predictors: list[str], out: str | Path, *, limi
     layers = check_layers(layers, encoder.info.num_layers, "--layers")
     layer_sets = study_layer_sets(encoder.info.num_layers) if layer_study else [layers]
     specs = [(spec, resolve_mode(spec, store, model_id=encoder.info.id, alpha=encoder.alpha)) for spec in predictors]
-    modes = [_Mode(spec + ("+certified" if cert else "") + (f" layers {format_layers(chosen)}" if chosen is not None
-                                                              else ""), spec, mode, cert, chosen)
-             for cert in ([False, True] if certified else [False]) for spec, mode in specs for chosen in layer_sets]
-    rows = {m.name: {"cos": [], "err": [], "sp": [], "work": [], "added": [], "seconds": 0.0}
-            for m in [_Mode("dense", "dense", "dense")] + modes}
+    modes = [_Mode("dense", "dense", "dense")] + _modes(specs, layer_sets, certified)
+    rows = {m.name: {"cos": [], "err": [], "sp": [], "work": [], "added": [], "seconds": 0.0} for m in modes}
     batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
     for batch in tqdm(batches, desc="fidelity", unit="batch"):
         dense = encoder.encode(batch, "dense", truncate=True, keep_attention=True)
         runs = [("dense", encoder.encode(batch, "softmax", truncate=True, keep_attention=True))]
         rows["dense"]["seconds"] += dense.seconds
         runs += [(m.name, encoder.encode(batch, m.predictor, certified=m.certified, truncate=True,
-                                         keep_attention=True, layers=m.layers)) for m in modes]
+                                         keep_attention=True, layers=m.layers)) for m in modes[1:]]
         for name, res in runs:
             row = rows[name]
             # dense row: the dense-entmax model against the softmax model (the other gap)
@@ -122,7 +133,7 @@ def fidelity(corpus: str | Path, predictors: list[str], out: str | Path, *, limi
             if name != "dense":
                 row["seconds"] += res.seconds
     report_rows = []
-    for m in [_Mode("dense", "dense", "dense")] + modes:
+    for m in modes:
         row = rows[m.name]
         cos = torch.cat(row["cos"])
         work = torch.cat(row["work"]).sum(0)

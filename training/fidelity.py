@@ -97,7 +97,7 @@ def fidelity(corpus: str | Path, predictors: list[str], out: str | Path, *, limi
 
     Returns the report dict also written to ``out/fidelity.json``; each row has ``mode``
     (spec, ``dense`` or ``+certified``, with `` layers 3-5`` when not all layers), ``predictor``,
-    ``layers`` (``None``: all), ``reference``, ``cosine_mean``/``cosine_min``, ``rel_error`` per
+    ``certified``, ``layers`` (``None``: all), ``reference``, ``cosine_mean``/``cosine_min``, ``rel_error`` per
     layer, ``sparsity`` per layer (0 at dense layers), ``work_skipped`` (pairs not computed over
     all valid pairs of all layers and texts) and ``seconds``. ``layers`` applies every predictor to
     those layers only; ``layer_study`` instead runs each predictor on every set of
@@ -140,6 +140,7 @@ def fidelity(corpus: str | Path, predictors: list[str], out: str | Path, *, limi
         report_rows.append({
             "mode": m.name,
             "predictor": m.spec,
+            "certified": m.certified,
             "layers": list(m.layers) if m.layers is not None else None,
             "reference": "softmax" if m.name == "dense" else "dense",
             "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
@@ -161,7 +162,7 @@ def _series(report: dict) -> dict[str, dict[str, list[dict]]]:
     layers = len(report["rows"][0]["rel_error"])
     series: dict[str, dict[str, list[dict]]] = {}
     for r in report["rows"]:
-        key = r["mode"].split(" layers ")[0]
+        key = r["predictor"] + ("+certified" if r["certified"] else "")
         chosen = r["layers"] if r.get("layers") is not None else list(range(layers))
         is_from = chosen == list(range(chosen[0], layers)) if chosen else False
         kind = "from" if is_from else "single" if len(chosen) == 1 else "other"

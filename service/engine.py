@@ -18,6 +18,7 @@ from sparsefinder.config import Settings
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.metrics import compare
 from sparsefinder.encoder import SparseEncoder
+from sparsefinder.layers import check_layers
 from sparsefinder.predictors.base import Predictor
 from sparsefinder.store import ArtifactStore, resolve_predictor
 
@@ -77,11 +78,16 @@ class Engine:
                 del self._cache[key]
 
     # ------------------------------------------------------------ work
-    def encode(self, texts: list[str], predictor: str, certified: bool, truncate: bool) -> EncodeResponse:
-        """Embeddings of ``texts``; blocking."""
+    def encode(self, texts: list[str], predictor: str, certified: bool, truncate: bool,
+               layers: list[int] | None = None) -> EncodeResponse:
+        """Embeddings of ``texts``, the predictor applied to ``layers`` (``None``: the model's default); blocking."""
+        try:
+            layers = check_layers(layers, self.info.num_layers, "layers")
+        except SparsefinderError as exc:
+            raise ApiError(422, str(exc), "layers") from None
         chosen = predictor if predictor in REFERENCE_NAMES else self.predictor(predictor)
         try:
-            result = self.encoder.encode(texts, chosen, certified=certified, truncate=truncate)
+            result = self.encoder.encode(texts, chosen, certified=certified, truncate=truncate, layers=layers)
         except SparsefinderError as exc:
             raise ApiError(exc.status, str(exc), "certified" if "certified" in str(exc) else "texts") from None
         return EncodeResponse(predictor=predictor, embeddings=result.embeddings.float().tolist(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 MAX_TEXT_CHARS = 100_000
 
@@ -19,6 +19,10 @@ class EncodeRequest(_Strict):
                            description='artifact id or id prefix, a predictor spec, "dense" (entmax) or "softmax"')
     certified: bool = Field(False, description="certified-exact mode: recall 1.0 guaranteed (method.md §2)")
     truncate: bool = Field(False, description="cut texts longer than the model's length instead of refusing them")
+    layers: list[StrictInt] | None = Field(None, max_length=256,
+                                           description="apply the predictor only to these layers (each once, "
+                                                       "0..L-1); the others run dense entmax. Default: the "
+                                                       "model config's sparsefinder_layers, else all layers")
 
 
 class EncodeResponse(BaseModel):

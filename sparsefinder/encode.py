@@ -2,6 +2,7 @@
 
 The attention mode is a predictor ID in the artifact store, a predictor spec, ``dense``
 (dense α-entmax) or ``softmax`` (the original model); see :mod:`sparsefinder.encoder`.
+``--layers 3-5`` applies the predictor to those layers only (:mod:`sparsefinder.layers`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from tqdm.auto import tqdm
 from .config import DEFAULT_ALPHA, ENCODE_BATCH, MODEL_HELP, get_settings
 from .corpus import check_corpus, iter_texts
 from .files import atomic_write_text
+from .layers import check_layers, parse_layers
+from .model import model_info
 from .predictors.base import Predictor
 from .store import ArtifactStore, resolve_predictor
 
-__all__ = ["add_arguments", "resolve_mode", "run"]
+__all__ = ["add_arguments", "add_layers_argument", "layers_of", "resolve_mode", "run"]
 
 
 def resolve_mode(name: str, store: str | None = None, model_id: str | None = None,
@@ -47,11 +50,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N texts")
     parser.add_argument("--batch-size", type=int, default=ENCODE_BATCH, help="texts per forward pass")
+    add_layers_argument(parser)
+
+
+def add_layers_argument(parser: argparse.ArgumentParser) -> None:
+    """``--layers 3-5`` / ``0,2,4-5``: the layers the predictor is applied to (checked by :func:`layers_of`)."""
+    parser.add_argument("--layers", default=None, metavar="LIST",
+                        help="apply the predictor only to these layers, e.g. 3-5 or 0,2,4-5; the others run "
+                             "dense entmax (default: the model config's sparsefinder_layers, else all)")
+
+
+def layers_of(args: argparse.Namespace) -> list[int] | None:
+    """The parsed ``--layers`` value (``None`` when absent), checked against ``--model``'s layer count
+    before the model loads; a bad value raises a one-line error naming ``--layers``."""
+    if args.layers is None:
+        return None
+    return list(check_layers(parse_layers(args.layers, "--layers"), model_info(args.model).num_layers, "--layers"))
 
 
 def run(args: argparse.Namespace) -> int:
     from .encoder import SparseEncoder
 
+    layers = layers_of(args)
     if args.corpus is not None:
         info = check_corpus(args.corpus)
         texts, total = iter_texts(args.corpus), info.texts
@@ -64,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     lines, index = [], 0
     with tqdm(total=total, desc="encode", unit="text") as bar:
         while batch := list(itertools.islice(texts, max(1, args.batch_size))):
-            res = encoder.encode(batch, mode, certified=args.certified, truncate=args.truncate)
+            res = encoder.encode(batch, mode, certified=args.certified, truncate=args.truncate, layers=layers)
             for b in range(len(batch)):
                 lines.append(json.dumps({
                     "index": index, "tokens": res.num_tokens[b], "embedding": res.embeddings[b].tolist(),
@@ -73,5 +93,5 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(batch))
     atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
     print(json.dumps({"out": args.out, "texts": index, "predictor": args.predictor, "certified": args.certified,
-                      "model": encoder.info.id}))
+                      "layers": layers, "model": encoder.info.id}))
     return 0

@@ -4,12 +4,14 @@
 function (:mod:`sparsefinder.attention.hf`); each :meth:`SparseEncoder.encode` call picks the
 mode: a fitted predictor (attention on its predicted pairs, optionally certified exact),
 ``"dense"`` (dense α-entmax, the reference) or ``"softmax"`` (the original model). Embeddings
-are the attention-masked mean of the last hidden states, L2-normalised.
+are the attention-masked mean of the last hidden states, L2-normalised. A ``layers`` choice
+applies the predictor to some layers only (:mod:`sparsefinder.layers`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from torch import Tensor
 from .attention.hf import SPARSE_ENTMAX, SparseAttentionStats
 from .config import DEFAULT_ALPHA
 from .errors import SparsefinderError
+from .layers import CONFIG_KEY, LAYERS_KWARG, check_layers
 from .model import ModelInfo, load_encoder, mean_pool
 from .predictors.base import Predictor
 
@@ -65,6 +68,7 @@ class SparseEncoder:
         self.alpha = alpha
         self.model, self.tokenizer, self.info = load_encoder(model, attn_implementation=SPARSE_ENTMAX,
                                                              device=self.device)
+        check_layers(getattr(self.model.config, CONFIG_KEY, None), self.info.num_layers, f"config {CONFIG_KEY}")
 
     @property
     def model_info(self) -> ModelInfo:
@@ -90,12 +94,16 @@ class SparseEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str], predictor: Predictor | str = "dense", certified: bool = False,
-               truncate: bool = False, keep_attention: bool = False) -> EncodeResult:
+               truncate: bool = False, keep_attention: bool = False,
+               layers: Sequence[int] | None = None) -> EncodeResult:
         """Embed ``texts`` with attention computed by ``predictor`` (a fitted Predictor, ``"dense"`` or ``"softmax"``).
 
         Texts longer than the model's positions raise a :class:`SparsefinderError` unless
-        ``truncate``; ``keep_attention`` also returns every layer's attention output.
+        ``truncate``; ``keep_attention`` also returns every layer's attention output. ``layers``
+        lists the layers the predictor is applied to (the others run dense α-entmax and count
+        sparsity 0); ``None`` means the model config's ``sparsefinder_layers``, else every layer.
         """
+        layers = check_layers(layers, self.info.num_layers, "layers")
         if isinstance(predictor, str) and predictor not in ("dense", "softmax"):
             raise SparsefinderError(f"predictor must be a fitted predictor, 'dense' or 'softmax', got {predictor!r}")
         if certified and isinstance(predictor, str):
@@ -107,7 +115,7 @@ class SparseEncoder:
         stats = SparseAttentionStats(keep_outputs=keep_attention)
         hidden = self.model(**batch, attention_predictor=predictor, attention_certified=certified,
                             attention_input_ids=batch["input_ids"], attention_stats=stats,
-                            entmax_alpha=self.alpha).last_hidden_state
+                            entmax_alpha=self.alpha, **{LAYERS_KWARG: layers}).last_hidden_state
         embeddings = mean_pool(hidden, batch["attention_mask"]).float().cpu()
         layers = sorted(stats.sparsity)
         return EncodeResult(

@@ -18,7 +18,8 @@ async def encode(req: EncodeRequest, engine=Depends(deps.engine), worker=Depends
     """Embed ``texts`` running the model with the chosen predictor's attention pattern."""
     if len(req.texts) > settings.max_texts:
         raise ApiError(422, f"texts: at most {settings.max_texts} texts per request", "texts")
-    out = await worker.run(engine.encode, req.texts, req.predictor, req.certified, req.truncate)
+    out = await worker.run(engine.encode, req.texts, req.predictor, req.certified, req.truncate,
+                           req.layers)
     if out.sparsity:  # labelled by predictor family, so that user-chosen specs cannot grow the label set
         family = req.predictor if req.predictor in REFERENCE_NAMES else engine.predictor(req.predictor).name
         metrics.sparsity.labels(family).observe(sum(out.sparsity) / len(out.sparsity))

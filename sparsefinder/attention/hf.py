@@ -17,7 +17,9 @@ also be ``"dense"`` (dense α-entmax) or ``"softmax"`` (the original model), so 
 model serves every mode. ``attention_input_ids`` ``(B, n)`` reaches lexical predictors
 (``-1`` when absent); an ``attention_stats`` (:class:`SparseAttentionStats`) collects the
 sparsity and added keys of every layer, and the attention output ``(B, n, H, d)`` of each
-layer when created with ``keep_outputs=True`` (for the fidelity report).
+layer when created with ``keep_outputs=True`` (for the fidelity report). ``attention_layers`` (else
+``config.sparsefinder_layers``) limits the predictor to the listed layers; the others run dense
+α-entmax (:mod:`sparsefinder.layers`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..alpha_entmax import entmax
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..inputs import AttentionInputs
+from ..layers import applies_to_layer
 from .attached import attached_certified, attached_predictor
 from .certified import certified_entmax_attention
 from .sparse import sparse_entmax_attention
@@ -137,6 +140,8 @@ def sparse_attention(
     predictor = kwargs.get("attention_predictor") or attached_predictor(module.config) or "dense"
     stats: SparseAttentionStats | None = kwargs.get("attention_stats")
     layer = module.layer_idx
+    if not isinstance(predictor, str) and not applies_to_layer(layer, kwargs, module.config):
+        predictor = "dense"  # a layer outside the ``attention_layers`` choice: dense entmax, nothing skipped
     if isinstance(predictor, str):
         if predictor not in ("dense", "softmax"):
             raise SparsefinderError(f"attention_predictor must be a Predictor, 'dense' or 'softmax', got {predictor!r}")

@@ -102,9 +102,9 @@ def test_config_key_is_the_default(encoder, window, monkeypatch):
 
 def _exported(tmp_path, layers) -> str:
     """The packaged model's folder with ``sparsefinder_layers`` in its config.json (other files linked)."""
-    from sparsefinder.model import default_model_path
+    from sparsefinder.model import packaged_model_path
 
-    src, folder = default_model_path(), tmp_path / "exported"
+    src, folder = packaged_model_path(), tmp_path / "exported"
     folder.mkdir()
     for f in src.iterdir():
         if f.name != "config.json":

@@ -128,6 +128,8 @@ PROJ_RANK_WEIGHT: float = 1.0
 PROJ_QUANTILE_POINTS: int = 1025
 #: Predictors that score all pairs work on chunks of queries with at most this many scores (cache-sized).
 PREDICT_CHUNK_SCORES: int = 1 << 20
+#: Recall target of ``"predictor": "auto"`` when none is given (share of the gold graph kept).
+DEFAULT_RECALL_TARGET: float = 0.99
 #: Most points k-means sees per (layer, head) (a seeded random subset beyond that).
 KMEANS_MAX_POINTS: int = 20_000
 #: Lloyd iterations of k-means.

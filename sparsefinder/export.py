@@ -26,13 +26,13 @@ from typing import Any
 
 from .attention.attached import CONFIG_CERTIFIED, CONFIG_PREDICTOR
 from .config import DEFAULT_ALPHA, MODEL_HELP, get_settings
-from .errors import NotFoundError, SparsefinderError
+from .choice import check_recall, resolve_choice
+from .errors import SparsefinderError
 from .files import atomic_dir, atomic_write_json
-from .predictors.base import Predictor
-from .report import list_reports, load_report
-from .store import ArtifactStore, resolve_predictor
+from .report import load_report
+from .store import ArtifactStore
 
-__all__ = ["add_arguments", "export_model", "knob_for_recall", "run"]
+__all__ = ["add_arguments", "export_model", "run"]
 
 #: Folder (inside the exported model folder) that is the artifact store of its predictor.
 PREDICTOR_DIR = "predictor"
@@ -52,36 +52,9 @@ class _Provenance:
         return self.sequences
 
 
-def knob_for_recall(report: dict, predictor: Predictor, recall: float) -> Any:
-    """Knob value of the sparsest setting of ``predictor`` in ``report`` with mean recall ≥ ``recall``.
-
-    The report entry is the one of the predictor's artifact id, else of its family spec.
-    Raises :class:`SparsefinderError` when the report lacks the predictor or no setting reaches ``recall``.
-    """
-    artifact = getattr(predictor, "artifact_", None)
-    entries = [p for p in report["predictors"] if artifact is not None and p.get("artifact_id") == artifact.id] \
-        or [p for p in report["predictors"] if p["spec"] == predictor.family_spec]
-    if not entries:
-        raise SparsefinderError(f"report {report.get('id')!r} has no curve of {predictor.family_spec!r}")
-    ok = [s for s in entries[0]["settings"] if s["recall"] >= recall and s["knob_value"] is not None]
-    if not ok:
-        best = max(s["recall"] for s in entries[0]["settings"])
-        raise SparsefinderError(f"no setting of {predictor.family_spec!r} reaches recall {recall} in report "
-                                f"{report.get('id')!r} (best {best:.4f})")
-    return max(ok, key=lambda s: s["sparsity"])["knob_value"]
-
-
-def _report_for(model_id: str, report: str | None) -> dict:
-    """The report named by ``report`` (a folder), else the newest one under the settings' reports for ``model_id``."""
-    if report is not None:
-        folder = Path(report)
-        return load_report(folder.parent, folder.name)
-    root = get_settings().reports
-    for summary in list_reports(root):
-        if summary["dataset"]["model_id"] == model_id:
-            return load_report(root, summary["id"])
-    raise NotFoundError(f"no report on model {model_id!r} under {root} to pick the knob from; "
-                        "run 'sparsefinder evaluate' or pass --report")
+def _report_in(folder: str) -> dict:
+    """The report in ``folder``."""
+    return load_report(Path(folder).parent, Path(folder).name)
 
 
 def _sentence_transformers_files(out: Path, hidden_size: int, max_length: int) -> None:
@@ -110,8 +83,7 @@ def export_model(out: str | Path, predictor: str, *, model: str | None = None, s
 
     from .model import load_encoder, model_info
 
-    if recall is not None and not 0 < recall <= 1:
-        raise SparsefinderError(f"--recall must be in (0, 1], got {recall}")
+    recall = check_recall(recall, "--recall")
     if predictor in ("dense", "softmax"):
         raise SparsefinderError("export needs a predictor (an id or a spec); 'dense' and 'softmax' carry none")
     out = Path(out)
@@ -119,10 +91,8 @@ def export_model(out: str | Path, predictor: str, *, model: str | None = None, s
         raise SparsefinderError(f"output folder {out} exists and is not empty; choose another folder")
     info = model_info(model)
     alpha = float(getattr(AutoConfig.from_pretrained(info.path), "entmax_alpha", None) or DEFAULT_ALPHA)
-    fitted = resolve_predictor(predictor, ArtifactStore(store or get_settings().store), model_id=info.id,
-                               alpha=alpha)
-    if recall is not None and fitted.knob is not None:
-        fitted.set_params(**{fitted.knob: knob_for_recall(_report_for(info.id, report), fitted, recall)})
+    fitted = resolve_choice(predictor, ArtifactStore(store or get_settings().store), model_id=info.id, alpha=alpha,
+                            recall=recall, report=_report_in(report) if report else None)
     origin = getattr(fitted, "artifact_", None)
     provenance = _Provenance(
         model_id=info.id, alpha=alpha, max_length=origin.max_length if origin else info.max_positions,

@@ -11,7 +11,8 @@ import torch
 from sparsefinder.attention.attached import attached_certified, attached_predictor
 from sparsefinder.cli import main
 from sparsefinder.errors import SparsefinderError
-from sparsefinder.export import export_model, knob_for_recall
+from sparsefinder.choice import knob_for_recall
+from sparsefinder.export import export_model
 from sparsefinder.model import packaged_model_path
 from sparsefinder.predictors.base import predictor_from_spec
 from sparsefinder.store import ArtifactStore, resolve_predictor
@@ -90,7 +91,7 @@ def test_recall_target_picks_the_sparsest_setting_reaching_it():
 
 @pytest.mark.parametrize("args, message", [
     (["--predictor", "dense"], "carry none"),
-    (["--predictor", "window8", "--recall", "1.5"], "--recall must be in (0, 1]"),
+    (["--predictor", "window8", "--recall", "1.5"], "--recall must be a share of the gold graph in (0, 1]"),
 ])
 def test_export_bad_input_is_a_one_line_error(args, message, tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path / "x"), *args]) == 2

@@ -10,7 +10,10 @@ Every predictor here projects a layer's queries and keys with the per-head maps 
 - ``proj-quant`` (``proj4-quant8``): ``B`` buckets per projected dimension (boundaries at
   fit-data quantiles); a pair is kept when it shares a bucket in at least one dimension;
 - ``proj-kmeans`` (``proj4-kmeans16-top2``): k-means on projected queries and keys together;
-  a query keeps the keys of its ``top`` nearest clusters.
+  a query keeps the keys of its ``top`` nearest clusters;
+- ``proj-threshold`` (``proj24-score-thr0.99``): per-query budgets: keys whose approximate score
+  clears the query's estimated entmax threshold minus a margin calibrated, per (layer, head), to
+  reach the requested recall on fit sequences kept out of training.
 
 Shared spec tokens: ``proj<r>`` the projected dimension, ``score`` the score-approximation
 objective (default: the paper's margin loss), ``shared`` one map for queries and keys,
@@ -493,7 +496,7 @@ class ThresholdPredictor(ProjectionPredictor):
     each query an estimated threshold ``t̃ᵢ`` (:func:`approximate_threshold`), and query ``i`` keeps
     key ``j`` when ``z̃ᵢⱼ − t̃ᵢ ≥ c_h``. The margin ``c_h`` of each (layer, head) is the
     ``1 − recall`` quantile of the slack ``z̃ᵢⱼ − t̃ᵢ`` over the gold edges of fit sequences kept
-    out of training (conformal-style calibration): asking ``recall`` percent keeps that share of
+    out of training (conformal-style calibration): asking ``recall`` (a share in (0, 1]) keeps that share of
     gold edges on data like the fit data. Dense queries get many keys, sharp queries few.
     """
 
@@ -501,19 +504,19 @@ class ThresholdPredictor(ProjectionPredictor):
     spec_key = ("proj", "thr")
     spec_tokens = _tokens({"thr": "recall"})
     knob = "recall"
-    grid = (80, 90, 95, 97, 98, 99, 99.5, 99.9)
+    grid = (0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
     description = "learned projections, per-query threshold with a margin calibrated to a recall target"
     extra_state = ("slack_quantiles", "alpha")
     calibration_share = 0.25
 
-    def __init__(self, *, rank: int = 24, score: bool = True, shared: bool = False, recall: float = 99,
+    def __init__(self, *, rank: int = 24, score: bool = True, shared: bool = False, recall: float = 0.99,
                  window: int = 0, glob: bool = False, epochs: int = 0, seed: int = 0) -> None:
         super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
         self.recall = recall
 
     def _validate_knob(self) -> None:
-        if isinstance(self.recall, bool) or not isinstance(self.recall, (int, float)) or not 0 < self.recall <= 100:
-            raise SparsefinderError(f"{self.name}: recall is a percentage of gold pairs in (0, 100], got {self.recall!r}")
+        if isinstance(self.recall, bool) or not isinstance(self.recall, (int, float)) or not 0 < self.recall <= 1:
+            raise SparsefinderError(f"{self.name}: recall is the share of gold pairs to keep, in (0, 1], got {self.recall!r}")
 
     def approximate_scores(self, qp: Tensor, kp: Tensor, key_ok: Tensor) -> Tensor:
         """``z̃`` ``(…, m, n)`` with ``-inf`` at absent keys."""
@@ -535,8 +538,8 @@ class ThresholdPredictor(ProjectionPredictor):
         del self._grids
 
     def margins(self, layer: int, recall: float) -> Tensor:
-        """Calibrated margin ``c_h`` of each head for ``recall`` percent, shape ``(H,)``."""
-        return _read_grid(self.slack_quantiles_[layer], 1.0 - recall / 100)
+        """Calibrated margin ``c_h`` of each head for a ``recall`` target in (0, 1], shape ``(H,)``."""
+        return _read_grid(self.slack_quantiles_[layer], 1.0 - recall)
 
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
         return self._sweep_projected(layer, qp, kp, lengths, [self.recall])[0]

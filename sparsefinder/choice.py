@@ -16,14 +16,18 @@ from typing import Any
 
 from .config import DEFAULT_RECALL_TARGET, get_settings
 from .errors import NotFoundError, SparsefinderError
+from .evaluation import RECALL_KNOB
 from .predictors.base import Predictor
 from .report import list_reports, load_report
 from .store import ArtifactStore, resolve_predictor
 
-__all__ = ["AUTO", "auto_choice", "check_recall", "knob_for_recall", "newest_report", "resolve_choice"]
+__all__ = ["AUTO", "REFERENCE_MODES", "auto_choice", "check_recall", "knob_for_recall", "newest_report",
+           "resolve_choice", "resolve_mode"]
 
 #: The predictor name that means "the best stored setting for the recall target".
 AUTO = "auto"
+#: Attention modes that are not predictors: dense α-entmax and the original softmax.
+REFERENCE_MODES = ("dense", "softmax")
 
 
 def check_recall(recall: float | None, field: str = "recall") -> float | None:
@@ -96,7 +100,7 @@ def resolve_choice(name: str, store: ArtifactStore | None, *, model_id: str, alp
             predictor.set_params(**{predictor.knob: value})
         return predictor
     predictor = resolve_predictor(name, store, model_id=model_id, alpha=alpha)
-    if recall is not None and predictor.knob == "recall":
+    if recall is not None and predictor.knob == RECALL_KNOB:
         predictor.set_params(recall=recall)
     elif recall is not None and predictor.knob is not None:
         chosen = knob_for_recall(report or newest_report(model_id, reports), predictor, recall)
@@ -104,3 +108,18 @@ def resolve_choice(name: str, store: ArtifactStore | None, *, model_id: str, alp
     elif recall is not None:
         raise SparsefinderError(f"{predictor.spec} has no knob to reach a recall target")
     return predictor
+
+
+def resolve_mode(name: str, store: str | ArtifactStore | None = None, *, model_id: str, alpha: float | None = None,
+                 recall: float | None = None) -> Predictor | str:
+    """An attention mode: ``dense``/``softmax`` as they are, else :func:`resolve_choice` on the store.
+
+    ``store`` is an :class:`ArtifactStore`, a URL, or ``None`` for the settings' store.
+    """
+    if name in REFERENCE_MODES:
+        if recall is not None:
+            raise SparsefinderError(f"a recall target needs a predictor; {name!r} computes every pair")
+        return name
+    if not isinstance(store, ArtifactStore):
+        store = ArtifactStore(store or get_settings().store)
+    return resolve_choice(name, store, model_id=model_id, alpha=alpha, recall=recall)

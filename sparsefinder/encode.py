@@ -1,7 +1,9 @@
 """``sparsefinder encode``: one JSON line per text with its embedding and the sparsity used per layer.
 
-The attention mode is a predictor ID in the artifact store, a predictor spec, ``dense``
-(dense α-entmax) or ``softmax`` (the original model); see :mod:`sparsefinder.encoder`.
+The attention mode is a predictor ID in the artifact store, a predictor spec, ``auto`` (the
+stored setting the newest report shows reaching ``--recall`` at the highest sparsity), ``dense``
+(dense α-entmax) or ``softmax`` (the original model); see :mod:`sparsefinder.encoder` and
+:mod:`sparsefinder.choice`.
 ``--layers 3-5`` applies the predictor to those layers only (:mod:`sparsefinder.layers`).
 """
 
@@ -14,34 +16,25 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import DEFAULT_ALPHA, ENCODE_BATCH, MODEL_HELP, get_settings
+from .choice import resolve_mode
+from .config import DEFAULT_ALPHA, DEFAULT_RECALL_TARGET, ENCODE_BATCH, MODEL_HELP, get_settings
 from .corpus import check_corpus, iter_texts
 from .files import atomic_write_text
 from .layers import check_layers, parse_layers
 from .model import model_info
-from .predictors.base import Predictor
-from .store import ArtifactStore, resolve_predictor
 
-__all__ = ["add_arguments", "add_layers_argument", "layers_of", "resolve_mode", "run"]
-
-
-def resolve_mode(name: str, store: str | None = None, model_id: str | None = None,
-                 alpha: float | None = None) -> Predictor | str:
-    """``dense``/``softmax`` as they are; a stored predictor ID or a spec as a ready :class:`Predictor`.
-
-    IDs and learned specs load from the artifact store (default ``$SPARSEFINDER_STORE``),
-    checked against ``model_id`` and ``alpha``; stateless specs (``window16``) are fitted here.
-    """
-    if name in ("dense", "softmax"):
-        return name
-    return resolve_predictor(name, ArtifactStore(store or get_settings().store), model_id=model_id, alpha=alpha)
+__all__ = ["add_arguments", "add_layers_argument", "layers_of", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", help="plain-text file, one text per non-blank line")
     src.add_argument("--text", action="append", help="a text to encode (repeatable)")
-    parser.add_argument("--predictor", required=True, help="predictor ID or spec, 'dense' or 'softmax'")
+    parser.add_argument("--predictor", required=True,
+                        help="predictor ID or spec, 'auto' (the best stored setting for --recall), 'dense' or 'softmax'")
+    parser.add_argument("--recall", type=float, default=None,
+                        help="share of the gold graph to keep, e.g. 0.99 (sets the predictor's knob; with 'auto' "
+                             f"picks the setting; default for auto {DEFAULT_RECALL_TARGET})")
     parser.add_argument("--certified", action="store_true", help="add the keys the predictor provably missed")
     parser.add_argument("--store", default=None, help="artifact store (default: $SPARSEFINDER_STORE)")
     parser.add_argument("--out", required=True, help="JSON-lines file to write")
@@ -80,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         texts, total = itertools.islice(texts, args.limit), min(total, args.limit)
     encoder = SparseEncoder(args.model, device=get_settings().device, alpha=args.alpha)
-    mode = resolve_mode(args.predictor, args.store, model_id=encoder.info.id, alpha=args.alpha)
+    mode = resolve_mode(args.predictor, args.store, model_id=encoder.info.id, alpha=args.alpha, recall=args.recall)
     lines, index = [], 0
     with tqdm(total=total, desc="encode", unit="text") as bar:
         while batch := list(itertools.islice(texts, max(1, args.batch_size))):
@@ -92,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 index += 1
             bar.update(len(batch))
     atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
-    print(json.dumps({"out": args.out, "texts": index, "predictor": args.predictor, "certified": args.certified,
+    spec = mode if isinstance(mode, str) else mode.spec
+    print(json.dumps({"out": args.out, "texts": index, "predictor": args.predictor, "spec": spec, "certified": args.certified,
                       "layers": layers, "model": encoder.info.id}))
     return 0

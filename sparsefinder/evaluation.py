@@ -27,6 +27,8 @@ __all__ = ["Candidate", "evaluate", "pareto_front", "summarise_curve"]
 
 AVERAGING = "macro: per (layer, head) averaged over sequences; headline numbers are the mean over all (layer, head)"
 RECALL_LEVELS = (0.95, 0.99)
+#: The knob name of predictors calibrated to a recall target: their settings carry ``requested_recall``.
+RECALL_KNOB = "recall"
 
 
 @dataclass
@@ -158,6 +160,8 @@ def _predictor_entry(c: Candidate, sequences: int) -> dict[str, Any]:
             "recall": mean["recall"],
             "sparsity": mean["sparsity"],
             "precision": mean["precision"],
+            "worst_head_recall": float(per_head["recall"].min()),
+            "requested_recall": value if p.knob == RECALL_KNOB else None,
             "predict_seconds_per_sequence": seconds / sequences,
             "per_head": {m: per_head[m].tolist() for m in ("recall", "sparsity", "precision")},
         })

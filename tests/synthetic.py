@@ -64,3 +64,24 @@ def write_dataset(folder, dataset: InMemoryDataset):
                     corpus={"path": "<synthetic>", "sha256": "0" * 64, "bytes": 0, "texts": len(dataset)})
     atomic_write_json(folder / MANIFEST, manifest)
     return GoldDataset(folder)
+
+
+def uneven_group_dataset(sequences: int = 4, sizes: tuple[int, ...] = (1, 2, 3, 5, 8, 13), dim: int = 8,
+                         scale: float = 4.0) -> InMemoryDataset:
+    """Two layers × two heads whose tokens fall into groups of the given, unequal ``sizes``.
+
+    Token ``i`` has query and key ``scale · e_g`` for its group ``g`` (blocks in head 0, interleaved
+    in head 1), so every query's gold support is exactly its group: supports of 1 to 13 keys.
+    """
+    assert len(sizes) <= dim
+    groups = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    n = groups.numel()
+    order = [torch.arange(n), torch.argsort(torch.arange(n) % len(sizes), stable=True).argsort()]
+    x = torch.zeros(2, 2, n, dim)
+    for h in range(2):
+        x[:, h, torch.arange(n), groups[order[h]]] = scale
+    gold = [Pattern.from_dense(support(x[l] @ x[l].transpose(-1, -2) / dim**0.5, 1.5)) for l in range(2)]
+    expected = Pattern.from_dense(torch.stack([groups[order[h]][:, None] == groups[order[h]][None, :] for h in range(2)]))
+    assert all(g == expected for g in gold), "the synthetic gold graph must be exactly the groups"
+    seq = Sequence(torch.arange(n) + 1000, x.half(), x.half(), x.half(), gold)
+    return InMemoryDataset([seq] * sequences, model_id="synthetic-uneven")

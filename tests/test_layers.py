@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sparsefinder.cli import main
-from sparsefinder.encode import resolve_mode
+from sparsefinder.choice import resolve_mode
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.layers import CONFIG_KEY, format_layers, parse_layers

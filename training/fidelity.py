@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from sparsefinder.config import DEFAULT_ALPHA, ENCODE_BATCH, MODEL_HELP, get_settings
 from sparsefinder.corpus import check_corpus, iter_texts
-from sparsefinder.encode import add_layers_argument, layers_of, resolve_mode
+from sparsefinder.choice import resolve_mode
+from sparsefinder.encode import add_layers_argument, layers_of
 from sparsefinder.encoder import EncodeResult, SparseEncoder
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.files import atomic_dir

@@ -1,0 +1,107 @@
+"""The per-query threshold predictor (issue 12): adaptive budgets, calibrated recall, ``auto``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from synthetic import uneven_group_dataset
+
+from sparsefinder.alpha_entmax import support
+from sparsefinder.choice import auto_choice, knob_for_recall, resolve_choice
+from sparsefinder.dataset import InMemoryDataset, Sequence, batch_inputs
+from sparsefinder.errors import SparsefinderError
+from sparsefinder.evaluation import Candidate, evaluate
+from sparsefinder.metrics import compare
+from sparsefinder.pattern import Pattern
+from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.sparsefinder_family import approximate_threshold
+from sparsefinder.store import ArtifactStore
+
+
+def test_adaptive_budget_keeps_exactly_supports_of_varying_size():
+    """Groups of 1, 2, 3, 5, 8 and 13 tokens: each query's support is its group, whatever its size."""
+    data = uneven_group_dataset(sequences=4)
+    predictor = predictor_from_spec("proj8-score-thr1-ep0").fit(data)  # full rank: the scores are exact
+    for seq in data.sequences():
+        for layer in range(2):
+            assert predictor.predict(seq.inputs(layer)) == seq.gold[layer]
+    seq = next(data.sequences())
+    for k in range(1, 14):  # one budget for every query cannot follow supports of 1 to 13 keys
+        fixed = predictor_from_spec(f"proj8-score-knn{k}-ep0").fit(data).predict(seq.inputs(0))
+        m = compare(fixed, seq.gold[0])
+        assert float(m["recall"].min()) < 1.0 or float(m["precision"].min()) < 1.0
+
+
+def _gaussian_dataset(sequences: int, seed: int, n: int = 48, heads: int = 2, dim: int = 8) -> InMemoryDataset:
+    gen = torch.Generator().manual_seed(seed)
+    seqs = []
+    for _ in range(sequences):
+        q, k = (torch.randn(1, heads, n, dim, generator=gen) * 1.6 for _ in range(2))
+        gold = [Pattern.from_dense(support(q[0] @ k[0].transpose(-1, -2) / dim**0.5, 1.5))]
+        seqs.append(Sequence(torch.arange(n), q.half(), k.half(), k.half(), gold))
+    return InMemoryDataset(seqs)
+
+
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.95])
+def test_calibration_reaches_the_requested_recall_on_new_data(target):
+    """Rank-3 maps of 8-dimensional heads: noisy scores whose slack the held-aside fit data calibrates."""
+    fit, test = _gaussian_dataset(24, seed=0), _gaussian_dataset(24, seed=1)
+    predictor = predictor_from_spec(f"proj3-score-thr{target}-ep0").fit(fit)
+    report = evaluate(test, [Candidate(predictor)], progress=False)
+    setting = report["predictors"][0]["settings"][0]
+    assert setting["requested_recall"] == target
+    assert abs(setting["recall"] - target) <= 0.03
+    assert setting["sparsity"] > 0.3  # noisy, yet far from keeping everything
+
+
+def test_approximate_threshold_is_the_entmax_threshold():
+    scores = torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(2)) * 3
+    scores[0, 0, 10:] = float("-inf")  # absent keys
+    t = approximate_threshold(scores, 1.5)
+    assert torch.equal(scores > t, support(scores, 1.5))
+
+
+def test_sweep_equals_one_prediction_per_target_and_batches_equal_sequences():
+    data = _gaussian_dataset(8, seed=3)
+    predictor = predictor_from_spec("proj4-score-thr-ep0").fit(data)
+    seqs = list(data.sequences())[:2]
+    inputs, _ = batch_inputs([seqs[0], Sequence(seqs[1].input_ids[:30], seqs[1].queries[:, :, :30],
+                                                seqs[1].keys[:, :, :30], seqs[1].values[:, :, :30], seqs[1].gold)], 0)
+    targets = [0.8, 0.95, 0.999]
+    swept = predictor.predict_sweep(inputs, targets)
+    for target, pattern in zip(targets, swept):
+        predictor.set_params(recall=target)
+        assert pattern == predictor.predict(inputs)
+        assert pattern.sequence(1) == predictor.predict(batch_inputs([inputs_seq(seqs[1], 30)], 0)[0])
+    assert [p.nnz for p in swept] == sorted(p.nnz for p in swept)  # a higher target keeps more
+
+
+def inputs_seq(seq: Sequence, n: int) -> Sequence:
+    return Sequence(seq.input_ids[:n], seq.queries[:, :, :n], seq.keys[:, :, :n], seq.values[:, :, :n], seq.gold)
+
+
+def test_auto_and_recall_resolve_to_the_setting_the_report_says(tmp_path):
+    data = _gaussian_dataset(8, seed=4)
+    store = ArtifactStore(str(tmp_path / "store"))
+    knn = predictor_from_spec("proj4-score-knn4-ep0").fit(data)
+    thr = predictor_from_spec("proj4-score-thr-ep0").fit(data)
+    ids = {name: store.save(p, dataset=data, fit_seconds=0.0).id for name, p in (("knn", knn), ("thr", thr))}
+    report = {"id": "r", "predictors": [
+        {"spec": "oracle-topk", "artifact_id": None, "reference": True, "settings": [
+            {"knob_value": 4, "recall": 1.0, "sparsity": 0.99}]},
+        {"spec": knn.family_spec, "artifact_id": ids["knn"], "settings": [
+            {"knob_value": 8, "recall": 0.96, "sparsity": 0.80}, {"knob_value": 16, "recall": 0.995, "sparsity": 0.6}]},
+        {"spec": thr.family_spec, "artifact_id": ids["thr"], "settings": [
+            {"knob_value": 0.95, "recall": 0.951, "sparsity": 0.85}, {"knob_value": 0.99, "recall": 0.991, "sparsity": 0.7}]},
+    ]}
+    assert auto_choice(report, 0.99) == (ids["thr"], 0.99)
+    assert auto_choice(report, 0.95) == (ids["thr"], 0.95)
+    chosen = resolve_choice("auto", store, model_id="in-memory", recall=0.95, report=report)
+    assert chosen.artifact_.id == ids["thr"] and chosen.recall == 0.95
+    assert knob_for_recall(report, store.load(ids["knn"]), 0.99) == 16
+    assert resolve_choice(ids["knn"], store, model_id="in-memory", recall=0.95, report=report).k == 8
+    assert resolve_choice(ids["thr"], store, model_id="in-memory", recall=0.9).recall == 0.9  # calibrated: as asked
+    with pytest.raises(SparsefinderError, match="in \\(0, 1\\]"):
+        resolve_choice("auto", store, model_id="in-memory", recall=1.5, report=report)
+    with pytest.raises(SparsefinderError, match="no stored predictor reaches recall 0.999"):
+        resolve_choice("auto", store, model_id="in-memory", recall=0.999, report=report)

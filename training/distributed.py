@@ -14,7 +14,8 @@
   of ``SHARD_SEQUENCES`` sequences go to encoder actors (one model replica per actor) that
   write each shard through fsspec, atomically, into the dataset's temporary folder. The
   groups and the encoder batches inside them are those of the local engine, so the shards
-  are the same.
+  are the same. Ray Data restarts a dead actor and reruns its call (its default for actor
+  pools); a rerun rewrites the same shard under the same name.
 
 Nothing here imports Ray at module level; the local engine takes the plain paths.
 """
@@ -25,6 +26,7 @@ import copy
 import functools
 import datetime as dt
 import json
+import logging
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -251,6 +253,7 @@ def extract_shards(engine: Engine, corpus: str | Path, folder: Path, *, model: s
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     model_path = model_info(model).path
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     stream = pack_token_ids(_token_stream(ray, absolute(corpus), model_path), tokenizer.cls_token_id,
@@ -260,8 +263,8 @@ def extract_shards(engine: Engine, corpus: str | Path, folder: Path, *, model: s
     encoder_args = {"model": None if model is None else absolute(model), "alpha": alpha,
                     "folder": absolute(folder), "batch_size": batch_size}
     shards = ray.data.from_items(groups).map_batches(
-        _ShardEncoder, fn_constructor_kwargs=encoder_args, batch_size=1, concurrency=min(engine.workers(), len(groups)),
-        num_cpus=1, max_restarts=engine.max_retries, max_task_retries=engine.max_retries)
+        _ShardEncoder, fn_constructor_kwargs=encoder_args, batch_size=1, num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=min(engine.workers(), len(groups))))
     results = []
     with tqdm(total=sum(len(json.loads(g["ids"])) for g in groups), unit="seq",
               desc=f"extract {Path(corpus).name} (ray)", disable=not progress) as bar:

@@ -249,6 +249,9 @@ def extract_shards(engine: Engine, corpus: str | Path, folder: Path, *, model: s
     from ..corpus import pack_token_ids
     from ..model import model_info
 
+    if SHARD_SEQUENCES % batch_size:
+        raise SparsefinderError(f"the Ray engine needs the extraction batch ({batch_size}) to divide the shard size "
+                                f"({SHARD_SEQUENCES}), so that it encodes the same batches as the local engine")
     ray = engine.connect()
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True

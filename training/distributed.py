@@ -259,10 +259,13 @@ def extract_shards(engine: Engine, corpus: str | Path, folder: Path, *, model: s
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     model_path = model_info(model).path
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    stream = pack_token_ids(_token_stream(ray, absolute(corpus), model_path), tokenizer.cls_token_id,
-                            tokenizer.sep_token_id, max_length)
-    groups = [{"index": i, "ids": json.dumps(group)}
-              for i, group in enumerate(_chunks(islice(stream, limit), SHARD_SEQUENCES))]
+    tokens = _token_stream(ray, absolute(corpus), model_path)
+    try:  # with a limit, the rest of the corpus is not tokenized: closing the stream stops its Ray Data job
+        stream = pack_token_ids(tokens, tokenizer.cls_token_id, tokenizer.sep_token_id, max_length)
+        groups = [{"index": i, "ids": json.dumps(group)}
+                  for i, group in enumerate(_chunks(islice(stream, limit), SHARD_SEQUENCES))]
+    finally:
+        tokens.close()
     encoder_args = {"model": None if model is None else absolute(model), "alpha": alpha,
                     "folder": absolute(folder), "batch_size": batch_size}
     shards = ray.data.from_items(groups).map_batches(

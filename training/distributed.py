@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
@@ -44,6 +44,9 @@ from ..errors import SparsefinderError
 from ..evaluation import Candidate, evaluate, pareto_front, summarise_curve
 from ..store import ArtifactInfo
 from .engine import Engine, absolute
+
+if TYPE_CHECKING:
+    from .extract import ExtractTotals
 
 __all__ = ["SequenceRange", "evaluate_sharded", "extract_shards", "fit_all", "merge_reports", "sequence_ranges"]
 
@@ -194,7 +197,7 @@ class _ShardEncoder:
         from ..model import load_encoder
 
         self.encoder = load_encoder(model, attn_implementation=DENSE_ENTMAX)[0]
-        self.alpha, self.folder, self.batch_size = alpha, folder, batch_size
+        self.alpha, self.batch_size = alpha, batch_size
         self.fs, self.root = fsspec.core.url_to_fs(folder)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -237,11 +240,10 @@ def _token_stream(ray: Any, corpus: str, model_path: str) -> Iterator[list[int]]
 
 
 def extract_shards(engine: Engine, corpus: str | Path, folder: Path, *, model: str | Path | None, max_length: int,
-                   alpha: float, limit: int | None, batch_size: int, totals: Any, progress: bool) -> list[dict]:
+                   alpha: float, limit: int | None, batch_size: int, totals: ExtractTotals, progress: bool) -> list[dict]:
     """Encode the corpus on Ray and write its shards into ``folder``; returns the shard entries in order.
 
-    ``totals`` (an :class:`~sparsefinder.training.extract.ExtractTotals`) gets every sequence in
-    corpus order, as the local engine adds them.
+    ``totals`` gets every sequence in corpus order, as the local engine adds them.
     """
     from transformers import AutoTokenizer
     from tqdm.auto import tqdm

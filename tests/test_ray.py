@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sparsefinder.errors import SparsefinderError
 from sparsefinder.evaluation import Candidate, evaluate
 from sparsefinder.store import ArtifactStore
 from sparsefinder.training import distributed
@@ -176,6 +177,26 @@ def test_a_killed_task_is_retried_and_the_report_is_complete(cluster, small, sto
     assert marker.is_file()  # a worker did die
     assert merged["dataset"]["sequences"] == len(small)
     _assert_same_figures(merged, local)
+
+
+def _refuse(name: str) -> None:
+    raise SparsefinderError(f"no such thing: {name}")
+
+
+def test_a_user_error_in_a_task_reaches_the_driver_as_is(cluster):
+    with pytest.raises(SparsefinderError, match="^no such thing: b$"):
+        cluster.map(_refuse, [("b",)], desc="refuse", progress=False)
+
+
+def test_fit_command_on_ray_prints_one_artifact_per_spec(cluster, small, store, tmp_path, capsys):
+    from sparsefinder.cli import main
+
+    code = main(["fit", "--data", str(small.folder), "--predictor", "pruning", "routing", "--store",
+                 str(tmp_path / "store"), "--quiet", "--engine", "ray"])
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    local = {i.spec: i.id for i in store.list()}
+    assert [(r["spec"], r["id"]) for r in lines] == [("pruning", local["pruning"]), ("routing", local["routing"])]
 
 
 def test_ray_address_without_ray_engine_is_a_user_error(capsys, small, tmp_path):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -197,6 +199,28 @@ def test_fit_command_on_ray_prints_one_artifact_per_spec(cluster, small, store, 
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     local = {i.spec: i.id for i in store.list()}
     assert [(r["spec"], r["id"]) for r in lines] == [("pruning", local["pruning"]), ("routing", local["routing"])]
+
+
+def test_a_killed_driver_leaves_no_dataset_under_its_name(cluster, tiny_corpus, tmp_path):
+    corpus = tmp_path / "longer.txt"
+    corpus.write_text(tiny_corpus.read_text() * 100)  # about 14 shards of 32 sequences at L = 16
+    out = tmp_path / "data"
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-m", "sparsefinder.cli", "extract", "--corpus", str(corpus),
+                             "--out", str(out), "--max-length", "16", "--engine", "ray", "--ray-address", address],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TQDM_DISABLE="1"))
+    deadline = time.monotonic() + 180
+    try:
+        while not list(tmp_path.glob(".data.tmp-*/shard-*.safetensors")):  # a shard is written: kill the driver
+            assert proc.poll() is None, "the extraction ended before it wrote a shard"
+            assert time.monotonic() < deadline, "no shard written in 180 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists()  # nothing under the final name; only the hidden temporary folder
+    assert [p.name.split(".tmp-")[0] for p in tmp_path.iterdir() if p.name.startswith(".")] == [".data"]
 
 
 def test_ray_address_without_ray_engine_is_a_user_error(capsys, small, tmp_path):

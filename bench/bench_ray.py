@@ -29,10 +29,11 @@ EVAL_SPECS = ["window", "oracle-topk", "random", "pruning", "routing", "dam", "p
 
 def one(engine_name: str, corpus: str, sequences: int, max_length: int) -> dict:
     from sparsefinder.store import ArtifactStore
-    from sparsefinder.training.distributed import evaluate_sharded, fit_all
+    from sparsefinder.training.distributed import evaluate_sharded
     from sparsefinder.training.engine import Engine
     from sparsefinder.training.evaluate import build_candidates
     from sparsefinder.training.extract import extract
+    from sparsefinder.training.fit import fit_all
 
     row: dict = {"engine": engine_name, "sequences": sequences, "L": max_length,
                  "threads_per_worker": int(os.environ.get("OMP_NUM_THREADS", "0")) or None}

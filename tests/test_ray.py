@@ -23,7 +23,8 @@ from sparsefinder.evaluation import Candidate, evaluate
 from sparsefinder.store import ArtifactStore
 from sparsefinder.training import distributed
 from sparsefinder.training import extract as extract_module
-from sparsefinder.training.distributed import SequenceRange, evaluate_sharded, fit_all, merge_reports
+from sparsefinder.training.distributed import SequenceRange, evaluate_sharded, merge_reports
+from sparsefinder.training.fit import fit_all
 from sparsefinder.training.engine import Engine
 from sparsefinder.training.evaluate import build_candidates
 from sparsefinder.training.extract import extract
@@ -208,7 +209,8 @@ def test_a_killed_driver_leaves_no_dataset_under_its_name(cluster, tiny_corpus, 
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen([sys.executable, "-m", "sparsefinder.cli", "extract", "--corpus", str(corpus),
                              "--out", str(out), "--max-length", "16", "--engine", "ray", "--ray-address", address],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TQDM_DISABLE="1"))
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, TQDM_DISABLE="1"))
     deadline = time.monotonic() + 180
     try:
         while not list(tmp_path.glob(".data.tmp-*/shard-*.safetensors")):  # a shard is written: kill the driver

@@ -6,8 +6,6 @@
   numbers are macro averages over sequences, so they merge as sequence-weighted means;
   headline numbers, Pareto fronts and summaries are recomputed from the merged values,
   prediction times are summed.
-- Fitting: :func:`fit_all`, one task per predictor spec (each saves into the store, whose
-  artifact ids depend on content only).
 - Extraction with Ray Data (:func:`extract_shards`): the corpus is read and tokenized by
   ``read_text`` → ``map_batches``; the token stream is packed into sequences on the driver
   (packing carries text over sequence boundaries, so it is sequential, and cheap); groups
@@ -23,8 +21,8 @@ Nothing here imports Ray at module level; the local engine takes the plain paths
 from __future__ import annotations
 
 import copy
-import functools
 import datetime as dt
+import functools
 import json
 import logging
 import tempfile
@@ -32,23 +30,26 @@ import uuid
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fsspec
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
+from ..attention.hf import DENSE_ENTMAX
+from ..capture import capture
 from ..config import DISTRIBUTED_EVAL_SEQUENCES, DISTRIBUTED_TOKENIZE_LINES, SHARD_SEQUENCES
+from ..corpus import pack_token_ids
 from ..dataset import MANIFEST, GoldDataset, ShardWriter
 from ..errors import SparsefinderError
 from ..evaluation import Candidate, evaluate, pareto_front, summarise_curve
-from ..store import ArtifactInfo
+from ..model import load_encoder, model_info
 from .engine import Engine, absolute
+from .extract import ExtractTotals, sequence_sparsity
 
-if TYPE_CHECKING:
-    from .extract import ExtractTotals
-
-__all__ = ["SequenceRange", "evaluate_sharded", "extract_shards", "fit_all", "merge_reports", "sequence_ranges"]
+__all__ = ["SequenceRange", "evaluate_sharded", "extract_shards", "merge_reports", "sequence_ranges"]
 
 SETTING_METRICS = ("recall", "sparsity", "precision")
 
@@ -154,17 +155,6 @@ def evaluate_sharded(engine: Engine, dataset: GoldDataset, candidates: list[Cand
     return report
 
 
-# ------------------------------------------------------------------------------------ fitting
-def fit_all(engine: Engine, data: str | Path, specs: list[str], store: str, *, limit: int | None = None,
-            progress: bool = True) -> list[ArtifactInfo]:
-    """Fit every spec on the dataset folder ``data`` into ``store``: one call (a Ray task) per spec."""
-    from .fit import fit
-
-    local = not engine.is_ray
-    calls = [(absolute(data), spec, absolute(store), limit, progress and local) for spec in specs]
-    return engine.map(fit, calls, desc="fit", progress=progress and not local, unit="predictor")
-
-
 # ------------------------------------------------------------------------------------ extraction
 def _chunks(items: Iterator[Any] | list[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive lists of ``size`` items (the last may be shorter)."""
@@ -184,8 +174,6 @@ def _tokenize(batch: dict[str, np.ndarray], model_path: str) -> dict[str, np.nda
 @functools.cache
 def _tokenizer(model_path: str) -> Any:
     """The model's tokenizer, loaded once per worker process."""
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(model_path)
 
 
@@ -193,17 +181,11 @@ class _ShardEncoder:
     """Ray Data actor: one encoder replica; encodes a group of sequences and writes it as one shard."""
 
     def __init__(self, model: str | None, alpha: float, folder: str, batch_size: int) -> None:
-        from ..attention.hf import DENSE_ENTMAX
-        from ..model import load_encoder
-
         self.encoder = load_encoder(model, attn_implementation=DENSE_ENTMAX)[0]
         self.alpha, self.batch_size = alpha, batch_size
         self.fs, self.root = fsspec.core.url_to_fs(folder)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..capture import capture
-        from .extract import sequence_sparsity
-
         out = []
         for index, ids in zip(batch["index"], batch["ids"]):
             sequences = json.loads(ids)
@@ -240,17 +222,12 @@ def _token_stream(ray: Any, corpus: str, model_path: str) -> Iterator[list[int]]
 
 
 def extract_shards(engine: Engine, corpus: str | Path, folder: Path, *, model: str | Path | None, max_length: int,
-                   alpha: float, limit: int | None, batch_size: int, totals: ExtractTotals, progress: bool) -> list[dict]:
+                   alpha: float, limit: int | None, batch_size: int, totals: ExtractTotals,
+                   progress: bool) -> list[dict]:
     """Encode the corpus on Ray and write its shards into ``folder``; returns the shard entries in order.
 
     ``totals`` gets every sequence in corpus order, as the local engine adds them.
     """
-    from transformers import AutoTokenizer
-    from tqdm.auto import tqdm
-
-    from ..corpus import pack_token_ids
-    from ..model import model_info
-
     if SHARD_SEQUENCES % batch_size:
         raise SparsefinderError(f"the Ray engine needs the extraction batch ({batch_size}) to divide the shard size "
                                 f"({SHARD_SEQUENCES}), so that it encodes the same batches as the local engine")

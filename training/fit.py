@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import time
+from pathlib import Path
 
 from ..config import get_settings
 from ..dataset import GoldDataset
@@ -13,10 +14,9 @@ from ..errors import SparsefinderError
 from ..predictors.base import predictor_from_spec
 from ..store import ArtifactInfo, ArtifactStore
 from . import engine as engines
-from .distributed import fit_all
-from .engine import Engine
+from .engine import Engine, absolute
 
-__all__ = ["add_arguments", "fit", "run"]
+__all__ = ["add_arguments", "fit", "fit_all", "run"]
 
 
 def fit(data: str, predictor: str, store: str | None = None, limit: int | None = None,
@@ -35,6 +35,17 @@ def fit(data: str, predictor: str, store: str | None = None, limit: int | None =
     metrics = model.fit_metrics() if hasattr(model, "fit_metrics") else {}
     target = ArtifactStore(store or get_settings().store)
     return target.save(model, dataset=dataset, fit_seconds=seconds, fit_metrics=metrics)
+
+
+def fit_all(engine: Engine, data: str | Path, specs: list[str], store: str, *, limit: int | None = None,
+            progress: bool = True) -> list[ArtifactInfo]:
+    """Fit every spec on the dataset folder ``data`` into ``store``: one call (a Ray task) per spec.
+
+    Artifact ids are content hashes, so both engines store the same artifacts.
+    """
+    local = not engine.is_ray
+    calls = [(absolute(data), spec, absolute(store), limit, progress and local) for spec in specs]
+    return engine.map(fit, calls, desc="fit", progress=progress and not local, unit="predictor")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

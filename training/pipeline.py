@@ -24,9 +24,10 @@ from ..report import write_report
 from ..store import ArtifactStore
 from .adapt import adapt
 from . import engine as engines
-from .distributed import evaluate_sharded, fit_all
+from .distributed import evaluate_sharded
 from .engine import Engine
 from .evaluate import build_candidates, dataset_for_corpus
+from .fit import fit_all
 
 __all__ = ["add_arguments", "pipeline", "run"]
 

@@ -152,5 +152,7 @@ DAM_LEARNING_RATE: float = 0.1
 DISTRIBUTED_EVAL_SEQUENCES: int = 4
 #: Times a Ray task (or encoder actor call) is retried after its worker died.
 DISTRIBUTED_MAX_RETRIES: int = 3
+#: Seconds to wait for a TCP connection to ``--ray-address`` before giving up with a user error.
+DISTRIBUTED_CONNECT_TIMEOUT: float = 10.0
 #: Corpus lines per Ray Data tokenization batch.
 DISTRIBUTED_TOKENIZE_LINES: int = 256

@@ -234,6 +234,19 @@ def test_ray_address_without_ray_engine_is_a_user_error(capsys, small, tmp_path)
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("address", "message"), [
+    ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1"),
+    ("nonsense", "--ray-address must be host:port, ray://host:port or auto"),
+])
+def test_an_unreachable_ray_address_is_a_quick_user_error(cluster, capsys, small, tmp_path, address, message):
+    from sparsefinder.cli import main
+
+    code = main(["evaluate", "--data", str(small.folder), "--predictors", "window", "--out", str(tmp_path / "r"),
+                 "--engine", "ray", "--ray-address", address])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_library_and_local_engine_work_without_ray(tiny_corpus, tmp_path):
     script = textwrap.dedent(f"""
         import sys

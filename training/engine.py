@@ -16,6 +16,7 @@ a result.
 from __future__ import annotations
 
 import argparse
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..config import DISTRIBUTED_MAX_RETRIES
+from ..config import DISTRIBUTED_CONNECT_TIMEOUT, DISTRIBUTED_MAX_RETRIES
 from ..errors import SparsefinderError
 
 __all__ = ["ENGINES", "Engine", "absolute", "add_arguments"]
@@ -45,6 +46,19 @@ def absolute(location: str | Path) -> str:
     """``location`` as workers on other machines or in other folders see it: URLs as given, paths absolute."""
     text = str(location)
     return text if "://" in text else str(Path(text).resolve())
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on an address nothing listens at (``ray.init`` would wait for minutes)."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise SparsefinderError(f"--ray-address must be host:port, ray://host:port or auto, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=DISTRIBUTED_CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise SparsefinderError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,8 @@ class Engine:
             import ray
         except ImportError:
             raise SparsefinderError("--engine ray needs Ray: pip install 'sparsefinder[distributed]'") from None
+        if self.address is not None:
+            _check_reachable(self.address)
         if not ray.is_initialized():
             try:
                 ray.init(address=self.address, include_dashboard=False, logging_level="WARNING")

@@ -7,6 +7,8 @@ fit the configured learned predictors into the store (skipping families already 
 for the same model and α), evaluate every stored predictor and every baseline on the
 evaluation corpus, and write the report. Every step is cached, so a second run only
 redoes what changed. With ``--serve`` the service starts afterwards on the results and model.
+With ``--engine ray`` the extractions, fits and the evaluation run on Ray (the one-off
+adaptation stays in this process); the results are the local engine's.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from ..config import (ADAPTED_MODEL_NAME, DEFAULT_MAX_LENGTH, PIPELINE_EVAL_SEQU
 from ..predictors.base import predictor_from_spec
 from ..report import write_report
 from ..store import ArtifactStore
-from .adapt import adapt
 from . import engine as engines
+from .adapt import adapt
 from .distributed import evaluate_sharded
 from .engine import Engine
 from .evaluate import build_candidates, dataset_for_corpus

@@ -158,3 +158,13 @@ ROUTING_DECAY: float = 0.5
 #: Adam steps and learning rate of SparseBERT's mask logits (full batch on position counts).
 DAM_STEPS: int = 300
 DAM_LEARNING_RATE: float = 0.1
+
+# ---------------------------------------------------------------- the Ray engine (`--engine ray`, issue 16)
+#: Sequences per Ray evaluation task (each task evaluates every candidate on its range of sequences).
+DISTRIBUTED_EVAL_SEQUENCES: int = 4
+#: Times a Ray task (or encoder actor call) is retried after its worker died.
+DISTRIBUTED_MAX_RETRIES: int = 3
+#: Seconds to wait for a TCP connection to ``--ray-address`` before giving up with a user error.
+DISTRIBUTED_CONNECT_TIMEOUT: float = 10.0
+#: Corpus lines per Ray Data tokenization batch.
+DISTRIBUTED_TOKENIZE_LINES: int = 256

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .errors import NotFoundError, SparsefinderError
 
-__all__ = ["CorpusInfo", "check_corpus", "iter_texts", "pack_sequences"]
+__all__ = ["CorpusInfo", "check_corpus", "iter_texts", "pack_sequences", "pack_token_ids", "tokenize_texts"]
 
 _CHUNK = 1 << 20
 _TOKENIZE_BATCH = 256
@@ -84,27 +84,32 @@ def iter_texts(path: str | Path) -> Iterator[str]:
 
 def pack_sequences(texts: Iterator[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> Iterator[list[int]]:
     """Token-id sequences of at most ``max_length`` (special tokens included) covering all of ``texts``."""
-    if max_length < 3:
-        raise SparsefinderError(f"max length must be at least 3 tokens, got {max_length}")
-    room = max_length - 2
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    buffer: list[int] = []
+    return pack_token_ids(tokenize_texts(texts, tokenizer), tokenizer.cls_token_id, tokenizer.sep_token_id,
+                          max_length)
+
+
+def tokenize_texts(texts: Iterator[str], tokenizer: PreTrainedTokenizerBase) -> Iterator[list[int]]:
+    """Token ids of each text, no special tokens (texts tokenized in batches, each on its own)."""
     batch: list[str] = []
-
-    def drain(final: bool) -> Iterator[list[int]]:
-        nonlocal buffer
-        while len(buffer) >= room or (final and buffer):
-            yield [cls_id, *buffer[:room], sep_id]
-            buffer = buffer[room:]
-
     for text in texts:
         batch.append(text)
         if len(batch) == _TOKENIZE_BATCH:
-            for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
-                buffer.extend(ids)
+            yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
             batch = []
-            yield from drain(final=False)
     if batch:
-        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
-            buffer.extend(ids)
-    yield from drain(final=True)
+        yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
+
+
+def pack_token_ids(token_ids: Iterator[list[int]], cls_id: int, sep_id: int, max_length: int) -> Iterator[list[int]]:
+    """Concatenate the texts' token ids and cut them into ``[CLS] … [SEP]`` sequences of at most ``max_length``."""
+    if max_length < 3:
+        raise SparsefinderError(f"max length must be at least 3 tokens, got {max_length}")
+    room = max_length - 2
+    buffer: list[int] = []
+    for ids in token_ids:
+        buffer.extend(ids)
+        while len(buffer) >= room:
+            yield [cls_id, *buffer[:room], sep_id]
+            buffer = buffer[room:]
+    if buffer:
+        yield [cls_id, *buffer, sep_id]

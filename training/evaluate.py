@@ -21,24 +21,27 @@ from ..config import DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, MODEL_HELP, get_settings
 from ..corpus import check_corpus
 from ..dataset import GoldDataset
 from ..errors import NotFoundError, SparsefinderError
-from ..evaluation import Candidate, evaluate
+from ..evaluation import Candidate
 from ..model import model_info
 from ..predictors.base import available_predictors, predictor_from_spec, sweep_values
 from ..report import write_report
 from ..store import ArtifactStore, resolve_predictor
+from . import engine as engines
+from .distributed import evaluate_sharded
+from .engine import Engine
 from .extract import extract
 
 __all__ = ["add_arguments", "build_candidates", "dataset_for_corpus", "run"]
 
 
 def dataset_for_corpus(corpus: str | Path, *, model: str | None, max_length: int, alpha: float,
-                       limit: int | None) -> GoldDataset:
+                       limit: int | None, engine: Engine | None = None) -> GoldDataset:
     """Extract ``corpus`` into the work folder (cached by corpus content, model, α, L and limit)."""
     sha = check_corpus(corpus).sha256
     info = model_info(model)
     name = f"{Path(corpus).stem}-{sha[:12]}-{info.id.split('@')[-1]}-L{max_length}-a{alpha:g}-n{limit or 'all'}"
     return extract(corpus, get_settings().work_dir / "datasets" / name, model=model, max_length=max_length,
-                   alpha=alpha, limit=limit)
+                   alpha=alpha, limit=limit, engine=engine)
 
 
 def check_compatible(fit: GoldDataset, data: GoldDataset) -> None:
@@ -105,22 +108,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help=f"with --corpus: {MODEL_HELP}")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="L, with --corpus")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha, with --corpus")
+    engines.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise SparsefinderError(f"--limit must be at least 1, got {args.limit}")
+    engine = Engine.from_args(args)
     if args.data:
         data = GoldDataset(args.data)
     else:
         data = dataset_for_corpus(args.corpus, model=args.model, max_length=args.max_length, alpha=args.alpha,
-                                  limit=args.limit)
+                                  limit=args.limit, engine=engine)
     fit_data = GoldDataset(args.fit_data, limit=args.fit_limit) if args.fit_data else None
     if fit_data is not None:
         check_compatible(fit_data, data)
     store = ArtifactStore(args.store or get_settings().store)
     candidates = build_candidates(args.predictors, data, store=store, fit_data=fit_data)
-    report = evaluate(data, candidates, limit=args.limit)
+    report = evaluate_sharded(engine, data, candidates, limit=args.limit)
     out = write_report(report, args.out)
     tqdm.write(f"report written to {out}")
     print(json.dumps({p["spec"]: p["summary"] for p in report["predictors"]}, indent=1))

@@ -12,24 +12,28 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import __version__
 from ..alpha_entmax import check_alpha
 from ..attention.hf import DENSE_ENTMAX
 from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, MODEL_HELP, SHARD_SEQUENCES
-from ..corpus import check_corpus, iter_texts, pack_sequences
+from ..corpus import CorpusInfo, check_corpus, iter_texts, pack_sequences
 from ..capture import capture
-from ..dataset import MANIFEST, GoldDataset, ShardWriter
+from ..dataset import MANIFEST, GoldDataset, Sequence, ShardWriter
 from ..errors import ConflictError, SparsefinderError
 from ..files import atomic_dir, atomic_write_json
 from ..model import ModelInfo, load_encoder, model_info
+from . import engine as engines
+from .engine import Engine
 
-__all__ = ["add_arguments", "extract", "run"]
+__all__ = ["ExtractTotals", "add_arguments", "extract", "run", "sequence_sparsity"]
 
 
 def _dataset_key(info: ModelInfo, corpus_sha: str, alpha: float, max_length: int, limit: int | None) -> dict:
@@ -50,6 +54,74 @@ def _existing_key(out: Path) -> dict | None:
     return GoldDataset(out).manifest["key"]
 
 
+@dataclass
+class ExtractTotals:
+    """Running totals of an extraction, added sequence by sequence in corpus order.
+
+    Attributes
+    ----------
+    gold_sparsity : Tensor, float64, shape (layers, H)
+        Sum over sequences of each sequence's gold sparsity per (layer, head).
+    """
+
+    gold_sparsity: Tensor
+    sequences: int = 0
+    tokens: int = 0
+
+    def add(self, sparsity: Tensor, tokens: int) -> None:
+        """Add one sequence: its gold sparsity (layers, H) and its length."""
+        self.gold_sparsity += sparsity
+        self.sequences += 1
+        self.tokens += tokens
+
+
+def sequence_sparsity(seq: Sequence) -> Tensor:
+    """Gold sparsity of one sequence per (layer, head), shape (layers, H)."""
+    return torch.stack([g.sparsity()[0] for g in seq.gold])
+
+
+def _extract_shards(corpus: str | Path, folder: Path, *, model: str | Path | None, max_length: int, alpha: float,
+                    limit: int | None, batch_size: int, totals: ExtractTotals, progress: bool) -> list[dict]:
+    """Encode the corpus in this process and write its shards into ``folder``; returns the shard entries."""
+    encoder, tokenizer, _ = load_encoder(model, attn_implementation=DENSE_ENTMAX)
+    sequences = pack_sequences(iter_texts(corpus), tokenizer, max_length)
+    if limit is not None:
+        sequences = islice(sequences, limit)
+    writer = ShardWriter(folder, SHARD_SEQUENCES)
+    with tqdm(total=limit, unit="seq", desc=f"extract {Path(corpus).name}", disable=not progress) as bar:
+        while batch := list(islice(sequences, batch_size)):
+            for seq in capture(encoder, batch, alpha):
+                writer.add(seq)
+                totals.add(sequence_sparsity(seq), seq.length)
+            bar.update(len(batch))
+    writer.flush()
+    return writer.shards
+
+
+def _manifest(key: dict, info: ModelInfo, corpus: str | Path, corpus_info: CorpusInfo, alpha: float,
+              max_length: int, limit: int | None, shards: list[dict], totals: ExtractTotals) -> dict:
+    """The dataset's ``manifest.json`` once every shard is written (the same for both engines)."""
+    return {
+        "format": 1,
+        "key": key,
+        "model": info.to_dict(),
+        "corpus": {"path": str(Path(corpus).resolve()), "sha256": corpus_info.sha256,
+                   "bytes": corpus_info.bytes, "texts": corpus_info.texts},
+        "alpha": alpha,
+        "max_length": max_length,
+        "limit": limit,
+        "entmax": {"method": "entmax15" if alpha == 1.5 else "sparsemax" if alpha == 2 else "bisection",
+                   "bisect_iterations": BISECT_ITERATIONS},
+        "sequences": totals.sequences,
+        "tokens": totals.tokens,
+        "gold_edges": sum(s["gold_edges"] for s in shards),
+        "gold_sparsity": (totals.gold_sparsity / max(totals.sequences, 1)).tolist(),
+        "shards": shards,
+        "sparsefinder_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def extract(
     corpus: str | Path,
     out: str | Path,
@@ -60,8 +132,12 @@ def extract(
     limit: int | None = None,
     batch_size: int = EXTRACT_BATCH,
     progress: bool = True,
+    engine: Engine | None = None,
 ) -> GoldDataset:
     """Extract the dataset of ``corpus`` into ``out`` and return it.
+
+    ``engine`` picks where the encoder runs (default: this process); both engines write the
+    same sequences in the same order, so the same shards.
 
     If ``out`` already holds the same dataset (same model, corpus, α, L and limit) it is
     returned as is; a different dataset there is a :class:`ConflictError`.
@@ -83,43 +159,18 @@ def extract(
                             f"(corpus sha256 {existing['corpus_sha256'][:12]}, alpha {existing['alpha']}, "
                             f"L {existing['max_length']}); choose another folder")
 
-    encoder, tokenizer, _ = load_encoder(model, attn_implementation=DENSE_ENTMAX)
-    sequences = pack_sequences(iter_texts(corpus), tokenizer, max_length)
-    if limit is not None:
-        sequences = islice(sequences, limit)
-    counts = {"sequences": 0, "tokens": 0}
-    gold_sparsity = torch.zeros(info.num_layers, info.num_heads, dtype=torch.float64)
+    totals = ExtractTotals(torch.zeros(info.num_layers, info.num_heads, dtype=torch.float64))
     with atomic_dir(out) as tmp:
-        writer = ShardWriter(tmp, SHARD_SEQUENCES)
-        bar = tqdm(total=limit, unit="seq", desc=f"extract {Path(corpus).name}", disable=not progress)
-        while batch := list(islice(sequences, batch_size)):
-            for seq in capture(encoder, batch, alpha):
-                writer.add(seq)
-                gold_sparsity += torch.stack([g.sparsity()[0] for g in seq.gold])
-                counts["sequences"] += 1
-                counts["tokens"] += seq.length
-            bar.update(len(batch))
-        bar.close()
-        writer.flush()
-        atomic_write_json(tmp / MANIFEST, {
-            "format": 1,
-            "key": key,
-            "model": info.to_dict(),
-            "corpus": {"path": str(Path(corpus).resolve()), "sha256": corpus_info.sha256,
-                       "bytes": corpus_info.bytes, "texts": corpus_info.texts},
-            "alpha": alpha,
-            "max_length": max_length,
-            "limit": limit,
-            "entmax": {"method": "entmax15" if alpha == 1.5 else "sparsemax" if alpha == 2 else "bisection",
-                       "bisect_iterations": BISECT_ITERATIONS},
-            "sequences": counts["sequences"],
-            "tokens": counts["tokens"],
-            "gold_edges": sum(s["gold_edges"] for s in writer.shards),
-            "gold_sparsity": (gold_sparsity / max(counts["sequences"], 1)).tolist(),
-            "shards": writer.shards,
-            "sparsefinder_version": __version__,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        })
+        if engine is not None and engine.is_ray:
+            from .distributed import extract_shards
+
+            shards = extract_shards(engine, corpus, tmp, model=model, max_length=max_length, alpha=alpha,
+                                    limit=limit, batch_size=batch_size, totals=totals, progress=progress)
+        else:
+            shards = _extract_shards(corpus, tmp, model=model, max_length=max_length, alpha=alpha, limit=limit,
+                                     batch_size=batch_size, totals=totals, progress=progress)
+        atomic_write_json(tmp / MANIFEST, _manifest(key, info, corpus, corpus_info, alpha, max_length, limit,
+                                                    shards, totals))
     return GoldDataset(out)
 
 
@@ -130,6 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per sequence, L")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
     parser.add_argument("--limit", type=int, default=None, help="stop after N sequences")
+    engines.add_arguments(parser)
 
 
 def gold_sparsity_table(manifest: dict) -> str:
@@ -144,7 +196,7 @@ def gold_sparsity_table(manifest: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     ds = extract(args.corpus, args.out, model=args.model, max_length=args.max_length, alpha=args.alpha,
-                 limit=args.limit)
+                 limit=args.limit, engine=Engine.from_args(args))
     m = ds.manifest
     print(json.dumps({"dataset": str(ds.folder), "sequences": m["sequences"], "tokens": m["tokens"],
                       "gold_edges": m["gold_edges"], "model": m["model"]["id"]}))

@@ -7,6 +7,8 @@ fit the configured learned predictors into the store (skipping families already 
 for the same model and α), evaluate every stored predictor and every baseline on the
 evaluation corpus, and write the report. Every step is cached, so a second run only
 redoes what changed. With ``--serve`` the service starts afterwards on the results and model.
+With ``--engine ray`` the extractions, fits and the evaluation run on Ray (the one-off
+adaptation stays in this process); the results are the local engine's.
 """
 
 from __future__ import annotations
@@ -19,37 +21,43 @@ from tqdm.auto import tqdm
 
 from ..config import (DEFAULT_MAX_LENGTH, MODEL_HELP, PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES,
                       PIPELINE_FIT_SPECS, default_data_dir, get_settings)
-from ..evaluation import evaluate
 from ..model import adapted_model_path, packaged_model_path
 from ..predictors.base import predictor_from_spec
 from ..report import write_report
 from ..store import ArtifactStore
+from . import engine as engines
 from .adapt import adapt
+from .distributed import evaluate_sharded
+from .engine import Engine
 from .evaluate import build_candidates, dataset_for_corpus
-from .fit import fit
+from .fit import fit_all
 
 __all__ = ["add_arguments", "pipeline", "run"]
 
 
 def pipeline(fit_corpus: Path, eval_corpus: Path, *, specs: list[str], max_length: int, fit_sequences: int,
-             eval_sequences: int, store_url: str, reports: Path, model: str | None = None) -> Path:
-    """Run the main job; returns the report folder."""
+             eval_sequences: int, store_url: str, reports: Path, model: str | None = None,
+             engine: Engine | None = None) -> Path:
+    """Run the main job on ``engine`` (default: this process); returns the report folder."""
     settings = get_settings()
+    engine = engine or Engine()
     fit_data = dataset_for_corpus(fit_corpus, model=model, max_length=max_length, alpha=settings.alpha,
-                                  limit=fit_sequences)
+                                  limit=fit_sequences, engine=engine)
     eval_data = dataset_for_corpus(eval_corpus, model=model, max_length=max_length, alpha=settings.alpha,
-                                   limit=eval_sequences)
+                                   limit=eval_sequences, engine=engine)
     store = ArtifactStore(store_url)
+    stored = {i.spec for i in store.list() if i.model_id == fit_data.model_id and i.alpha == fit_data.alpha}
+    todo = []
     for spec in specs:
         family = predictor_from_spec(spec).family_spec
-        if any(i.spec == family and i.model_id == fit_data.model_id and i.alpha == fit_data.alpha
-               for i in store.list()):
+        if family in stored:
             tqdm.write(f"{family}: already in the store")
-            continue
-        info = fit(str(fit_data.folder), spec, store_url, progress=True)
-        tqdm.write(f"{family}: fitted in {info.fit_seconds:.1f} s, stored as {info.id}")
+        else:
+            todo.append(spec)
+    for info in fit_all(engine, fit_data.folder, todo, store_url):
+        tqdm.write(f"{info.spec}: fitted in {info.fit_seconds:.1f} s, stored as {info.id}")
     candidates = build_candidates(["all"], eval_data, store=store)
-    report = evaluate(eval_data, candidates)
+    report = evaluate_sharded(engine, eval_data, candidates)
     model_name = eval_data.model_id.split("@")[0]
     name = f"{eval_corpus.stem}-{model_name}-L{max_length}-n{eval_data.manifest['sequences']}"
     return write_report(report, reports / name)
@@ -69,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help=MODEL_HELP)
     parser.add_argument("--no-adapt", action="store_true", help="use the packaged softmax-trained encoder as is")
     parser.add_argument("--serve", action="store_true", help="then serve the results (sparsefinder serve)")
+    engines.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         adapt(args.fit_corpus, model, alpha=settings.alpha)
     out = pipeline(args.fit_corpus, args.eval_corpus, specs=args.predictors, max_length=args.max_length,
                    fit_sequences=args.fit_sequences, eval_sequences=args.eval_sequences,
-                   store_url=args.store or settings.store, reports=args.reports or settings.reports, model=model)
+                   store_url=args.store or settings.store, reports=args.reports or settings.reports, model=model,
+                   engine=Engine.from_args(args))
     report = json.loads((out / "report.json").read_text())
     rows = [f"{'predictor':<28} {'sp@r.95':>8} {'sp@r.99':>8} {'AUC':>6}"]
     for p in report["predictors"]:

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from sparsefinder import __version__
 from sparsefinder.config import Settings, get_settings
 
+from .batcher import EncodeBatcher
 from .engine import Engine
 from .errors import install_error_handlers
 from .jobs import JobManager
@@ -57,6 +58,7 @@ async def lifespan(app: FastAPI):
     loading = asyncio.get_running_loop().run_in_executor(None, _load, app)
     loading.add_done_callback(lambda f: f.exception() and log.error("loading failed: %s", f.exception()))
     yield
+    app.state.batcher.shutdown()
     app.state.worker.shutdown()
     if getattr(app.state, "jobs", None) is not None:
         app.state.jobs.shutdown()
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.worker = ModelWorker(settings.queue_size, metrics)
+    app.state.batcher = EncodeBatcher(settings, app.state.worker, metrics)
     app.state.engine = None
     app.state.jobs = None
     install_error_handlers(app)

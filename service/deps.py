@@ -6,6 +6,7 @@ from fastapi import Request
 
 from sparsefinder.config import Settings
 
+from .batcher import EncodeBatcher
 from .engine import Engine
 from .errors import ApiError
 from .jobs import JobManager
@@ -28,6 +29,10 @@ def engine(request: Request) -> Engine:
 
 def worker(request: Request) -> ModelWorker:
     return request.app.state.worker
+
+
+def batcher(request: Request) -> EncodeBatcher:
+    return request.app.state.batcher
 
 
 def jobs(request: Request) -> JobManager:

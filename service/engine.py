@@ -17,12 +17,12 @@ from sparsefinder.capture import capture
 from sparsefinder.config import Settings
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.metrics import compare
-from sparsefinder.encoder import SparseEncoder
+from sparsefinder.encoder import EncodeResult, SparseEncoder
 from sparsefinder.predictors.base import Predictor
 from sparsefinder.store import ArtifactStore, resolve_predictor
 
 from .errors import ApiError
-from .schemas import AttentionResponse, EncodeResponse
+from .schemas import AttentionResponse
 
 __all__ = ["Engine", "pick_device"]
 
@@ -77,16 +77,13 @@ class Engine:
                 del self._cache[key]
 
     # ------------------------------------------------------------ work
-    def encode(self, texts: list[str], predictor: str, certified: bool, truncate: bool) -> EncodeResponse:
-        """Embeddings of ``texts``; blocking."""
+    def encode(self, texts: list[str], predictor: str, certified: bool, truncate: bool) -> EncodeResult:
+        """Embeddings ``(B, D)`` and per-text sparsity of ``texts``; blocking. Errors name the field at fault."""
         chosen = predictor if predictor in REFERENCE_NAMES else self.predictor(predictor)
         try:
-            result = self.encoder.encode(texts, chosen, certified=certified, truncate=truncate)
+            return self.encoder.encode(texts, chosen, certified=certified, truncate=truncate)
         except SparsefinderError as exc:
             raise ApiError(exc.status, str(exc), "certified" if "certified" in str(exc) else "texts") from None
-        return EncodeResponse(predictor=predictor, embeddings=result.embeddings.float().tolist(),
-                              sparsity=[float(s) for s in result.sparsity], keys_added=list(result.keys_added),
-                              num_tokens=list(result.num_tokens), seconds=float(result.seconds))
 
     def attention(self, text: str, predictor: str, layer: int, head: int, truncate: bool) -> AttentionResponse:
         """Predicted and gold graph of one head for one text; blocking."""

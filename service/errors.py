@@ -25,10 +25,12 @@ log = logging.getLogger("sparsefinder.service")
 class ApiError(SparsefinderError):
     """A user error with an explicit HTTP status and, optionally, the request field at fault."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.field = field
+        self.headers = headers
 
 
 def error_body(status: int, message: str, field: str | None = None) -> dict:
@@ -45,7 +47,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SparsefinderError)
     async def _user_error(request: Request, exc: SparsefinderError) -> JSONResponse:
-        return _response(exc.status, str(exc), getattr(exc, "field", None))
+        return _response(exc.status, str(exc), getattr(exc, "field", None), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -27,7 +27,9 @@ class EncodeResponse(BaseModel):
     sparsity: list[float] = Field(description="per layer, the mean fraction of query-key pairs skipped")
     keys_added: list[int] = Field(description="per layer, pairs the certified mode added (0 otherwise)")
     num_tokens: list[int] = Field(description="tokens per text, special tokens included")
-    seconds: float
+    seconds: float = Field(description="wall time of the forward pass this request ran in")
+    queue_seconds: float = Field(description="time this request waited before its forward pass")
+    batch_texts: int = Field(description="texts in that forward pass (this request's and others' joined to it)")
 
 
 class AttentionRequest(_Strict):

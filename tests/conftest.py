@@ -118,7 +118,8 @@ def service(tmp_path_factory, tiny_corpus) -> Service:
     corpus = tiny_corpus
     port = _free_port()
     env = dict(os.environ, SPARSEFINDER_TOKEN=TOKEN, SPARSEFINDER_JOBS_DIR=str(root / "jobs"),
-               SPARSEFINDER_MAX_BODY_BYTES="20000", SPARSEFINDER_MAX_TEXTS="16", SPARSEFINDER_QUEUE_SIZE="1",
+               SPARSEFINDER_MAX_BODY_BYTES="20000", SPARSEFINDER_MAX_TEXTS="16", SPARSEFINDER_QUEUE_SIZE="8",
+               SPARSEFINDER_QUEUE_TEXTS="24", SPARSEFINDER_BATCH_MAX_TEXTS="16", SPARSEFINDER_BATCH_MAX_WAIT_MS="50",
                SPARSEFINDER_DEVICE="cpu")
     log = root / "server.log"
     with open(log, "wb") as out:

@@ -18,8 +18,14 @@ def _loaded(request: Request, name: str):
     """``app.state.<name>``, set once start-up has loaded the model; 503 until then."""
     value = getattr(request.app.state, name, None)
     if value is None:
-        raise ApiError(503, "the model is still loading; retry shortly")
+        raise ApiError(503, not_ready(request))
     return value
+
+
+def not_ready(request: Request) -> str:
+    """Why the model routes cannot answer yet: still loading, or the reason loading failed."""
+    error = request.app.state.load_error
+    return f"the model failed to load: {error}" if error else "the model is still loading; retry shortly"
 
 
 def engine(request: Request) -> Engine:

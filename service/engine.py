@@ -49,7 +49,10 @@ class Engine:
         self.model, self.tokenizer, self.info = self.encoder.model, self.encoder.tokenizer, self.encoder.info
         self._cache: OrderedDict[str, Predictor] = OrderedDict()
         self._lock = threading.Lock()
-        for artifact in self.store.list()[:CACHE_SIZE]:
+        infos, problems = self.store.scan()
+        for artifact_id, reason in problems.items():
+            log.warning("skipping stored predictor %s: %s", artifact_id, reason)
+        for artifact in infos[:CACHE_SIZE]:
             try:
                 self.predictor(artifact.id)
             except SparsefinderError as exc:  # served as an error when asked for, not a failed start
@@ -63,8 +66,8 @@ class Engine:
                 try:
                     self._cache[name] = resolve_predictor(name, self.store, model_id=self.info.id,
                                                           alpha=self.settings.alpha)
-                except SparsefinderError as exc:
-                    raise ApiError(exc.status, str(exc), "predictor") from None
+                except SparsefinderError as exc:  # not a stored id nor a valid spec: no such predictor
+                    raise ApiError(404 if exc.status == 400 else exc.status, str(exc), "predictor") from None
                 if len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
             self._cache.move_to_end(name)
@@ -88,10 +91,10 @@ class Engine:
     def attention(self, text: str, predictor: str, layer: int, head: int, truncate: bool) -> AttentionResponse:
         """Predicted and gold graph of one head for one text; blocking."""
         if layer >= self.info.num_layers:
-            raise ApiError(422, f"layer: the model has {self.info.num_layers} layers (0..{self.info.num_layers - 1})",
+            raise ApiError(404, f"layer: the model has {self.info.num_layers} layers (0..{self.info.num_layers - 1})",
                            "layer")
         if head >= self.info.num_heads:
-            raise ApiError(422, f"head: the model has {self.info.num_heads} heads (0..{self.info.num_heads - 1})",
+            raise ApiError(404, f"head: the model has {self.info.num_heads} heads (0..{self.info.num_heads - 1})",
                            "head")
         chosen = self.predictor(predictor)
         ids = self.tokenizer(text)["input_ids"]

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparsefinder.errors import SparsefinderError
 
-__all__ = ["ApiError", "error_body", "install_error_handlers"]
+__all__ = ["ApiError", "documented", "error_body", "field_name", "install_error_handlers"]
 
 log = logging.getLogger("sparsefinder.service")
 
@@ -38,6 +38,31 @@ def error_body(status: int, message: str, field: str | None = None) -> dict:
     return {"error": {"status": status, "message": message, "field": field}}
 
 
+_MEANING = {400: "bad request", 401: "missing bearer token", 403: "wrong bearer token or disabled route",
+            404: "not found", 405: "method not allowed", 409: "conflict", 413: "request body too large",
+            422: "invalid request (the field is named)", 429: "queue full: retry after `Retry-After` seconds",
+            500: "internal error", 503: "the model is loading or failed to load"}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+
+
+def documented(*statuses: int) -> dict[int | str, dict]:
+    """The ``responses=`` of a route: each error status with the envelope's schema (and ``Retry-After`` on 429)."""
+    from .schemas import ErrorBody
+
+    return {status: {"model": ErrorBody, "description": _MEANING[status],
+                     **({"headers": _RETRY_AFTER} if status == 429 else {})} for status in statuses}
+
+
+def field_name(loc: tuple | list) -> str | None:
+    """A validation error's location as the request field: ``("body", "texts", 2)`` → ``texts[2]``."""
+    name = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or None
+
+
 def _response(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, field), status_code=status, headers=headers)
 
@@ -51,11 +76,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        field = ".".join(loc) or None
-        message = f"{field}: {first['msg']}" if field else str(first["msg"])
-        return _response(422, message, field)
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+        if first.get("type") == "json_invalid":  # the location is a byte offset: name the body instead
+            return _response(422, f"body: invalid JSON ({first.get('ctx', {}).get('error', first['msg'])} "
+                                  f"at byte {first['loc'][-1]})", "body")
+        loc = tuple(first.get("loc", ()))
+        field = field_name(loc) or ("body" if loc[:1] == ("body",) else None)
+        message = first["msg"].removeprefix("Value error, ")
+        return _response(422, f"{field}: {message}" if field else message, field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -7,13 +7,16 @@ token is checked before any byte of the body is read, and the body size both fro
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
+from urllib.parse import parse_qsl
+
+from starlette.routing import Match
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_body
+from .security import QUERY_TOKEN_NAMES, token_matches
 
 __all__ = ["BodyLimitMiddleware", "TokenMiddleware"]
 
@@ -71,8 +74,10 @@ class BodyLimitMiddleware:
 class TokenMiddleware:
     """Require ``Authorization: Bearer <token>`` on the protected routes, before the body is read.
 
-    ``protected`` is a list of ``(method regex, path regex)``. With no token configured the
-    protected routes are disabled (403).
+    ``protected`` is a list of ``(method regex, path regex)``. Only requests that reach a
+    declared route and method are checked (others get their 404 or 405 from the router); a
+    credential in the query string is refused (401). With no token configured the protected
+    routes are disabled (403).
     """
 
     def __init__(self, app: ASGIApp, token: str | None, protected: list[tuple[str, str]]) -> None:
@@ -80,9 +85,20 @@ class TokenMiddleware:
         self.token = token
         self.protected = [(re.compile(m), re.compile(p)) for m, p in protected]
 
+    def _needs_token(self, scope: Scope) -> bool:
+        if scope["type"] != "http" or not any(m.fullmatch(scope["method"]) and p.fullmatch(scope["path"])
+                                              for m, p in self.protected):
+            return False
+        router = getattr(scope.get("app"), "router", None)
+        return router is None or any(route.matches(scope)[0] == Match.FULL for route in router.routes)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and any(m.fullmatch(scope["method"]) and p.fullmatch(scope["path"])
-                                           for m, p in self.protected):
+        if self._needs_token(scope):
+            query = {k.lower() for k, _ in parse_qsl(scope.get("query_string", b"").decode("latin-1"))}
+            if query & QUERY_TOKEN_NAMES:
+                await _send_error(send, 401, "tokens in the query string are refused; send 'Authorization: Bearer "
+                                             "<token>'", [(b"www-authenticate", b"Bearer")])
+                return
             auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             scheme, _, given = auth.partition(" ")
             if scheme.lower() != "bearer" or not given.strip():
@@ -92,7 +108,7 @@ class TokenMiddleware:
             if self.token is None:
                 await _send_error(send, 403, "state-changing routes are disabled: the server has no SPARSEFINDER_TOKEN")
                 return
-            if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            if not token_matches(given.strip(), self.token):
                 await _send_error(send, 403, "wrong bearer token")
                 return
         await self.app(scope, receive, send)

@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_TEXT_CHARS = 100_000
+#: A text: no control characters other than tab, newline and carriage return, and at least one
+#: character that is neither blank nor a control character (documented in the schema, checked here).
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+def _check_text(text: str) -> str:
+    if re.fullmatch(TEXT_PATTERN, text) is None:
+        raise ValueError("is empty or blank" if not text.strip() else
+                         "contains control characters (only tab, newline and carriage return are allowed)")
+    return text
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": TEXT_PATTERN}),
+                 AfterValidator(_check_text)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields refused, no coercion (``"true"`` is not a boolean, ``"3"`` not an int)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+    field: str | None = Field(description="the request field at fault (``texts[2]``, ``body``, ``corpus``), if any")
+
+
+class ErrorBody(BaseModel):
+    """The envelope of every error answer."""
+
+    error: ErrorDetail
 
 
 class EncodeRequest(_Strict):
-    texts: list[str] = Field(min_length=1, max_length=1024, description="texts to embed (at most the server's max_texts)")
+    texts: list[Text] = Field(min_length=1, max_length=1024,
+                              description="texts to embed (at most the server's max_texts); none blank, no control characters")
     predictor: str = Field("dense", min_length=1, max_length=200,
                            description='artifact id or id prefix, a predictor spec, "dense" (entmax) or "softmax"')
     certified: bool = Field(False, description="certified-exact mode: recall 1.0 guaranteed (method.md §2)")
@@ -33,7 +63,7 @@ class EncodeResponse(BaseModel):
 
 
 class AttentionRequest(_Strict):
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: Text
     predictor: str = Field(min_length=1, max_length=200)
     layer: int = Field(0, ge=0)
     head: int = Field(0, ge=0)
@@ -64,8 +94,14 @@ class PredictorList(BaseModel):
 
 
 class FitRequest(_Strict):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "oneOf": [{"required": ["corpus"]}, {"required": ["corpus_text"]}]})
+
     spec: str = Field(min_length=1, max_length=200, description="predictor spec to fit, e.g. window16")
-    corpus: str = Field(min_length=1, max_length=4096, description="path of a plain-text corpus on the server")
+    corpus: str | None = Field(None, min_length=1, max_length=4096,
+                               description="a plain-text corpus file under the server's corpus root (relative path)")
+    corpus_text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS,
+                                    description="the corpus itself, one text per line (instead of ``corpus``)")
     max_length: int | None = Field(None, ge=8, le=512)
     limit: int | None = Field(None, ge=1, le=100_000)
 
@@ -74,7 +110,7 @@ class JobInfo(BaseModel):
     id: str
     state: Literal["queued", "running", "done", "failed"]
     spec: str
-    corpus: str
+    corpus: str = Field(description="the corpus path under the corpus root, or uploaded:<sha256 prefix>")
     progress: float = Field(ge=0, le=1)
     stage: str
     result_id: str | None = None
@@ -93,6 +129,6 @@ class ReportList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "loading"]
+    status: Literal["ok"]
     model: str | None = None
     predictors: int | None = None

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Depends
 
 from .. import deps
 from ..engine import REFERENCE_NAMES
-from ..errors import ApiError
+from ..errors import ApiError, documented
 from ..schemas import EncodeRequest, EncodeResponse
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 
-@router.post("/encode", response_model=EncodeResponse, operation_id="encode")
+@router.post("/encode", response_model=EncodeResponse, operation_id="encode",
+             responses=documented(400, 404, 413, 422, 429, 503))
 async def encode(req: EncodeRequest, engine=Depends(deps.engine), batcher=Depends(deps.batcher),
                  metrics=Depends(deps.metrics), settings=Depends(deps.settings)) -> EncodeResponse:
     """Embed ``texts`` running the model with the chosen predictor's attention pattern (batched with concurrent requests)."""

@@ -83,13 +83,15 @@ def _docs_routes(app: FastAPI) -> None:
                                    swagger_favicon_url="/docs-assets/favicon.png")
 
 
-def _document_bearer(app: FastAPI) -> None:
-    """Declare the bearer scheme that protected routes name in their ``security``."""
+def _document_server(app: FastAPI, settings: Settings) -> None:
+    """Add to the generated schema what depends on the server: the bearer scheme, the texts per request."""
     build = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            build().setdefault("components", {})["securitySchemes"] = SCHEME
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = SCHEME
+            schema["components"]["schemas"]["EncodeRequest"]["properties"]["texts"]["maxItems"] = settings.max_texts
         return app.openapi_schema
 
     app.openapi = openapi
@@ -112,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (encode, attention, predictors, jobs, reports, health):
         app.include_router(module.router)
     _docs_routes(app)
-    _document_bearer(app)
+    _document_server(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -83,10 +83,11 @@ class Engine:
     def encode(self, texts: list[str], predictor: str, certified: bool, truncate: bool) -> EncodeResult:
         """Embeddings ``(B, D)`` and per-text sparsity of ``texts``; blocking. Errors name the field at fault."""
         chosen = predictor if predictor in REFERENCE_NAMES else self.predictor(predictor)
+        certified = certified and predictor not in REFERENCE_NAMES  # the reference modes miss no pair
         try:
             return self.encoder.encode(texts, chosen, certified=certified, truncate=truncate)
         except SparsefinderError as exc:
-            raise ApiError(exc.status, str(exc), "certified" if "certified" in str(exc) else "texts") from None
+            raise ApiError(exc.status, str(exc), "texts") from None
 
     def attention(self, text: str, predictor: str, layer: int, head: int, truncate: bool) -> AttentionResponse:
         """Predicted and gold graph of one head for one text; blocking."""

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from sparsefinder.errors import SparsefinderError
 
@@ -63,6 +64,15 @@ def field_name(loc: tuple | list) -> str | None:
     return name or None
 
 
+def _allowed(request: Request) -> list[str]:
+    """Every method some route of the app accepts at this path."""
+    methods = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def _response(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, field), status_code=status, headers=headers)
 
@@ -87,7 +97,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 400 and request.method in ("POST", "PUT"):  # FastAPI: a body it cannot decode
+            return _response(422, f"body: {exc.detail} (send UTF-8 JSON)", "body")
+        if exc.status_code == 405:  # the router names one route's methods; several routes may share the path
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed(request))}
+        return _response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 MAX_TEXT_CHARS = 100_000
 #: A text: no control characters other than tab, newline and carriage return, and at least one
@@ -24,10 +24,20 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, json_schema
                  AfterValidator(_check_text)]
 
 
-class _Strict(BaseModel):
-    """Request bodies: unknown fields refused, no coercion (``"true"`` is not a boolean, ``"3"`` not an int)."""
+def _not_text(value: Any) -> Any:
+    if isinstance(value, (str, bool)):
+        raise ValueError("Input should be a valid integer (a JSON number, not a string or boolean)")
+    return value
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+
+#: An integer field: JSON numbers with an integral value (``8`` or ``8.0``), never ``"8"`` or ``true``.
+Int = Annotated[int, BeforeValidator(_not_text)]
+
+
+class _Strict(BaseModel):
+    """Request bodies: unknown fields refused; no coercion (``"true"`` is not a boolean, ``"3"`` not an int)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ErrorDetail(BaseModel):
@@ -47,8 +57,9 @@ class EncodeRequest(_Strict):
                               description="texts to embed (at most the server's max_texts); none blank, no control characters")
     predictor: str = Field("dense", min_length=1, max_length=200,
                            description='artifact id or id prefix, a predictor spec, "dense" (entmax) or "softmax"')
-    certified: bool = Field(False, description="certified-exact mode: recall 1.0 guaranteed (method.md §2)")
-    truncate: bool = Field(False, description="cut texts longer than the model's length instead of refusing them")
+    certified: StrictBool = Field(False, description="certified-exact mode: recall 1.0 guaranteed (method.md §2); "
+                                                      "dense and softmax compute every pair already")
+    truncate: StrictBool = Field(False, description="cut texts longer than the model's length instead of refusing them")
 
 
 class EncodeResponse(BaseModel):
@@ -65,9 +76,9 @@ class EncodeResponse(BaseModel):
 class AttentionRequest(_Strict):
     text: Text
     predictor: str = Field(min_length=1, max_length=200)
-    layer: int = Field(0, ge=0)
-    head: int = Field(0, ge=0)
-    truncate: bool = False
+    layer: Int = Field(0, ge=0)
+    head: Int = Field(0, ge=0)
+    truncate: StrictBool = False
 
 
 class AttentionResponse(BaseModel):
@@ -94,16 +105,17 @@ class PredictorList(BaseModel):
 
 
 class FitRequest(_Strict):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
         "oneOf": [{"required": ["corpus"]}, {"required": ["corpus_text"]}]})
 
     spec: str = Field(min_length=1, max_length=200, description="predictor spec to fit, e.g. window16")
-    corpus: str | None = Field(None, min_length=1, max_length=4096,
+    # optional but not nullable: a field absent is None, an explicit null is refused
+    corpus: str = Field(None, min_length=1, max_length=4096,
                                description="a plain-text corpus file under the server's corpus root (relative path)")
-    corpus_text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS,
+    corpus_text: str = Field(None, min_length=1, max_length=MAX_TEXT_CHARS,
                                     description="the corpus itself, one text per line (instead of ``corpus``)")
-    max_length: int | None = Field(None, ge=8, le=512)
-    limit: int | None = Field(None, ge=1, le=100_000)
+    max_length: Int = Field(None, ge=8, le=512, description="tokens per extracted sequence (default: the server's)")
+    limit: Int = Field(None, ge=1, le=100_000, description="sequences to extract (default: the server's)")
 
 
 class JobInfo(BaseModel):

@@ -9,12 +9,12 @@ unexpected (500, without a traceback). Follows michaelfeil/infinity's single err
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from sparsefinder.errors import SparsefinderError
 
@@ -65,12 +65,12 @@ def field_name(loc: tuple | list) -> str | None:
 
 
 def _allowed(request: Request) -> list[str]:
-    """Every method some route of the app accepts at this path."""
+    """The methods the API documents for this path (its OpenAPI path templates), for ``Allow``."""
     methods = set()
-    for route in request.app.router.routes:
-        if route.matches(request.scope)[0] != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 
 def _response(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
@@ -102,6 +102,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return _response(422, f"body: {exc.detail} (send UTF-8 JSON)", "body")
         if exc.status_code == 405:  # the router names one route's methods; several routes may share the path
             headers = {**(headers or {}), "Allow": ", ".join(_allowed(request))}
+        if exc.status_code == 404:  # no route: the path itself is at fault
+            return _response(404, f"path: no route {request.url.path!r}; see /docs", "path")
         return _response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)

@@ -21,8 +21,9 @@ from .security import QUERY_TOKEN_NAMES, token_matches
 __all__ = ["BodyLimitMiddleware", "TokenMiddleware"]
 
 
-async def _send_error(send: Send, status: int, message: str, headers: list | None = None) -> None:
-    body = json.dumps(error_body(status, message)).encode()
+async def _send_error(send: Send, status: int, message: str, headers: list | None = None,
+                      field: str | None = None) -> None:
+    body = json.dumps(error_body(status, message, field)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 + (headers or [])})
@@ -40,10 +41,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"request body is larger than the limit of {self.max_bytes} bytes"
+        message = f"body: larger than the limit of {self.max_bytes} bytes"
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _send_error(send, 413, message)
+            await _send_error(send, 413, message, field="body")
             return
         seen = 0
         started = False
@@ -57,7 +58,7 @@ class BodyLimitMiddleware:
                 if seen > self.max_bytes and not refused:
                     refused = True
                     if not started:
-                        await _send_error(send, 413, message)
+                        await _send_error(send, 413, message, field="body")
                     return {"type": "http.disconnect"}  # the app stops reading; its answer is dropped
             return msg
 

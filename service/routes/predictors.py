@@ -11,7 +11,7 @@ from ..schemas import Deleted, FitRequest, JobInfo, PredictorInfo, PredictorList
 
 router = APIRouter(prefix="/v1/predictors", tags=["predictors"])
 
-ID = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+ID = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @router.get("", response_model=PredictorList, operation_id="list_predictors", responses=documented(503))

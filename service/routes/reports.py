@@ -15,7 +15,7 @@ from ..schemas import ReportList
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
-REPORT_ID = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+REPORT_ID = Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @router.get("", response_model=ReportList, operation_id="list_reports", responses=documented(500))

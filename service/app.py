@@ -27,7 +27,7 @@ from .engine import Engine
 from .errors import install_error_handlers
 from .jobs import JobManager
 from .metrics import MetricsMiddleware, ServiceMetrics
-from .middleware import BodyLimitMiddleware, TokenMiddleware
+from .middleware import AdmissionMiddleware, BodyLimitMiddleware, TokenMiddleware
 from .security import PROTECTED, SCHEME
 from .routes import attention, encode, health, jobs, predictors, reports
 from .worker import ModelWorker
@@ -121,8 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    # added innermost first: metrics → token → body limit → routes
+    # added innermost first: metrics → token → admission → body limit → routes
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AdmissionMiddleware, path="/v1/encode", refusal=app.state.batcher.refusal,
+                       delay_s=settings.refuse_delay_ms / 1000)
     app.add_middleware(TokenMiddleware, token=settings.token, protected=PROTECTED)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -54,13 +54,19 @@ class EncodeBatcher:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
 
+    def refusal(self, texts: int = 1) -> ApiError | None:
+        """The 429 for a request of ``texts`` texts if the queue cannot take it now, else ``None``."""
+        if len(self.waiting) < self.queue_requests and self.waiting_texts + texts <= self.queue_texts:
+            return None
+        batches = 1 + self.waiting_texts / max(1, self.max_texts)
+        return overloaded(f"the encode queue is full ({len(self.waiting)} requests, {self.waiting_texts} texts "
+                          "waiting)", self.metrics, batches * self.worker.last_seconds)
+
     async def encode(self, engine: Engine, texts: list[str], predictor: str, certified: bool,
                      truncate: bool) -> EncodeResponse:
         """The response ``engine`` gives for these texts alone, computed in a shared forward pass."""
-        if len(self.waiting) >= self.queue_requests or self.waiting_texts + len(texts) > self.queue_texts:
-            batches = 1 + self.waiting_texts / max(1, self.max_texts)
-            raise overloaded(f"the encode queue is full ({len(self.waiting)} requests, {self.waiting_texts} texts "
-                             "waiting)", self.metrics, batches * self.worker.last_seconds)
+        if (refused := self.refusal(len(texts))) is not None:
+            raise refused
         request = _Request((predictor, certified, truncate), texts, asyncio.get_running_loop().create_future())
         self.waiting.append(request)
         self._count(len(texts))

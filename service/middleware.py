@@ -1,4 +1,4 @@
-"""ASGI middleware that acts before a body is parsed: size limit (413) and bearer token (401/403).
+"""ASGI middleware that acts before a body is parsed: admission (429), size limit (413), bearer token (401/403).
 
 Both are pure ASGI (not ``BaseHTTPMiddleware``) so that they see the raw request: the
 token is checked before any byte of the body is read, and the body size both from
@@ -7,8 +7,11 @@ token is checked before any byte of the body is read, and the body size both fro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.routing import Match
@@ -18,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import error_body
 from .security import QUERY_TOKEN_NAMES, token_matches
 
-__all__ = ["BodyLimitMiddleware", "TokenMiddleware"]
+__all__ = ["AdmissionMiddleware", "BodyLimitMiddleware", "TokenMiddleware"]
 
 
 async def _send_error(send: Send, status: int, message: str, headers: list | None = None,
@@ -28,6 +31,33 @@ async def _send_error(send: Send, status: int, message: str, headers: list | Non
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 + (headers or [])})
     await send({"type": "http.response.body", "body": body})
+
+
+class AdmissionMiddleware:
+    """Refuse ``POST /v1/encode`` with 429 and ``Retry-After`` while the encode queue is full, before reading the body.
+
+    Under overload most requests are refused. A refusal here costs no body read, JSON parse or
+    validation, and is held ``delay_s`` before it is sent: a client that retries at once without
+    honouring ``Retry-After`` then cannot turn the refusals into a busy loop that takes the CPU
+    (and the GIL the event loop shares with the model thread) from the requests being served.
+    ``refusal()`` returns the 429 to send, or ``None``.
+    """
+
+    def __init__(self, app: ASGIApp, path: str, refusal: Callable[[], Any], delay_s: float) -> None:
+        self.app = app
+        self.path = path
+        self.refusal = refusal
+        self.delay_s = delay_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
+            refused = self.refusal()
+            if refused is not None:
+                await asyncio.sleep(self.delay_s)
+                await _send_error(send, refused.status, str(refused),
+                                  [(k.lower().encode(), v.encode()) for k, v in refused.headers.items()])
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

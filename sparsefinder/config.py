@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     """Model requests waiting for the service's model thread; more are refused with 429 (``Retry-After``)."""
     queue_texts: int = 256
     """Texts waiting in the encode queue; more are refused with 429 (the queue is bounded in texts too)."""
+    refuse_delay_ms: float = 500.0
+    """A refused encode request (queue full) gets its 429 after this delay: clients that ignore
+    ``Retry-After`` cannot turn refusals into a busy loop that starves the served requests."""
     batch_max_texts: int = 64
     """Most texts the encode batcher joins into one forward pass (concurrent requests, same mode)."""
     batch_max_wait_ms: float = 5.0

@@ -213,6 +213,7 @@ def test_full_queue_answers_429_and_worker_survives(service):
         async with httpx.AsyncClient(base_url=service.url, timeout=120) as c:
             body = {"texts": ["a sentence of moderate length for the encoder to chew on"] * 16}
             res = await asyncio.gather(*(c.post("/v1/encode", json=body) for _ in range(6)))
+            assert all(int(r.headers["retry-after"]) >= 1 for r in res if r.status_code == 429)
             return [r.status_code for r in res]
 
     codes = asyncio.run(burst())

@@ -34,14 +34,14 @@ def schema_server(tmp_path_factory, tiny_corpus):
 
 
 @pytest.mark.parametrize("authenticated", [True, False], ids=["with-token", "without-token"])
-def test_schemathesis_all_checks_pass(schema_server, authenticated):
+def test_schemathesis_all_checks_pass(schema_server, authenticated, tmp_path):
     st = Path(sys.executable).with_name("st")
     cmd = [str(st), "--config-file", str(CONFIG), "run", f"{schema_server}/openapi.json", "--checks", "all",
            "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", "17", "--generation-deterministic",
            "--request-timeout", "60", "--no-color"]
     if authenticated:
         cmd += ["-H", f"Authorization: Bearer {TOKEN}"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=420)
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=tmp_path)  # its cache goes there
     report = "\n".join(line[:400] for line in run.stdout.splitlines())
     assert run.returncode == 0, report[-8000:]
     assert "Tested: 13" in report and "failures" not in report.split("SUMMARY")[-1].lower(), report[-3000:]

@@ -22,11 +22,13 @@ from fastapi.staticfiles import StaticFiles
 from sparsefinder import __version__
 from sparsefinder.config import Settings, get_settings
 
+from .batcher import EncodeBatcher
 from .engine import Engine
 from .errors import install_error_handlers
 from .jobs import JobManager
 from .metrics import MetricsMiddleware, ServiceMetrics
-from .middleware import BodyLimitMiddleware, TokenMiddleware
+from .middleware import AdmissionMiddleware, BodyLimitMiddleware, TokenMiddleware
+from .security import PROTECTED, SCHEME
 from .routes import attention, encode, health, jobs, predictors, reports
 from .worker import ModelWorker
 
@@ -35,9 +37,6 @@ __all__ = ["create_app"]
 log = logging.getLogger("sparsefinder.service")
 
 STATIC = Path(__file__).parent / "static"
-
-#: (method, path) patterns that change state or reveal jobs: they need the bearer token.
-PROTECTED = [("POST|DELETE", r"/v1/predictors(/.*)?"), ("GET", r"/v1/jobs(/.*)?")]
 
 
 def _load(app: FastAPI) -> None:
@@ -54,11 +53,20 @@ def _load(app: FastAPI) -> None:
     log.info("sparsefinder service ready: model %s on %s", engine.info.id, engine.device)
 
 
+def _loaded(app: FastAPI, loading: asyncio.Future) -> None:
+    """Record why loading failed: ``/readyz`` and the model routes answer 503 with the reason."""
+    if loading.exception() is not None:
+        exc = loading.exception()
+        app.state.load_error = f"{type(exc).__name__}: {exc}"
+        log.error("the model failed to load: %s", app.state.load_error)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     loading = asyncio.get_running_loop().run_in_executor(None, _load, app)
-    loading.add_done_callback(lambda f: f.exception() and log.error("loading failed: %s", f.exception()))
+    loading.add_done_callback(lambda f: _loaded(app, f))
     yield
+    app.state.batcher.shutdown()
     app.state.worker.shutdown()
     if getattr(app.state, "jobs", None) is not None:
         app.state.jobs.shutdown()
@@ -77,6 +85,20 @@ def _docs_routes(app: FastAPI) -> None:
                                    swagger_favicon_url="/docs-assets/favicon.png")
 
 
+def _document_server(app: FastAPI, settings: Settings) -> None:
+    """Add to the generated schema what depends on the server: the bearer scheme, the texts per request."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = SCHEME
+            schema["components"]["schemas"]["EncodeRequest"]["properties"]["texts"]["maxItems"] = settings.max_texts
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
@@ -86,20 +108,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.worker = ModelWorker(settings.queue_size, metrics)
+    app.state.batcher = EncodeBatcher(settings, app.state.worker, metrics)
     app.state.engine = None
     app.state.jobs = None
+    app.state.load_error = None
     install_error_handlers(app)
     for module in (encode, attention, predictors, jobs, reports, health):
         app.include_router(module.router)
     _docs_routes(app)
+    _document_server(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    # added innermost first: metrics → token → body limit → routes
+    # added innermost first: metrics → token → admission → body limit → routes
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AdmissionMiddleware, path="/v1/encode", refusal=app.state.batcher.refusal,
+                       delay_s=settings.refuse_delay_ms / 1000)
     app.add_middleware(TokenMiddleware, token=settings.token, protected=PROTECTED)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

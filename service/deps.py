@@ -6,6 +6,7 @@ from fastapi import Request
 
 from sparsefinder.config import Settings
 
+from .batcher import EncodeBatcher
 from .engine import Engine
 from .errors import ApiError
 from .jobs import JobManager
@@ -17,8 +18,14 @@ def _loaded(request: Request, name: str):
     """``app.state.<name>``, set once start-up has loaded the model; 503 until then."""
     value = getattr(request.app.state, name, None)
     if value is None:
-        raise ApiError(503, "the model is still loading; retry shortly")
+        raise ApiError(503, not_ready(request))
     return value
+
+
+def not_ready(request: Request) -> str:
+    """Why the model routes cannot answer yet: still loading, or the reason loading failed."""
+    error = request.app.state.load_error
+    return f"the model failed to load: {error}" if error else "the model is still loading; retry shortly"
 
 
 def engine(request: Request) -> Engine:
@@ -28,6 +35,10 @@ def engine(request: Request) -> Engine:
 
 def worker(request: Request) -> ModelWorker:
     return request.app.state.worker
+
+
+def batcher(request: Request) -> EncodeBatcher:
+    return request.app.state.batcher
 
 
 def jobs(request: Request) -> JobManager:

@@ -17,13 +17,14 @@ from sparsefinder.capture import capture
 from sparsefinder.config import Settings
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.metrics import compare
-from sparsefinder.encoder import SparseEncoder
+from sparsefinder.encoder import EncodeResult, SparseEncoder
 from sparsefinder.layers import check_layers
 from sparsefinder.predictors.base import Predictor
-from sparsefinder.store import ArtifactStore, resolve_predictor
+from sparsefinder.choice import resolve_choice
+from sparsefinder.store import ArtifactStore
 
 from .errors import ApiError
-from .schemas import AttentionResponse, EncodeResponse
+from .schemas import AttentionResponse
 
 __all__ = ["Engine", "pick_device"]
 
@@ -48,59 +49,70 @@ class Engine:
         self.store = ArtifactStore(settings.store)
         self.encoder = SparseEncoder(model=settings.model, device=self.device, alpha=settings.alpha)
         self.model, self.tokenizer, self.info = self.encoder.model, self.encoder.tokenizer, self.encoder.info
-        self._cache: OrderedDict[str, Predictor] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, float | None], Predictor] = OrderedDict()
         self._lock = threading.Lock()
-        for artifact in self.store.list()[:CACHE_SIZE]:
+        infos, problems = self.store.scan()
+        for artifact_id, reason in problems.items():
+            log.warning("skipping stored predictor %s: %s", artifact_id, reason)
+        for artifact in infos[:CACHE_SIZE]:
             try:
                 self.predictor(artifact.id)
             except SparsefinderError as exc:  # served as an error when asked for, not a failed start
                 log.warning("stored predictor %s does not load: %s", artifact.id, exc)
 
     # ------------------------------------------------------------ predictors
-    def predictor(self, name: str) -> Predictor:
-        """The predictor named by an artifact id (or prefix) or a spec; errors name the ``predictor`` field."""
+    def predictor(self, name: str, recall: float | None = None) -> Predictor:
+        """The predictor named by an artifact id (or prefix), a spec or ``auto``, at a ``recall`` target.
+
+        Errors name the ``predictor`` field (or ``recall`` when no setting reaches it). Each
+        (name, recall) is resolved once and kept (least recently used dropped first).
+        """
+        key = (name, recall)
         with self._lock:
-            if name not in self._cache:
+            if key not in self._cache:
                 try:
-                    self._cache[name] = resolve_predictor(name, self.store, model_id=self.info.id,
-                                                          alpha=self.settings.alpha)
-                except SparsefinderError as exc:
-                    raise ApiError(exc.status, str(exc), "predictor") from None
+                    self._cache[key] = resolve_choice(name, self.store, model_id=self.info.id,
+                                                      alpha=self.settings.alpha, recall=recall,
+                                                      reports=self.settings.reports)
+                except SparsefinderError as exc:  # not a stored id nor a valid spec: no such predictor
+                    field = "recall" if recall is not None and "recall" in str(exc) else "predictor"
+                    raise ApiError(404 if exc.status == 400 else exc.status, str(exc), field) from None
                 if len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
-            self._cache.move_to_end(name)
-            return self._cache[name]
+            self._cache.move_to_end(key)
+            return self._cache[key]
 
     def forget(self, artifact_id: str) -> None:
         """Drop cached predictors of a deleted artifact."""
         with self._lock:
-            for key in [k for k, p in self._cache.items() if k == artifact_id or artifact_id.startswith(k)]:
+            for key in [k for k in self._cache if k[0] == artifact_id or artifact_id.startswith(k[0])]:
                 del self._cache[key]
 
     # ------------------------------------------------------------ work
     def encode(self, texts: list[str], predictor: str, certified: bool, truncate: bool,
-               layers: list[int] | None = None) -> EncodeResponse:
-        """Embeddings of ``texts``, the predictor applied to ``layers`` (``None``: the model's default); blocking."""
+               layers: tuple[int, ...] | None = None, recall: float | None = None) -> EncodeResult:
+        """Embeddings ``(B, D)`` and per-text sparsity of ``texts``, the predictor applied to ``layers``
+        (``None``: the model's default) at a ``recall`` target; blocking. Errors name the field at fault."""
         try:
             layers = check_layers(layers, self.info.num_layers, "layers")
         except SparsefinderError as exc:
             raise ApiError(422, str(exc), "layers") from None
-        chosen = predictor if predictor in REFERENCE_NAMES else self.predictor(predictor)
+        if recall is not None and predictor in REFERENCE_NAMES:
+            raise ApiError(422, f"recall: a recall target needs a predictor; {predictor!r} computes every pair", "recall")
+        chosen = predictor if predictor in REFERENCE_NAMES else self.predictor(predictor, recall)
+        certified = certified and predictor not in REFERENCE_NAMES  # the reference modes miss no pair
         try:
-            result = self.encoder.encode(texts, chosen, certified=certified, truncate=truncate, layers=layers)
+            return self.encoder.encode(texts, chosen, certified=certified, truncate=truncate, layers=layers)
         except SparsefinderError as exc:
-            raise ApiError(exc.status, str(exc), "certified" if "certified" in str(exc) else "texts") from None
-        return EncodeResponse(predictor=predictor, embeddings=result.embeddings.float().tolist(),
-                              sparsity=[float(s) for s in result.sparsity], keys_added=list(result.keys_added),
-                              num_tokens=list(result.num_tokens), seconds=float(result.seconds))
+            raise ApiError(exc.status, str(exc), "texts") from None
 
     def attention(self, text: str, predictor: str, layer: int, head: int, truncate: bool) -> AttentionResponse:
         """Predicted and gold graph of one head for one text; blocking."""
         if layer >= self.info.num_layers:
-            raise ApiError(422, f"layer: the model has {self.info.num_layers} layers (0..{self.info.num_layers - 1})",
+            raise ApiError(404, f"layer: the model has {self.info.num_layers} layers (0..{self.info.num_layers - 1})",
                            "layer")
         if head >= self.info.num_heads:
-            raise ApiError(422, f"head: the model has {self.info.num_heads} heads (0..{self.info.num_heads - 1})",
+            raise ApiError(404, f"head: the model has {self.info.num_heads} heads (0..{self.info.num_heads - 1})",
                            "head")
         chosen = self.predictor(predictor)
         ids = self.tokenizer(text)["input_ids"]

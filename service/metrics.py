@@ -24,7 +24,11 @@ class ServiceMetrics:
                                   ["predictor"], registry=self.registry,
                                   buckets=(0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0))
         self.queue = Gauge("sparsefinder_model_queue", "model requests running or waiting", registry=self.registry)
-        self.rejected = Counter("sparsefinder_model_rejected_total", "model requests refused with 429",
+        self.batches = Counter("sparsefinder_encode_batches_total", "forward passes run for /v1/encode",
+                               registry=self.registry)
+        self.batch_texts = Histogram("sparsefinder_encode_batch_texts", "texts per /v1/encode forward pass",
+                                     registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.rejected = Counter("sparsefinder_model_rejected_total", "model requests refused with 429 (queue full)",
                                 registry=self.registry)
 
 

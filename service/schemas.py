@@ -2,27 +2,76 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
 MAX_TEXT_CHARS = 100_000
+#: A text: no control characters other than tab, newline and carriage return, and at least one
+#: character that is neither blank nor a control character (documented in the schema, checked here).
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+def _check_text(text: str) -> str:
+    if re.fullmatch(TEXT_PATTERN, text) is None:
+        raise ValueError("is empty or blank" if not text.strip() else
+                         "contains control characters (only tab, newline and carriage return are allowed)")
+    return text
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": TEXT_PATTERN}),
+                 AfterValidator(_check_text)]
+
+
+def _not_text(value: Any) -> Any:
+    if isinstance(value, (str, bool)):
+        raise ValueError("Input should be a valid integer (a JSON number, not a string or boolean)")
+    return value
+
+
+#: An integer field: JSON numbers with an integral value (``8`` or ``8.0``), never ``"8"`` or ``true``.
+Int = Annotated[int, BeforeValidator(_not_text)]
+#: A number field: JSON numbers only, never ``"0.9"`` or ``true``.
+Float = Annotated[float, BeforeValidator(_not_text)]
 
 
 class _Strict(BaseModel):
+    """Request bodies: unknown fields refused; no coercion (``"true"`` is not a boolean, ``"3"`` not an int)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+    field: str | None = Field(description="the request field at fault (``texts[2]``, ``body``, ``corpus``), if any")
+
+
+class ErrorBody(BaseModel):
+    """The envelope of every error answer."""
+
+    error: ErrorDetail
+
+
 class EncodeRequest(_Strict):
-    texts: list[str] = Field(min_length=1, max_length=1024, description="texts to embed (at most the server's max_texts)")
+    texts: list[Text] = Field(min_length=1, max_length=1024,
+                              description="texts to embed (at most the server's max_texts); none blank, no control characters")
     predictor: str = Field("dense", min_length=1, max_length=200,
-                           description='artifact id or id prefix, a predictor spec, "dense" (entmax) or "softmax"')
-    certified: bool = Field(False, description="certified-exact mode: recall 1.0 guaranteed (method.md §2)")
-    truncate: bool = Field(False, description="cut texts longer than the model's length instead of refusing them")
-    layers: list[StrictInt] | None = Field(None, max_length=256,
-                                           description="apply the predictor only to these layers (each once, "
-                                                       "0..L-1); the others run dense entmax. Default: the "
-                                                       "model config's sparsefinder_layers, else all layers")
+                           description='artifact id or id prefix, a predictor spec, "auto" (the stored setting the '
+                                       'newest report shows reaching the recall target at the highest sparsity), '
+                                       '"dense" (entmax) or "softmax"')
+    recall: Float = Field(None, gt=0, le=1,
+                          description="share of the gold attention graph to keep, e.g. 0.99: sets the predictor's "
+                                      "knob (a calibrated target for proj-threshold, else read off the newest "
+                                      "report); with auto, the target (default 0.99)")
+    certified: StrictBool = Field(False, description="certified-exact mode: recall 1.0 guaranteed (method.md §2); "
+                                                      "dense and softmax compute every pair already")
+    truncate: StrictBool = Field(False, description="cut texts longer than the model's length instead of refusing them")
+    layers: list[StrictInt] = Field(None, max_length=256,
+                                    description="apply the predictor only to these layers (each once, 0..L-1); the "
+                                                "others run dense entmax. Default: the model config's "
+                                                "sparsefinder_layers, else all layers")
 
 
 class EncodeResponse(BaseModel):
@@ -31,15 +80,17 @@ class EncodeResponse(BaseModel):
     sparsity: list[float] = Field(description="per layer, the mean fraction of query-key pairs skipped")
     keys_added: list[int] = Field(description="per layer, pairs the certified mode added (0 otherwise)")
     num_tokens: list[int] = Field(description="tokens per text, special tokens included")
-    seconds: float
+    seconds: float = Field(description="wall time of the forward pass this request ran in")
+    queue_seconds: float = Field(description="time this request waited before its forward pass")
+    batch_texts: int = Field(description="texts in that forward pass (this request's and others' joined to it)")
 
 
 class AttentionRequest(_Strict):
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: Text
     predictor: str = Field(min_length=1, max_length=200)
-    layer: int = Field(0, ge=0)
-    head: int = Field(0, ge=0)
-    truncate: bool = False
+    layer: Int = Field(0, ge=0)
+    head: Int = Field(0, ge=0)
+    truncate: StrictBool = False
 
 
 class AttentionResponse(BaseModel):
@@ -66,17 +117,24 @@ class PredictorList(BaseModel):
 
 
 class FitRequest(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["corpus"]}, {"required": ["corpus_text"]}]})
+
     spec: str = Field(min_length=1, max_length=200, description="predictor spec to fit, e.g. window16")
-    corpus: str = Field(min_length=1, max_length=4096, description="path of a plain-text corpus on the server")
-    max_length: int | None = Field(None, ge=8, le=512)
-    limit: int | None = Field(None, ge=1, le=100_000)
+    # optional but not nullable: a field absent is None, an explicit null is refused
+    corpus: str = Field(None, min_length=1, max_length=4096,
+                               description="a plain-text corpus file under the server's corpus root (relative path)")
+    corpus_text: str = Field(None, min_length=1, max_length=MAX_TEXT_CHARS,
+                                    description="the corpus itself, one text per line (instead of ``corpus``)")
+    max_length: Int = Field(None, ge=8, le=512, description="tokens per extracted sequence (default: the server's)")
+    limit: Int = Field(None, ge=1, le=100_000, description="sequences to extract (default: the server's)")
 
 
 class JobInfo(BaseModel):
     id: str
     state: Literal["queued", "running", "done", "failed"]
     spec: str
-    corpus: str
+    corpus: str = Field(description="the corpus path under the corpus root, or uploaded:<sha256 prefix>")
     progress: float = Field(ge=0, le=1)
     stage: str
     result_id: str | None = None
@@ -95,6 +153,6 @@ class ReportList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "loading"]
+    status: Literal["ok"]
     model: str | None = None
     predictors: int | None = None

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from sparsefinder.config import MODEL_HELP, get_settings
+
+
+def redact_query(record: logging.LogRecord) -> bool:
+    """Access-log filter: drop query strings (a token pasted there must not reach the log)."""
+    if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+        record.args = record.args[:2] + (record.args[2].split("?", 1)[0],) + record.args[3:]
+    return True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,5 +32,6 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings().model_copy(update={"host": args.host, "port": args.port, "store": args.store,
                                                  "reports": Path(args.reports), "model": args.model})
+    logging.getLogger("uvicorn.access").addFilter(redact_query)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0

@@ -1,13 +1,14 @@
 """The model thread: every model call runs in one worker thread behind a bounded queue.
 
-PyTorch already uses every core for one forward pass, so requests run one at a time;
-up to ``queue_size`` wait, more are refused with 429. An exception in a call goes back
-to its request; the thread itself never dies.
+PyTorch already uses every core for one forward pass, so calls run one at a time; up to
+``queue_size`` requests wait, more are refused with 429 and a ``Retry-After`` header
+(:func:`overloaded`). An exception in a call goes back to its request; the thread never dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -15,9 +16,15 @@ from typing import TypeVar
 from .errors import ApiError
 from .metrics import ServiceMetrics
 
-__all__ = ["ModelWorker"]
+__all__ = ["ModelWorker", "overloaded"]
 
 T = TypeVar("T")
+
+
+def overloaded(message: str, metrics: ServiceMetrics, retry_after_s: float) -> ApiError:
+    """The 429 answer to a request refused at admission, with ``Retry-After`` in whole seconds (at least 1)."""
+    metrics.rejected.inc()
+    return ApiError(429, f"{message}; retry later", headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
 class ModelWorker:
@@ -27,17 +34,28 @@ class ModelWorker:
         self.queue_size = queue_size
         self.metrics = metrics
         self.pending = 0
+        self.last_seconds = 1.0
+        """Wall time of the latest call: the ``Retry-After`` estimate is queue length × this."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsefinder-model")
 
-    async def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """Await ``fn(*args, **kwargs)`` on the model thread; 429 when ``queue_size`` calls are already waiting."""
+    async def call(self, fn: Callable[..., T], *args) -> T:
+        """Await ``fn(*args)`` on the model thread, without admission control (callers bound their own queue)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        finally:
+            self.last_seconds = loop.time() - start
+
+    async def run(self, fn: Callable[..., T], *args) -> T:
+        """Await ``fn(*args)`` on the model thread; 429 when ``queue_size`` calls are already waiting."""
         if self.pending >= self.queue_size + 1:
-            self.metrics.rejected.inc()
-            raise ApiError(429, f"the model queue is full ({self.queue_size} waiting); retry later")
+            raise overloaded(f"the model queue is full ({self.queue_size} waiting)", self.metrics,
+                             self.pending * self.last_seconds)
         self.pending += 1
         self.metrics.queue.set(self.pending)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+            return await self.call(fn, *args)
         finally:
             self.pending -= 1
             self.metrics.queue.set(self.pending)

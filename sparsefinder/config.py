@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: α of α-entmax; 1.5 is the default of the method (method.md §1).
@@ -95,7 +96,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     """Largest request body the service reads (413 beyond)."""
     queue_size: int = 16
-    """Model requests waiting for the service's model thread; more are refused with 429."""
+    """Model requests waiting for the service's model thread; more are refused with 429 (``Retry-After``)."""
+    queue_texts: int = 256
+    """Texts waiting in the encode queue; more are refused with 429 (the queue is bounded in texts too)."""
+    refuse_delay_ms: float = 500.0
+    """A refused encode request (queue full) gets its 429 after this delay: clients that ignore
+    ``Retry-After`` cannot turn refusals into a busy loop that starves the served requests."""
+    batch_max_texts: int = 64
+    """Most texts the encode batcher joins into one forward pass (concurrent requests, same mode)."""
+    batch_max_wait_ms: float = 5.0
+    """How long the encode batcher waits for more requests before running a partial batch."""
+    corpus_root: Path = Field(default_factory=default_data_dir)
+    """Fit-job corpora (``POST /v1/predictors``) are files under this folder, or text uploaded in the body."""
     fit_max_length: int = 128
     """Default L of the corpus extraction a fit job runs (``POST /v1/predictors``)."""
     fit_limit: int = 64
@@ -103,7 +115,7 @@ class Settings(BaseSettings):
     torch_threads: int | None = None
     """PyTorch threads of the service process; ``None`` keeps torch's default (one per core)."""
     jobs_dir: Path = Path("artifacts/jobs")
-    """Scratch folder of fit jobs (their extracted datasets)."""
+    """Fit jobs: their state as ``<id>.json`` (survives restarts) and scratch folders."""
 
 
 def get_settings() -> Settings:

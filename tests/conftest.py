@@ -114,34 +114,44 @@ class Service:
         return {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="session")
-def service(tmp_path_factory, tiny_corpus) -> Service:
-    """``sparsefinder serve`` on a free port with an empty store and one hand-written report."""
-    root = tmp_path_factory.mktemp("service")
-    (root / "reports" / "r1").mkdir(parents=True)
-    (root / "reports" / "r1" / "report.json").write_text(json.dumps(hand_report()))
-    corpus = tiny_corpus
+def launch(root: Path, corpus_root: Path, log: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """``sparsefinder serve`` on a free port with store, reports and jobs under ``root``; not yet ready."""
     port = _free_port()
-    env = dict(os.environ, SPARSEFINDER_TOKEN=TOKEN, SPARSEFINDER_JOBS_DIR=str(root / "jobs"),
-               SPARSEFINDER_MAX_BODY_BYTES="20000", SPARSEFINDER_MAX_TEXTS="16", SPARSEFINDER_QUEUE_SIZE="1",
-               SPARSEFINDER_DEVICE="cpu")
-    log = root / "server.log"
-    with open(log, "wb") as out:
+    full = dict(os.environ, SPARSEFINDER_TOKEN=TOKEN, SPARSEFINDER_JOBS_DIR=str(root / "jobs"),
+                SPARSEFINDER_CORPUS_ROOT=str(corpus_root), SPARSEFINDER_DEVICE="cpu", **env)
+    with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sparsefinder.cli", "serve", "--port", str(port),
                                  "--store", str(root / "store"), "--reports", str(root / "reports")],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+                                stdout=out, stderr=subprocess.STDOUT, env=full)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180) -> None:
+    """Poll ``/readyz`` until 200; fail with the server log if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
             if httpx.get(url + "/readyz").status_code == 200:
-                break
+                return
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"service did not become ready:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
-    yield Service(url, root, corpus, log)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, tiny_corpus) -> Service:
+    """``sparsefinder serve`` on a free port with an empty store and one hand-written report."""
+    root = tmp_path_factory.mktemp("service")
+    (root / "reports" / "r1").mkdir(parents=True)
+    (root / "reports" / "r1" / "report.json").write_text(json.dumps(hand_report()))
+    log = root / "server.log"
+    proc, url = launch(root, tiny_corpus.parent, log, SPARSEFINDER_MAX_BODY_BYTES="20000",
+                       SPARSEFINDER_MAX_TEXTS="16", SPARSEFINDER_QUEUE_SIZE="8", SPARSEFINDER_QUEUE_TEXTS="24",
+                       SPARSEFINDER_BATCH_MAX_TEXTS="16", SPARSEFINDER_BATCH_MAX_WAIT_MS="50")
+    wait_ready(proc, url, log)
+    yield Service(url, root, tiny_corpus, log)
     proc.terminate()
     proc.wait(timeout=30)

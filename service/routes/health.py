@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import deps
-from ..errors import error_body
+from ..errors import documented, error_body
 from ..schemas import Health
 
 router = APIRouter(tags=["health"])
@@ -20,12 +20,12 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, operation_id="readyz",
-            responses={503: {"description": "still loading"}})
+            responses=documented(503))
 async def readyz(request: Request):
     """200 once the model and the stored predictors are loaded, else 503."""
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
-        return JSONResponse(error_body(503, "the model is still loading"), status_code=503)
+        return JSONResponse(error_body(503, deps.not_ready(request)), status_code=503)
     return Health(status="ok", model=engine.info.id, predictors=len(engine.store.list()))
 
 

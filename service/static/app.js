@@ -276,7 +276,9 @@ async function start() {
   for (let i = 0; i < 60; i++) {
     const res = await fetch("/readyz");
     if (res.ok) { $("ready").textContent = `ready · ${(await res.json()).model}`; break; }
-    $("ready").textContent = "loading the model…";
+    const why = (await res.json().catch(() => ({}))).error?.message || "";
+    $("ready").textContent = why.includes("failed") ? why : "loading the model…";
+    if (why.includes("failed")) break;
     await new Promise((r) => setTimeout(r, 1000));
   }
   await Promise.all([loadPredictors(), loadReports()]).catch((err) => {

@@ -95,10 +95,8 @@ class Engine:
         (``None``: the model's default) at a ``recall`` target; blocking. Errors name the field at fault."""
         try:
             layers = check_layers(layers, self.info.num_layers, "layers")
-        except SparsefinderError as exc:
-            raise ApiError(422, str(exc), "layers") from None
-        if recall is not None and predictor in REFERENCE_NAMES:
-            raise ApiError(422, f"recall: a recall target needs a predictor; {predictor!r} computes every pair", "recall")
+        except SparsefinderError as exc:  # schema-valid (unique, ≥ 0) yet beyond the model: no such layer
+            raise ApiError(404, str(exc), "layers") from None
         chosen = predictor if predictor in REFERENCE_NAMES else self.predictor(predictor, recall)
         certified = certified and predictor not in REFERENCE_NAMES  # the reference modes miss no pair
         try:

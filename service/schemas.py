@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 MAX_TEXT_CHARS = 100_000
 #: A text: no control characters other than tab, newline and carriage return, and at least one
@@ -32,6 +32,14 @@ def _not_text(value: Any) -> Any:
 
 #: An integer field: JSON numbers with an integral value (``8`` or ``8.0``), never ``"8"`` or ``true``.
 Int = Annotated[int, BeforeValidator(_not_text)]
+def _unique(values: list | None) -> list | None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError("List items must be unique (a layer is listed more than once)")
+    return values
+
+
+#: A layer index: a non-negative integer field.
+Layer = Annotated[int, Field(ge=0), BeforeValidator(_not_text)]
 #: A number field: JSON numbers only, never ``"0.9"`` or ``true``.
 Float = Annotated[float, BeforeValidator(_not_text)]
 
@@ -68,10 +76,11 @@ class EncodeRequest(_Strict):
     certified: StrictBool = Field(False, description="certified-exact mode: recall 1.0 guaranteed (method.md §2); "
                                                       "dense and softmax compute every pair already")
     truncate: StrictBool = Field(False, description="cut texts longer than the model's length instead of refusing them")
-    layers: list[StrictInt] = Field(None, max_length=256,
-                                    description="apply the predictor only to these layers (each once, 0..L-1); the "
-                                                "others run dense entmax. Default: the model config's "
-                                                "sparsefinder_layers, else all layers")
+    layers: Annotated[list[Layer], AfterValidator(_unique)] = Field(
+        None, max_length=256, json_schema_extra={"uniqueItems": True},
+        description="apply the predictor only to these layers (each once, 0..L-1; a layer the model lacks is "
+                    "404); the others run dense entmax. Default: the model config's sparsefinder_layers, else all "
+                    "layers")
 
 
 class EncodeResponse(BaseModel):

@@ -114,11 +114,11 @@ def resolve_mode(name: str, store: str | ArtifactStore | None = None, *, model_i
                  recall: float | None = None) -> Predictor | str:
     """An attention mode: ``dense``/``softmax`` as they are, else :func:`resolve_choice` on the store.
 
-    ``store`` is an :class:`ArtifactStore`, a URL, or ``None`` for the settings' store.
+    ``store`` is an :class:`ArtifactStore`, a URL, or ``None`` for the settings' store. The
+    reference modes compute every pair, so they meet any ``recall`` target (it is only checked).
     """
     if name in REFERENCE_MODES:
-        if recall is not None:
-            raise SparsefinderError(f"a recall target needs a predictor; {name!r} computes every pair")
+        check_recall(recall)
         return name
     if not isinstance(store, ArtifactStore):
         store = ArtifactStore(store or get_settings().store)

@@ -22,6 +22,12 @@ from .errors import SparsefinderError
 __all__ = ["check_alpha", "entmax", "support", "threshold"]
 
 
+def _partial(width: int) -> int | None:
+    """Entries the exact threshold search sorts first (``None``: all); rows whose support fills them are redone
+    with twice as many, by the ``entmax`` package, so the result stays exact."""
+    return ENTMAX_TOPK if width > 2 * ENTMAX_TOPK else None
+
+
 def check_alpha(alpha: float) -> float:
     """Return ``alpha`` as a float, or raise a user error unless ``alpha > 1``."""
     alpha = float(alpha)
@@ -39,7 +45,7 @@ def entmax(scores: Tensor, alpha: float, dim: int = -1) -> Tensor:
     """
     dtype = scores.dtype
     x = scores.float() if dtype in (torch.float16, torch.bfloat16) else scores
-    k = ENTMAX_TOPK if x.shape[dim] > 2 * ENTMAX_TOPK else None
+    k = _partial(x.shape[dim])
     if alpha == 1.5:
         p = entmax15(x, dim=dim, k=k)
     elif alpha == 2.0:
@@ -63,10 +69,10 @@ def threshold(scores: Tensor, alpha: float) -> Tensor:
     z = scores.float()
     zmax = z.max(-1, keepdim=True).values
     if alpha == 1.5:
-        tau, _ = _entmax_threshold_and_support((z - zmax) / 2, dim=-1)
+        tau, _ = _entmax_threshold_and_support((z - zmax) / 2, dim=-1, k=_partial(z.shape[-1]))
         return zmax + 2 * tau
     if alpha == 2.0:
-        tau, _ = _sparsemax_threshold_and_support(z - zmax, dim=-1)
+        tau, _ = _sparsemax_threshold_and_support(z - zmax, dim=-1, k=_partial(z.shape[-1]))
         return zmax + tau
     # bisection on t in score units: f(t) = Σ [(α-1)(z - t)]_+^(1/(α-1)) - 1 is decreasing
     x = (alpha - 1) * (z - zmax)

@@ -158,8 +158,9 @@ PIPELINE_EVAL_SEQUENCES: int = 16
 #: (ADAPT_* recipe above: reached mean cosine 0.972, worst 0.921 against softmax on test.txt) and uses.
 ADAPTED_MODEL_NAME: str = "minilm-entmax15"
 #: Learned predictors the main job fits and stores (stateless baselines need no fitting).
-PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj16-score-knn-adapt-ep0", "proj16-score-kmeans16-ep0", "proj16-score-quant-ep0",
-                                      "pruning", "dam", "routing", "attended-global", "degree")
+PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj24-score-thr-ep0", "proj16-score-knn-adapt-ep0", "proj16-score-kmeans16-ep0",
+                                      "proj16-score-quant-ep0", "pruning", "dam", "routing", "attended-global",
+                                      "degree")
 
 # ---------------------------------------------------------------- baselines (issue 5)
 #: Random scores sampled at once when drawing random patterns (bounds memory to ~4 MB).

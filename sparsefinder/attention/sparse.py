@@ -93,7 +93,8 @@ def attend_chunk(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor,
                                                       values.index_select(0, at).view(*idx.shape, -1)).squeeze(1))
         else:
             probs = entmax_over_slots(flat_rows[ids].gather(-1, idx), valid, alpha)
-            probs_dense = probs_dense.index_put((ids[:, None], idx), probs, accumulate=True)
+            at = (ids[:, None] * n + idx).reshape(-1)
+            probs_dense = probs_dense.reshape(-1).index_add(0, at, probs.reshape(-1)).view_as(probs_dense)
     if gather:
         return out.view(batch, heads, c, -1)
     return torch.matmul(probs_dense.view(batch, heads, c, n), v)

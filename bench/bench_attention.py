@@ -27,7 +27,8 @@ from entmax import entmax15, entmax_bisect
 from sparsefinder.alpha_entmax import entmax
 from sparsefinder.attention.certified import certified_entmax_attention
 from sparsefinder.attention.sparse import sparse_entmax_attention
-from sparsefinder.predictors.base import AttentionInputs, predictor_from_spec
+from sparsefinder.inputs import AttentionInputs
+from sparsefinder.predictors.base import predictor_from_spec
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -70,7 +71,7 @@ def real_inputs(length: int, layer: int):
     ids = next(pack_sequences(iter_texts(default_data_dir() / "test.txt"), tok, length))
     seq = next(capture(model, [ids], 1.5))
     inp = seq.inputs(layer)
-    return inp.queries, inp.keys, seq.values[layer].float(), seq.input_ids
+    return inp.queries[0], inp.keys[0], seq.values[layer].float(), seq.input_ids
 
 
 def main() -> None:
@@ -104,7 +105,7 @@ def main() -> None:
         scaling = d**-0.5
         sample = entmax(q[:, :256] @ k.transpose(1, 2) * scaling, 1.5) > 0
         gold_sparsity = 1 - float(sample.float().mean())
-        inputs = AttentionInputs(args.layer, q, k, ids)
+        inputs = AttentionInputs.single(args.layer, q, k, ids)
         pattern = predictor.predict(inputs)
         sdpa_ms = None
         methods = {

@@ -82,9 +82,9 @@ def width_classes(counts: Tensor, widths: tuple[int, ...] = SPARSE_WIDTH_CLASSES
     return out
 
 
-def query_chunks(batch: int, heads: int, n: int, budget: int) -> range:
-    """Starts of query chunks over ``n`` positions with at most ``budget`` entries of ``(B, H, c, n)`` each."""
-    return range(0, n, max(1, budget // max(batch * heads * n, 1)))
+def query_chunks(n: int, per_query: int, budget: int) -> range:
+    """Starts of chunks of the ``n`` queries, each chunk at most ``budget`` entries at ``per_query`` entries a query."""
+    return range(0, n, max(1, budget // max(per_query, 1)))
 
 
 @dataclass(frozen=True)
@@ -249,13 +249,6 @@ class Pattern:
         index = torch.cat([torch.nn.functional.pad(pad_width(p.index, w), (0, 0, 0, n - p.length)) for p in patterns])
         counts = torch.cat([torch.nn.functional.pad(p.counts, (0, n - p.length)) for p in patterns])
         return cls(index, counts, torch.cat([p.lengths for p in patterns]))
-
-    @classmethod
-    def stack_heads(cls, patterns: Sequence[Pattern]) -> Pattern:
-        """Concatenate patterns of the same batch and length along the head axis."""
-        w = max(p.width for p in patterns)
-        return cls(torch.cat([pad_width(p.index, w) for p in patterns], 1),
-                   torch.cat([p.counts for p in patterns], 1), patterns[0].lengths)
 
     # ------------------------------------------------------------------ views
     @property

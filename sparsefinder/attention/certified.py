@@ -75,7 +75,7 @@ def certified_entmax_attention(
     pattern = pattern.to(q.device)
     valid = pattern.valid_slots()
     key_ok = (torch.arange(n, device=q.device) < pattern.lengths[:, None])[:, None, None, :]  # (B, 1, 1, n)
-    starts = query_chunks(batch, heads, n, chunk_pairs)
+    starts = query_chunks(n, batch * heads * n, chunk_pairs)
     step = starts.step
     outs, pieces = [], []
     added = torch.zeros(batch, heads, dtype=torch.long, device=q.device)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..alpha_entmax import check_alpha, entmax
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, SPARSE_GATHER_RATIO
-from ..pattern import Pattern, width_classes
+from ..pattern import Pattern, query_chunks, width_classes
 
 __all__ = ["SparseEntmaxAttention", "as_batched", "attend_chunk", "entmax_over_slots", "sparse_entmax_attention"]
 
@@ -137,9 +137,10 @@ def sparse_entmax_attention(
             return out[0] if single else out
     width = pattern.width
     per_query = width * d if gathers(n, width) else n
-    step = max(1, chunk_pairs // max(batch * heads * per_query, 1))
+    starts = query_chunks(n, batch * heads * per_query, chunk_pairs)
+    step = starts.step
     outs = [attend_chunk(q[:, :, s:s + step], k, v, pattern.index[:, :, s:s + step], pattern.counts[:, :, s:s + step],
-                          alpha, scaling) for s in range(0, n, step)]
+                          alpha, scaling) for s in starts]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     return out[0] if single else out
 

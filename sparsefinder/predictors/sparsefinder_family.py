@@ -551,7 +551,7 @@ class ThresholdPredictor(ProjectionPredictor):
         query_ok = (torch.arange(n, device=qp.device) < lengths[:, None])[:, None, :, None]
         margins = [self.margins(layer, value).to(qp)[None, :, None, None] for value in values]
         pieces: list[list[tuple[Tensor, Tensor]]] = [[] for _ in values]
-        starts = query_chunks(batch, heads, n, config.PREDICT_CHUNK_SCORES)  # chunks stay in cache
+        starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)  # chunks stay in cache
         for s in starts:
             chunk = slice(s, s + starts.step)
             slack = self._slack(self.approximate_scores(qp[:, :, chunk], kp, valid), float(self.alpha_))

@@ -401,12 +401,18 @@ class QuantizationPredictor(ProjectionPredictor):
         return torch.searchsorted(bounds, flat).reshape(heads, r, batch, n).permute(2, 0, 3, 1)
 
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
-        """Pairs sharing a bucket in some dimension (:func:`~.buckets.group_pattern`, one group range per dimension)."""
-        r = qp.shape[-1]
-        offsets = torch.arange(r, device=qp.device) * self.buckets  # one group range per dimension
-        qb, kb = self.bucket_ids(layer, qp) + offsets, self.bucket_ids(layer, kp) + offsets  # (B, H, n, r)
-        return _per_sequence(lengths, qp.shape[2], lambda b, m: group_pattern(qb[b, :, :m], kb[b, :, :m],
-                                                                               r * self.buckets))
+        """Pairs sharing a bucket in some dimension: one comparison per (pair, dimension), a chunk of queries at a time.
+
+        (Listing the pairs of each bucket would enumerate most pairs once per dimension: sharing
+        any one of ``r`` buckets keeps most pairs.)
+        """
+        batch, heads, n, r = qp.shape
+        qb, kb = self.bucket_ids(layer, qp), self.bucket_ids(layer, kp)  # (B, H, n, r)
+        ok = _key_mask(lengths, n) & (torch.arange(n, device=qp.device) < lengths[:, None])[:, None, :, None]
+        starts = query_chunks(n, batch * heads * n * r, config.PREDICT_CHUNK_SCORES)
+        pieces = [compact((qb[:, :, s:s + starts.step, None, :] == kb[:, :, None, :, :]).any(-1)
+                          & ok[:, :, s:s + starts.step]) for s in starts]
+        return Pattern.cat_rows(pieces, lengths)
 
 
 @register_predictor

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import shutil
 import threading
 import uuid
@@ -26,6 +25,7 @@ from typing import Any
 from sparsefinder.config import Settings
 from sparsefinder.corpus import CorpusInfo, check_corpus
 from sparsefinder.errors import ConflictError, NotFoundError, SparsefinderError
+from sparsefinder.files import atomic_write_bytes
 from sparsefinder.predictors.base import predictor_from_spec
 from sparsefinder.store import ArtifactInfo, ArtifactStore
 from sparsefinder.training.extract import extract
@@ -34,7 +34,7 @@ from sparsefinder.training.fit import fit
 from .errors import ApiError
 from .schemas import FitRequest, JobInfo
 
-__all__ = ["JobManager", "fit_predictor", "resolve_corpus", "write_atomic"]
+__all__ = ["JobManager", "fit_predictor", "resolve_corpus"]
 
 log = logging.getLogger("sparsefinder.service")
 
@@ -60,19 +60,6 @@ def fit_predictor(corpus: Path, spec: str, store: ArtifactStore, progress_cb: Pr
         return fit(str(dataset.folder), spec, store.url)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers (and a restart after SIGKILL) see the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resolve_corpus(name: str, root: Path) -> CorpusInfo:
@@ -127,7 +114,7 @@ class JobManager:
         return jobs
 
     def _save(self, job: JobInfo) -> None:
-        write_atomic(self.dir / f"{job.id}.json", job.model_dump_json(indent=1).encode())
+        atomic_write_bytes(self.dir / f"{job.id}.json", job.model_dump_json(indent=1).encode())
 
     def _update(self, job_id: str, **fields: Any) -> None:
         with self._lock:
@@ -146,7 +133,7 @@ class JobManager:
         folder = self.dir / job_id
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "corpus.txt"
-        write_atomic(path, req.corpus_text.encode())
+        atomic_write_bytes(path, req.corpus_text.encode())
         try:
             info = check_corpus(path)
         except SparsefinderError as exc:

@@ -1,7 +1,7 @@
 """The predicted path against dense α-entmax and softmax, whole model and per layer (issues 11 and 12).
 
-Real inputs: WikiText-2 ``test.txt`` paragraphs of at least ``--min-tokens`` tokens, cut to the
-model's 512 positions, through the served model (default: the adapted entmax encoder). One
+Real inputs: WikiText-2 ``test.txt`` paragraphs of at least ``--min-tokens`` tokens, cut to
+``--max-tokens`` (at most the model's 512 positions), through the served model (default: the adapted entmax encoder). One
 process; every mode runs on the same texts, modes interleaved within each repeat; the median
 over ``--repeats`` is reported, with the thread count and the text lengths.
 
@@ -37,13 +37,14 @@ from sparsefinder.encoder import SparseEncoder
 from sparsefinder.metrics import compare
 
 
-def wikitext_texts(tokenizer, count: int, min_tokens: int) -> list[str]:
-    """The first ``count`` paragraphs of ``test.txt`` with at least ``min_tokens`` tokens."""
+def wikitext_texts(tokenizer, count: int, min_tokens: int, max_tokens: int) -> list[str]:
+    """The first ``count`` paragraphs of ``test.txt`` with at least ``min_tokens`` tokens, cut to ``max_tokens``."""
     out = []
     for line in (default_data_dir() / "test.txt").read_text(encoding="utf-8").splitlines():
         text = line.strip()
-        if text and not text.startswith("=") and len(tokenizer(text)["input_ids"]) >= min_tokens:
-            out.append(text)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text and not text.startswith("=") else []
+        if len(ids) + 2 >= min_tokens:
+            out.append(text if len(ids) + 2 <= max_tokens else tokenizer.decode(ids[:max_tokens - 2]))
             if len(out) == count:
                 break
     return out
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--predictor", action="append", default=[], help="stored id or spec (repeatable)")
     parser.add_argument("--texts", type=int, default=16)
     parser.add_argument("--min-tokens", type=int, default=400)
+    parser.add_argument("--max-tokens", type=int, default=512, help="cut texts to this many tokens (special included)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -133,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     encoder = SparseEncoder(args.model, device="cpu")
-    texts = wikitext_texts(encoder.tokenizer, args.texts, args.min_tokens)
+    texts = wikitext_texts(encoder.tokenizer, args.texts, args.min_tokens, min(args.max_tokens, encoder.max_length))
     lengths = [min(len(encoder.tokenizer(t)["input_ids"]), encoder.max_length) for t in texts]
     store = args.store or get_settings().store
     predictors = {name: resolve_mode(name, store, model_id=encoder.info.id, alpha=encoder.alpha)

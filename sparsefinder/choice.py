@@ -22,7 +22,7 @@ from .report import list_reports, load_report
 from .store import ArtifactStore, resolve_predictor
 
 __all__ = ["AUTO", "REFERENCE_MODES", "auto_choice", "check_recall", "knob_for_recall", "newest_report",
-           "resolve_choice", "resolve_mode"]
+           "resolve_choice", "resolve_mode", "set_recall_target"]
 
 #: The predictor name that means "the best stored setting for the recall target".
 AUTO = "auto"
@@ -67,6 +67,14 @@ def knob_for_recall(report: dict, predictor: Predictor, recall: float) -> Any:
     return max(ok, key=lambda s: s["sparsity"])["knob_value"]
 
 
+def set_recall_target(predictor: Predictor, recall: float) -> Predictor:
+    """Set the recall target of a recall-calibrated predictor (``proj-threshold``); others raise a user error."""
+    if predictor.knob != RECALL_KNOB:
+        raise SparsefinderError(f"{predictor.spec} is not calibrated to a recall target (proj-threshold is, e.g. "
+                                "proj24-score-thr-ep0); pick its knob from a report with 'sparsefinder encode --recall'")
+    return predictor.set_params(recall=check_recall(recall))
+
+
 def auto_choice(report: dict, recall: float) -> tuple[str, Any]:
     """``(artifact id, knob value)`` of the stored setting reaching ``recall`` at the highest sparsity in ``report``."""
     best: tuple[float, str, Any] | None = None
@@ -101,7 +109,7 @@ def resolve_choice(name: str, store: ArtifactStore | None, *, model_id: str, alp
         return predictor
     predictor = resolve_predictor(name, store, model_id=model_id, alpha=alpha)
     if recall is not None and predictor.knob == RECALL_KNOB:
-        predictor.set_params(recall=recall)
+        set_recall_target(predictor, recall)
     elif recall is not None and predictor.knob is not None:
         chosen = knob_for_recall(report or newest_report(model_id, reports), predictor, recall)
         predictor.set_params(**{predictor.knob: chosen})

@@ -105,3 +105,30 @@ def test_auto_and_recall_resolve_to_the_setting_the_report_says(tmp_path):
         resolve_choice("auto", store, model_id="in-memory", recall=1.5, report=report)
     with pytest.raises(SparsefinderError, match="no stored predictor reaches recall 0.999"):
         resolve_choice("auto", store, model_id="in-memory", recall=0.999, report=report)
+
+
+def test_fit_and_evaluate_take_a_recall_target(tmp_path, capsys):
+    """``fit --recall`` stores the target; ``evaluate --recall`` reports requested and measured side by side."""
+    import json
+
+    from synthetic import write_dataset
+
+    from sparsefinder.cli import main
+
+    folder = write_dataset(tmp_path / "data", _gaussian_dataset(8, seed=5)).folder
+    store = str(tmp_path / "store")
+    assert main(["fit", "--data", str(folder), "--predictor", "proj4-score-thr-ep0", "--store", store,
+                 "--recall", "0.9", "--quiet"]) == 0
+    artifact = json.loads(capsys.readouterr().out.splitlines()[-1])["id"]
+    assert ArtifactStore(store).load(artifact).recall == 0.9
+    assert main(["fit", "--data", str(folder), "--predictor", "window4", "--store", store, "--recall", "0.9"]) == 2
+    assert "not calibrated to a recall target" in capsys.readouterr().err
+    out = tmp_path / "report"
+    assert main(["evaluate", "--data", str(folder), "--predictors", artifact, "window", "--store", store,
+                 "--recall", "0.95", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    thr = next(p for p in report["predictors"] if p["knob"] == "recall")
+    assert [s["requested_recall"] for s in thr["settings"]] == [0.95]
+    assert abs(thr["settings"][0]["recall"] - 0.95) <= 0.1
+    window = next(p for p in report["predictors"] if p["name"] == "window")
+    assert len(window["settings"]) > 1 and window["settings"][0]["requested_recall"] is None  # still swept

@@ -21,7 +21,8 @@ from ..config import DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, MODEL_HELP, get_settings
 from ..corpus import check_corpus
 from ..dataset import GoldDataset
 from ..errors import NotFoundError, SparsefinderError
-from ..evaluation import Candidate
+from ..choice import check_recall
+from ..evaluation import RECALL_KNOB, Candidate
 from ..model import model_info
 from ..predictors.base import available_predictors, predictor_from_spec, sweep_values
 from ..report import write_report
@@ -31,7 +32,7 @@ from .distributed import evaluate_sharded
 from .engine import Engine
 from .extract import extract
 
-__all__ = ["add_arguments", "build_candidates", "dataset_for_corpus", "run"]
+__all__ = ["add_arguments", "at_recall_target", "build_candidates", "dataset_for_corpus", "run"]
 
 
 def dataset_for_corpus(corpus: str | Path, *, model: str | None, max_length: int, alpha: float,
@@ -94,6 +95,16 @@ def build_candidates(specs: list[str], data: GoldDataset, *, store: ArtifactStor
     return candidates
 
 
+def at_recall_target(candidates: list[Candidate], recall: float) -> list[Candidate]:
+    """The candidates with every recall-calibrated predictor set to ``recall`` instead of swept."""
+    recall = check_recall(recall, "--recall")
+    for c in candidates:
+        if c.predictor.knob == RECALL_KNOB:
+            c.predictor.set_params(recall=recall)
+            c.values = [recall]
+    return candidates
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="extracted dataset folder to evaluate on")
@@ -105,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit-data", default=None, help="extracted dataset to fit learned predictors not in the store")
     parser.add_argument("--fit-limit", type=int, default=None, help="fit on at most N sequences of --fit-data")
     parser.add_argument("--limit", type=int, default=None, help="evaluate on at most N sequences")
+    parser.add_argument("--recall", type=float, default=None,
+                        help="evaluate recall-calibrated predictors (proj-threshold) at this target only, e.g. 0.99: "
+                             "the report shows the requested and the measured recall side by side")
     parser.add_argument("--model", default=None, help=f"with --corpus: {MODEL_HELP}")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="L, with --corpus")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha, with --corpus")
@@ -125,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         check_compatible(fit_data, data)
     store = ArtifactStore(args.store or get_settings().store)
     candidates = build_candidates(args.predictors, data, store=store, fit_data=fit_data)
+    if args.recall is not None:
+        candidates = at_recall_target(candidates, args.recall)
     report = evaluate_sharded(engine, data, candidates, limit=args.limit)
     out = write_report(report, args.out)
     tqdm.write(f"report written to {out}")

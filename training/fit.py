@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..choice import set_recall_target
 from ..config import get_settings
 from ..dataset import GoldDataset
 from ..errors import SparsefinderError
@@ -20,14 +21,17 @@ __all__ = ["add_arguments", "fit", "fit_all", "run"]
 
 
 def fit(data: str, predictor: str, store: str | None = None, limit: int | None = None,
-        progress: bool = False) -> ArtifactInfo:
+        progress: bool = False, recall: float | None = None) -> ArtifactInfo:
     """Fit ``predictor`` (a spec) on the dataset folder ``data`` and save it in ``store``.
 
+    ``recall`` sets the stored recall target of a recall-calibrated predictor (its default knob).
     Returns the stored artifact's info (an identical fit returns the existing artifact).
     """
     if limit is not None and limit < 1:
         raise SparsefinderError(f"--limit must be at least 1, got {limit}")
     model = predictor_from_spec(predictor)
+    if recall is not None:
+        set_recall_target(model, recall)
     dataset = GoldDataset(data, limit=limit)
     start = time.perf_counter()
     model.fit(dataset, progress=progress)
@@ -38,13 +42,13 @@ def fit(data: str, predictor: str, store: str | None = None, limit: int | None =
 
 
 def fit_all(engine: Engine, data: str | Path, specs: list[str], store: str, *, limit: int | None = None,
-            progress: bool = True) -> list[ArtifactInfo]:
+            progress: bool = True, recall: float | None = None) -> list[ArtifactInfo]:
     """Fit every spec on the dataset folder ``data`` into ``store``: one call (a Ray task) per spec.
 
     Artifact ids are content hashes, so both engines store the same artifacts.
     """
     local = not engine.is_ray
-    calls = [(absolute(data), spec, absolute(store), limit, progress and local) for spec in specs]
+    calls = [(absolute(data), spec, absolute(store), limit, progress and local, recall) for spec in specs]
     return engine.map(fit, calls, desc="fit", progress=progress and not local, unit="predictor")
 
 
@@ -54,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="predictor specs, e.g. proj8-score-knn64 proj4-kmeans16 (one Ray task each)")
     parser.add_argument("--store", default=None, help="artifact store: folder or fsspec URL (default: settings)")
     parser.add_argument("--limit", type=int, default=None, help="fit on the first N sequences only")
+    parser.add_argument("--recall", type=float, default=None,
+                        help="stored recall target of a recall-calibrated predictor (proj-threshold), e.g. 0.99")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or loss log")
     engines.add_arguments(parser)
 
@@ -65,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
         raise SparsefinderError(f"--limit must be at least 1, got {args.limit}")
     GoldDataset(args.data)  # a missing or broken dataset is reported before any task starts
     for spec in args.predictor:
-        predictor_from_spec(spec)  # so is a bad spec
+        checked = predictor_from_spec(spec)  # so is a bad spec
+        if args.recall is not None:
+            set_recall_target(checked, args.recall)  # and a recall target it cannot take
     infos = fit_all(Engine.from_args(args), args.data, args.predictor, args.store or get_settings().store,
-                    limit=args.limit, progress=not args.quiet)
+                    limit=args.limit, progress=not args.quiet, recall=args.recall)
     for info in infos:
         print(json.dumps({"id": info.id, "spec": info.spec, "fit_seconds": info.fit_seconds,
                           "fit_sequences": info.fit_sequences}))

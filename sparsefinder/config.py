@@ -140,6 +140,8 @@ PROJ_RANK_WEIGHT: float = 1.0
 #: Points of the quantile grid kept per projected dimension (quantization boundaries) and per
 #: head (radius calibration); boundaries for B buckets are read off it at predict time.
 PROJ_QUANTILE_POINTS: int = 1025
+#: Best keys per query whose α-entmax threshold (a lower bound) selects the threshold predictor's candidates.
+THRESHOLD_SEED_KEYS: int = 4
 #: Predictors that score all pairs work on chunks of queries with at most this many scores (cache-sized).
 PREDICT_CHUNK_SCORES: int = 1 << 20
 #: Recall target of ``"predictor": "auto"`` when none is given (share of the gold graph kept).

@@ -477,13 +477,16 @@ class KMeansPredictor(ProjectionPredictor):
 def approximate_threshold(scores: Tensor, alpha: float) -> Tensor:
     """The α-entmax threshold of each row of approximate scores ``(…, n)`` (``-inf`` = absent key): ``(…, 1)``.
 
-    Only keys within ``1/(α−1)`` of the row's best can be in the support (method.md §1), so the
-    exact threshold is computed on those candidates only, rows grouped by their number of
-    candidates (:func:`~sparsefinder.pattern.width_classes`): most rows sort a few
-    entries, not ``n``.
+    The threshold of any subset of a row's keys is a lower bound (method.md §1); that of its
+    best :data:`~sparsefinder.config.THRESHOLD_SEED_KEYS` keys (one small ``topk``) leaves few
+    candidates, and the exact threshold is computed on those only, rows grouped by their number
+    of candidates (:func:`~sparsefinder.pattern.width_classes`): most rows sort a few entries,
+    not ``n``.
     """
     best = scores.amax(-1, keepdim=True)
-    index, counts = compact(scores > best - 1.0 / (alpha - 1.0))
+    seed = scores.topk(min(config.THRESHOLD_SEED_KEYS, scores.shape[-1]), dim=-1).values
+    lower = threshold(torch.maximum(seed, best - 1e4), alpha)  # absent keys stay far below any support
+    index, counts = compact(scores > lower)
     flat_scores, flat_index = scores.reshape(-1, scores.shape[-1]), index.reshape(-1, index.shape[-1])
     flat_counts = counts.reshape(-1)
     out = best.reshape(-1).clone()

@@ -17,7 +17,7 @@ import torch
 
 from sparsefinder.dataset import GoldDataset
 from sparsefinder.metrics import MetricsAccumulator, compare
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.predictors.position_stats import position_counts
 from sparsefinder.predictors.sparsebert_dam import SparseBertDAMPredictor
 

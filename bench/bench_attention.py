@@ -28,7 +28,7 @@ from sparsefinder.alpha_entmax import entmax
 from sparsefinder.attention.certified import certified_entmax_attention
 from sparsefinder.attention.sparse import sparse_entmax_attention
 from sparsefinder.inputs import AttentionInputs
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

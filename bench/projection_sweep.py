@@ -14,7 +14,7 @@ import time
 
 from sparsefinder.dataset import GoldDataset
 from sparsefinder.metrics import MetricsAccumulator, compare
-from sparsefinder.predictors.base import predictor_from_spec, sweep_values
+from sparsefinder.predictors.registry import predictor_from_spec, sweep_values
 from sparsefinder.store import ArtifactStore, resolve_predictor
 
 

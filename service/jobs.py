@@ -26,7 +26,7 @@ from sparsefinder.config import Settings
 from sparsefinder.corpus import CorpusInfo, check_corpus
 from sparsefinder.errors import ConflictError, NotFoundError, SparsefinderError
 from sparsefinder.files import atomic_write_bytes
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.store import ArtifactInfo, ArtifactStore
 from sparsefinder.training.extract import extract
 from sparsefinder.training.fit import fit

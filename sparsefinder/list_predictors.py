@@ -6,7 +6,7 @@ import argparse
 import json
 
 from .config import get_settings
-from .predictors.base import available_predictors
+from .predictors.registry import available_predictors
 from .store import ArtifactStore
 
 __all__ = ["add_arguments", "listing", "run"]

@@ -65,7 +65,7 @@ DATA_INFORMED = frozenset({"attention-pruning", "neighbour-degree", "attended-gl
 
 def predictor_kind(entry: dict[str, Any]) -> str:
     """``reference``, ``fixed`` (learns nothing), ``data-informed`` (gold-graph statistics) or ``learned``."""
-    from .predictors.base import get_predictor_class
+    from .predictors.registry import get_predictor_class
 
     if entry.get("reference"):
         return "reference"

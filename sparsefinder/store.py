@@ -31,7 +31,8 @@ from safetensors.torch import save as save_tensors
 
 from . import __version__
 from .errors import NotFoundError, SparsefinderError
-from .predictors.base import Predictor, get_predictor_class, parse_spec, predictor_from_spec
+from .predictors.base import Predictor
+from .predictors.registry import get_predictor_class, parse_spec, predictor_from_spec
 
 __all__ = ["ArtifactInfo", "ArtifactStore", "resolve_predictor"]
 

@@ -10,7 +10,7 @@ from sparsefinder.dataset import InMemoryDataset, Sequence
 from sparsefinder.errors import NotFittedError, SparsefinderError
 from sparsefinder.pattern import Pattern
 from sparsefinder.inputs import AttentionInputs
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.predictors.breaking_bert import LexicalPredictor, NeighbourDegreePredictor
 from sparsefinder.predictors.buckets import group_pattern
 from sparsefinder.predictors.fixed import (

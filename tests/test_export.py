@@ -14,7 +14,7 @@ from sparsefinder.errors import SparsefinderError
 from sparsefinder.choice import knob_for_recall
 from sparsefinder.export import export_model
 from sparsefinder.model import packaged_model_path
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.store import ArtifactStore, resolve_predictor
 
 from conftest import TINY_TEXTS, hand_report

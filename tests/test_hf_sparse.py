@@ -8,7 +8,7 @@ import torch
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.model import load_encoder, mean_pool
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 from synthetic import grouped_dataset
 
 from sparsefinder.errors import NotFittedError
-from sparsefinder.predictors.base import available_predictors, predictor_from_spec
+from sparsefinder.predictors.registry import available_predictors, predictor_from_spec
 from sparsefinder.store import ArtifactStore
 
 

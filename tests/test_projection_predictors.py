@@ -10,7 +10,7 @@ from sparsefinder import faiss_backend
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.metrics import compare
 from sparsefinder.pattern import Pattern
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.predictors.projection import collect_samples, train_layer
 
 GROUPS = 4

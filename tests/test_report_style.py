@@ -7,7 +7,7 @@ import json
 from conftest import hand_report
 from matplotlib.figure import Figure
 
-from sparsefinder.predictors.base import available_predictors, get_predictor_class
+from sparsefinder.predictors.registry import available_predictors, get_predictor_class
 from sparsefinder.report import _draw, load_report, predictor_kind, style_predictors
 
 

@@ -10,7 +10,7 @@ from synthetic import grouped_dataset, write_dataset
 
 from sparsefinder.cli import main
 from sparsefinder.errors import NotFoundError, SparsefinderError
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.store import ArtifactStore, resolve_predictor
 
 

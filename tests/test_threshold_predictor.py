@@ -13,7 +13,7 @@ from sparsefinder.errors import SparsefinderError
 from sparsefinder.evaluation import Candidate, evaluate
 from sparsefinder.metrics import compare
 from sparsefinder.pattern import Pattern
-from sparsefinder.predictors.base import predictor_from_spec
+from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.predictors.sparsefinder_family import approximate_threshold
 from sparsefinder.store import ArtifactStore
 

@@ -24,7 +24,7 @@ from ..errors import NotFoundError, SparsefinderError
 from ..choice import check_recall
 from ..evaluation import RECALL_KNOB, Candidate
 from ..model import model_info
-from ..predictors.base import available_predictors, predictor_from_spec, sweep_values
+from ..predictors.registry import available_predictors, predictor_from_spec, sweep_values
 from ..report import write_report
 from ..store import ArtifactStore, resolve_predictor
 from . import engine as engines

@@ -12,7 +12,7 @@ from ..choice import set_recall_target
 from ..config import get_settings
 from ..dataset import GoldDataset
 from ..errors import SparsefinderError
-from ..predictors.base import predictor_from_spec
+from ..predictors.registry import predictor_from_spec
 from ..store import ArtifactInfo, ArtifactStore
 from . import engine as engines
 from .engine import Engine, absolute

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..config import (DEFAULT_MAX_LENGTH, MODEL_HELP, PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES,
                       PIPELINE_FIT_SPECS, default_data_dir, get_settings)
 from ..model import adapted_model_path, packaged_model_path
-from ..predictors.base import predictor_from_spec
+from ..predictors.registry import predictor_from_spec
 from ..report import write_report
 from ..store import ArtifactStore
 from . import engine as engines

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ..errors import SparsefinderError
 from ..pattern import Pattern
-from .base import AttentionInputs, Predictor, register_predictor
+from ..inputs import AttentionInputs
+from .base import Predictor
 from .position_stats import offset_pattern, pair_pattern, position_counts
 
 
@@ -39,7 +40,6 @@ def position_pattern(score: Tensor, threshold: float, absolute: bool, inputs: At
     return offset_pattern(keep, inputs.length, inputs.lengths)
 
 
-@register_predictor
 class AttentionPruningPredictor(Predictor):
     """Keep the positions whose gold frequency over the fit corpus exceeds ``threshold``."""
 

@@ -30,7 +30,6 @@ the knob over ``grid``".
 from __future__ import annotations
 
 import inspect
-import re
 from typing import Any, ClassVar
 
 from torch import Tensor
@@ -39,15 +38,7 @@ from ..errors import NotFittedError, SparsefinderError
 from ..inputs import AttentionInputs
 from ..pattern import Pattern
 
-__all__ = [
-    "AttentionInputs",
-    "Predictor",
-    "available_predictors",
-    "get_predictor_class",
-    "parse_spec",
-    "predictor_from_spec",
-    "register_predictor",
-]
+__all__ = ["Predictor", "format_spec"]
 
 
 class Predictor:
@@ -172,87 +163,6 @@ class Predictor:
         return f"{type(self).__name__}({params})"
 
 
-# ------------------------------------------------------------------ registry
-_REGISTRY: dict[str, type[Predictor]] = {}
-
-
-def register_predictor(cls: type[Predictor]) -> type[Predictor]:
-    """Class decorator: add ``cls`` to the registry under ``cls.name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"predictor name {cls.name!r} is already registered")
-    for letters in cls.spec_key:
-        if letters not in cls.spec_tokens:
-            raise ValueError(f"{cls.__name__}.spec_key token {letters!r} is not in spec_tokens")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_builtin() -> None:
-    from . import builtin  # noqa: F401  (registers every built-in predictor)
-
-
-def available_predictors() -> dict[str, type[Predictor]]:
-    """Every registered predictor class by name."""
-    _load_builtin()
-    return dict(_REGISTRY)
-
-
-def get_predictor_class(name: str) -> type[Predictor]:
-    """The class registered as ``name``; unknown names raise a user error listing the known ones."""
-    registry = available_predictors()
-    if name not in registry:
-        raise SparsefinderError(f"unknown predictor {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name]
-
-
-_TOKEN = re.compile(r"^([a-z]+)(-?[0-9]+(?:\.[0-9]+)?)?$")
-
-
-def _tokens(spec: str) -> list[tuple[str, str | None]]:
-    out = []
-    for raw in spec.strip().lower().split("-"):
-        m = _TOKEN.match(raw)
-        if not m:
-            raise SparsefinderError(f"bad predictor spec {spec!r}: token {raw!r} is not letters followed by a number")
-        out.append((m.group(1), m.group(2)))
-    return out
-
-
-def parse_spec(spec: str) -> tuple[type[Predictor], dict[str, Any]]:
-    """Resolve a spec string to its class and the parameters it sets.
-
-    >>> parse_spec("window16")  # doctest: +SKIP
-    (WindowPredictor, {'width': 16})
-    """
-    tokens = _tokens(spec)
-    letters = {t for t, _ in tokens}
-    if len(letters) != len(tokens):
-        raise SparsefinderError(f"bad predictor spec {spec!r}: a token appears twice")
-    matches = [c for c in available_predictors().values()
-               if set(c.spec_key) <= letters <= set(c.spec_tokens)]
-    if not matches:
-        raise SparsefinderError(
-            f"unknown predictor spec {spec!r}; known names: {', '.join(sorted(available_predictors()))}")
-    cls = max(matches, key=lambda c: len(c.spec_key))
-    defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
-                if p.kind == p.KEYWORD_ONLY}
-    params: dict[str, Any] = {}
-    for letters_, number in tokens:
-        param = cls.spec_tokens[letters_]
-        if param is None:
-            if number is not None:
-                raise SparsefinderError(f"bad predictor spec {spec!r}: token {letters_!r} takes no value")
-            continue
-        if number is None:
-            if isinstance(defaults.get(param), bool):
-                params[param] = True
-            elif letters_ not in cls.spec_key:
-                raise SparsefinderError(f"bad predictor spec {spec!r}: token {letters_!r} needs a value")
-        else:
-            params[param] = float(number) if "." in number else int(number)
-    return cls, params
-
-
 def format_spec(cls: type[Predictor], params: dict[str, Any], with_knob: bool = True) -> str:
     """Canonical spec: key tokens always, the knob unless ``with_knob`` is false, others when not default."""
     defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
@@ -277,22 +187,3 @@ def format_spec(cls: type[Predictor], params: dict[str, Any], with_knob: bool = 
         elif is_key or value != defaults.get(param):
             parts.append(f"{letters}{value:g}" if isinstance(value, float) else f"{letters}{value}")
     return "-".join(parts)
-
-
-def predictor_from_spec(spec: str) -> Predictor:
-    """A new, unfitted predictor for ``spec`` (parameters validated)."""
-    cls, params = parse_spec(spec)
-    try:
-        predictor = cls(**params)
-    except TypeError as exc:
-        raise SparsefinderError(f"bad predictor spec {spec!r}: {exc}") from None
-    predictor._validate_params()
-    return predictor
-
-
-def sweep_values(spec: str) -> list[Any] | None:
-    """Knob values to sweep for ``spec``: the class grid when the spec leaves the knob out, else ``None``."""
-    cls, params = parse_spec(spec)
-    if cls.knob is None or cls.knob in params:
-        return None
-    return list(cls.grid)

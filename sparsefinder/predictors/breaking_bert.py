@@ -27,7 +27,8 @@ from torch import Tensor
 
 from ..errors import SparsefinderError
 from ..pattern import Pattern
-from .base import AttentionInputs, Predictor, register_predictor
+from ..inputs import AttentionInputs
+from .base import Predictor
 from .buckets import group_pattern
 from .fixed import WindowUnion
 from .position_stats import position_counts
@@ -43,7 +44,6 @@ def lexical_pattern(input_ids: Tensor, num_heads: int) -> Pattern:
     return group_pattern(groups, groups, int(token.max()) + 1 if token.numel() else 1)
 
 
-@register_predictor
 class LexicalPredictor(WindowUnion):
     """Keys with the query's token id, plus the ``±width`` neighbours."""
 
@@ -68,7 +68,6 @@ class LexicalPredictor(WindowUnion):
                               for b, m in enumerate(inputs.lengths.tolist())], length=inputs.length)
 
 
-@register_predictor
 class NeighbourDegreePredictor(Predictor):
     """A window per layer whose degree is the smallest keeping ``target`` of the layer's gold edges."""
 

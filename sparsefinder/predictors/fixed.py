@@ -29,7 +29,7 @@ from torch import Tensor
 from ..config import RANDOM_SAMPLE_CHUNK
 from ..inputs import AttentionInputs
 from ..pattern import Pattern
-from .base import Predictor, register_predictor
+from .base import Predictor
 from .position_stats import gold_pairs
 
 _HASH_MASK = (1 << 31) - 1
@@ -120,7 +120,6 @@ class WindowUnion(Predictor):
         return window if fixed is None else window.union(fixed)
 
 
-@register_predictor
 class WindowPredictor(WindowUnion):
     """Keep keys within ``±width`` positions of the query."""
 
@@ -139,7 +138,6 @@ class WindowPredictor(WindowUnion):
         self._require_int("width", minimum=0)
 
 
-@register_predictor
 class RandomPredictor(Predictor):
     """``keys`` uniformly random keys per query, seeded per (seed, layer)."""
 
@@ -176,7 +174,6 @@ class RandomPredictor(Predictor):
                               device=inputs.queries.device)
 
 
-@register_predictor
 class GlobalPredictor(Predictor):
     """``tokens`` global tokens at fixed positions: first, last, then the following ones."""
 
@@ -201,7 +198,6 @@ class GlobalPredictor(Predictor):
                                      lengths=inputs.lengths, device=inputs.queries.device)
 
 
-@register_predictor
 class AttendedGlobalPredictor(Predictor):
     """Global tokens at the ``tokens`` key positions most often in the fit data's gold graphs, per (layer, head)."""
 
@@ -259,7 +255,6 @@ class AttendedGlobalPredictor(Predictor):
         return self
 
 
-@register_predictor
 class StridedPredictor(Predictor):
     """Sparse Transformer strided pattern: ``|i−j| < stride`` or ``(i−j) mod stride = 0``."""
 
@@ -290,7 +285,6 @@ class StridedPredictor(Predictor):
         return strided.union(Pattern.window(h, n, s - 1, lengths=lengths, device=device))
 
 
-@register_predictor
 class BigBirdPredictor(Predictor):
     """BigBird at token level, scaled by one block size ``b``: window ``±⌊3b/2⌋``, ``3b`` random keys, ``2b`` globals."""
 
@@ -322,7 +316,6 @@ class BigBirdPredictor(Predictor):
             Pattern.global_tokens(h, n, globals_, lengths=lengths, device=device))
 
 
-@register_predictor
 class LongformerPredictor(WindowUnion):
     """Longformer: window ``±width`` plus ``tokens`` global tokens ([CLS], [SEP], …)."""
 

@@ -22,7 +22,8 @@ from torch import Tensor
 
 from ..errors import SparsefinderError
 from ..pattern import Pattern
-from .base import AttentionInputs, Predictor, register_predictor
+from ..inputs import AttentionInputs
+from .base import Predictor
 from .buckets import group_pattern
 from .fixed import layer_generator
 
@@ -48,7 +49,6 @@ def lsh_buckets(x: Tensor, rotations: Tensor) -> Tensor:
         rotations.shape[0], device=x.device)
 
 
-@register_predictor
 class LSHPredictor(Predictor):
     """Keep the pairs whose unit query and key share an angular-LSH bucket in some round."""
 

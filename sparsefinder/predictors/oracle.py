@@ -11,11 +11,11 @@ from typing import ClassVar
 import torch
 
 from ..pattern import Pattern
-from .base import AttentionInputs, Predictor, register_predictor
+from ..inputs import AttentionInputs
+from .base import Predictor
 from .fixed import validate_sweep
 
 
-@register_predictor
 class OracleTopK(Predictor):
     """Keep the ``k`` highest-scoring keys of each query (all keys when ``k ≥ n``)."""
 

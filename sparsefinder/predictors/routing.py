@@ -24,7 +24,8 @@ from torch import Tensor
 from ..config import ROUTING_DECAY
 from ..errors import SparsefinderError
 from ..pattern import Pattern
-from .base import AttentionInputs, Predictor, register_predictor
+from ..inputs import AttentionInputs
+from .base import Predictor
 from .buckets import group_pattern
 from .fixed import layer_generator
 
@@ -103,7 +104,6 @@ def cluster_groups(x: Tensor, centroids: Tensor, size: int) -> Tensor:
     return torch.where(member, ids, -1).transpose(1, 2)
 
 
-@register_predictor
 class RoutingPredictor(Predictor):
     """Queries attend to the keys of their balanced k-means clusters (centroids fitted online)."""
 

@@ -22,7 +22,8 @@ from ..config import DAM_LEARNING_RATE, DAM_STEPS
 from ..errors import SparsefinderError
 from ..pattern import Pattern
 from .attention_pruning import check_threshold, position_pattern
-from .base import AttentionInputs, Predictor, register_predictor
+from ..inputs import AttentionInputs
+from .base import Predictor
 from .position_stats import PositionCounts, position_counts
 
 
@@ -54,7 +55,6 @@ def train_mask_logits(counts: PositionCounts, penalty: float, steps: int, lr: fl
     return torch.where(counts.total > 0, logits.detach(), torch.full_like(gold, -30.0))
 
 
-@register_predictor
 class SparseBertDAMPredictor(Predictor):
     """Keep positions whose learned mask probability exceeds ``threshold``."""
 

@@ -35,7 +35,7 @@ from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
 from ..pattern import Pattern, compact, query_chunks, width_classes
 from ..inputs import AttentionInputs
-from .base import Predictor, register_predictor
+from .base import Predictor
 from .buckets import group_pattern
 from .projection import FitSample, collect_samples, distance, train_layer
 
@@ -250,7 +250,6 @@ def allocate_budget(recall_at: Tensor, k: int) -> Tensor:
     return torch.bincount(chosen, minlength=heads)
 
 
-@register_predictor
 class KNNPredictor(ProjectionPredictor):
     """Each query keeps its ``k`` nearest keys in the projected space.
 
@@ -315,7 +314,6 @@ class KNNPredictor(ProjectionPredictor):
         return [ranked_pattern(index[..., :int(b.max())], b, lengths) for b in budgets]
 
 
-@register_predictor
 class RadiusPredictor(ProjectionPredictor):
     """Keys within a per-head radius that covers ``radius`` percent of the fit data's gold pairs."""
 
@@ -356,7 +354,6 @@ class RadiusPredictor(ProjectionPredictor):
         return Pattern.from_mask(keep & valid, lengths)
 
 
-@register_predictor
 class QuantizationPredictor(ProjectionPredictor):
     """``B`` quantile buckets per projected dimension; keep pairs sharing a bucket in ≥ 1 dimension."""
 
@@ -415,7 +412,6 @@ class QuantizationPredictor(ProjectionPredictor):
         return Pattern.cat_rows(pieces, lengths)
 
 
-@register_predictor
 class KMeansPredictor(ProjectionPredictor):
     """k-means on projected queries and keys; a query keeps the keys of its ``top`` nearest clusters."""
 
@@ -497,7 +493,6 @@ def approximate_threshold(scores: Tensor, alpha: float) -> Tensor:
     return out.view(*scores.shape[:-1], 1)
 
 
-@register_predictor
 class ThresholdPredictor(ProjectionPredictor):
     """Per-query budgets: keys whose approximate score clears the query's estimated entmax threshold.
 

@@ -16,7 +16,7 @@ import time
 import torch
 
 from sparsefinder.dataset import GoldDataset
-from sparsefinder.metrics import MetricsAccumulator, compare
+from sparsefinder.evaluation import Candidate, evaluate
 from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.predictors.position_stats import position_counts
 from sparsefinder.predictors.sparsebert_dam import SparseBertDAMPredictor
@@ -25,20 +25,14 @@ BASELINES = ("window", "random", "global", "attended-global", "strided", "bigbir
              "routing", "pruning", "pruning-abs", "dam", "lexical", "degree")
 
 
-def curve(spec: str, fit: GoldDataset, sequences: list) -> list[dict]:
+def curve(spec: str, fit: GoldDataset, evaluation: GoldDataset, limit: int) -> list[dict]:
     predictor = predictor_from_spec(spec)
     start = time.perf_counter()
     predictor.fit(fit)
     fit_s = time.perf_counter() - start
-    points = []
-    for value in type(predictor).grid:
-        predictor.set_params(**{predictor.knob: value})
-        acc = MetricsAccumulator(fit.num_layers, fit.num_heads)
-        for seq in sequences:
-            for layer, gold in enumerate(seq.gold):
-                acc.add(layer, compare(predictor.predict(seq.inputs(layer)), gold))
-        mean = acc.mean()
-        points.append({"knob": value, "recall": round(mean["recall"], 4), "sparsity": round(mean["sparsity"], 4)})
+    report = evaluate(evaluation, [Candidate(predictor, list(type(predictor).grid))], limit=limit, progress=False)
+    points = [{"knob": s["knob_value"], "recall": round(s["recall"], 4), "sparsity": round(s["sparsity"], 4)}
+              for s in report["predictors"][0]["settings"]]
     print(json.dumps({"spec": spec, "fit_s": round(fit_s, 1), "points": points}), flush=True)
     return points
 
@@ -74,10 +68,9 @@ def main() -> None:
     parser.add_argument("--specs", nargs="*", default=list(BASELINES))
     args = parser.parse_args()
     fit, evaluation = GoldDataset(args.fit), GoldDataset(args.eval)
-    sequences = list(evaluation.sequences(args.limit))
     diagonal_check(fit)
     for spec in args.specs:
-        curve(spec, fit, sequences)
+        curve(spec, fit, evaluation, args.limit)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sparsefinder.config import default_data_dir, get_settings
 from sparsefinder.encoder import SparseEncoder
-from sparsefinder.training.fidelity import fidelity, study_layer_sets
+from sparsefinder.training.fidelity import fidelity_report, study_layer_sets
 
 DEFAULT_PREDICTORS = ["window16", "random33", "proj16-score-knn33-adapt-ep0", "pruning0.15"]
 
@@ -101,7 +101,7 @@ def main() -> None:
         corpus = out / "corpora" / f"{name}.txt"
         corpus.parent.mkdir(parents=True, exist_ok=True)
         corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
-        reports[name] = fidelity(corpus, args.predictors, out / name, limit=args.texts, store=args.store,
+        reports[name] = fidelity_report(corpus, args.predictors, out / name, limit=args.texts, store=args.store,
                                  encoder=encoder, layer_study=True)
         dense = next(r for r in reports[name]["rows"] if r["mode"] == "dense")
         print(json.dumps({"corpus": name, "texts": len(texts), "dense_vs_softmax_cosine": dense["cosine_mean"],

@@ -10,10 +10,11 @@ and the fit and predict times (2-core CPU figures in the README come from this s
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 from sparsefinder.dataset import GoldDataset
-from sparsefinder.metrics import MetricsAccumulator, compare
+from sparsefinder.evaluation import Candidate, evaluate
 from sparsefinder.predictors.registry import predictor_from_spec, sweep_values
 from sparsefinder.store import ArtifactStore, resolve_predictor
 
@@ -44,26 +45,15 @@ def main() -> None:
         cast = type(getattr(predictor, knob))
         values = [cast(v) for v in args.values.split(",")] if args.values else (sweep_values(spec) or
                                                                                 [getattr(predictor, knob)])
-        toggles = [False, True] if args.toggle else [None]
-        settings = [(v, t) for t in toggles for v in values]
-        acc = {s: MetricsAccumulator(eval_data.num_layers, eval_data.num_heads) for s in settings}
-        predict_s, calls = 0.0, 0
-        for seq in eval_data.sequences(args.eval_limit):
-            for layer in range(eval_data.num_layers):
-                inputs = seq.inputs(layer)
-                for v, t in settings:
-                    predictor.set_params(**{knob: v}, **({args.toggle: t} if args.toggle else {}))
-                    start = time.perf_counter()
-                    pattern = predictor.predict(inputs)
-                    predict_s += time.perf_counter() - start
-                    calls += 1
-                    acc[v, t].add(layer, compare(pattern, seq.gold[layer]))
-        for v, t in settings:
-            m = acc[v, t].mean()
-            predictor.set_params(**{knob: v}, **({args.toggle: t} if args.toggle else {}))
-            print(f"{predictor.spec:32s} recall {m['recall']:.4f} sparsity {m['sparsity']:.4f} "
-                  f"gold_sparsity {m['gold_sparsity']:.4f} fit {fit_s:.0f}s predict/layer {1000 * predict_s / calls:.1f}ms",
-                  flush=True)
+        variants = [copy.deepcopy(predictor).set_params(**{args.toggle: t}) for t in (False, True)] \
+            if args.toggle else [predictor]
+        report = evaluate(eval_data, [Candidate(p, values) for p in variants], limit=args.eval_limit, progress=False)
+        for entry in report["predictors"]:
+            for s in entry["settings"]:
+                per_layer_ms = 1000 * s["predict_seconds_per_sequence"] / eval_data.num_layers
+                print(f"{s['spec']:32s} recall {s['recall']:.4f} sparsity {s['sparsity']:.4f} "
+                      f"gold_sparsity {report['gold']['sparsity']:.4f} fit {fit_s:.0f}s predict/layer {per_layer_ms:.1f}ms",
+                      flush=True)
 
 
 if __name__ == "__main__":

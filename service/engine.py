@@ -17,6 +17,7 @@ from sparsefinder.capture import capture
 from sparsefinder.config import Settings
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.metrics import compare
+from sparsefinder.model import pick_device
 from sparsefinder.encoder import EncodeResult, SparseEncoder
 from sparsefinder.layers import check_layers
 from sparsefinder.predictors.base import Predictor
@@ -26,18 +27,13 @@ from sparsefinder.store import ArtifactStore
 from .errors import ApiError
 from .schemas import AttentionResponse
 
-__all__ = ["Engine", "pick_device"]
+__all__ = ["Engine"]
 
 log = logging.getLogger("sparsefinder.service")
 
 REFERENCE_NAMES = ("dense", "softmax")
 #: Resolved predictors kept in memory (least recently used dropped first).
 CACHE_SIZE = 64
-
-
-def pick_device(setting: str | None) -> str:
-    """``setting`` if given, else ``cuda`` when present, else ``cpu``."""
-    return setting or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Engine:

@@ -1,12 +1,16 @@
-"""``sparsefinder serve``: run the HTTP service with uvicorn."""
+"""Run the HTTP service with uvicorn (the ``sparsefinder serve`` command parses its arguments)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 
-from sparsefinder.config import MODEL_HELP, get_settings
+import uvicorn
+
+from sparsefinder.config import Settings
+
+from .app import create_app
+
+__all__ = ["redact_query", "serve"]
 
 
 def redact_query(record: logging.LogRecord) -> bool:
@@ -16,22 +20,7 @@ def redact_query(record: logging.LogRecord) -> bool:
     return True
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    s = get_settings()
-    parser.add_argument("--host", default=s.host, help=f"interface to listen on (default {s.host})")
-    parser.add_argument("--port", type=int, default=s.port, help=f"TCP port (default {s.port})")
-    parser.add_argument("--store", default=s.store, help=f"artifact store folder or URL (default {s.store})")
-    parser.add_argument("--reports", default=str(s.reports), help=f"reports folder (default {s.reports})")
-    parser.add_argument("--model", default=s.model, help=MODEL_HELP)
-
-
-def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
-
-    settings = get_settings().model_copy(update={"host": args.host, "port": args.port, "store": args.store,
-                                                 "reports": Path(args.reports), "model": args.model})
+def serve(settings: Settings) -> None:
+    """Serve ``create_app(settings)`` on ``settings.host:settings.port`` until interrupted."""
     logging.getLogger("uvicorn.access").addFilter(redact_query)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
-    return 0

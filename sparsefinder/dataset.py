@@ -28,7 +28,7 @@ from .errors import NotFoundError, SparsefinderError
 from .pattern import Pattern
 from .inputs import AttentionInputs
 
-__all__ = ["GoldDataset", "InMemoryDataset", "MANIFEST", "Sequence", "ShardWriter", "batch_inputs"]
+__all__ = ["ExtractTotals", "GoldDataset", "InMemoryDataset", "MANIFEST", "Sequence", "ShardWriter", "batch_inputs"]
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -59,6 +59,31 @@ class Sequence:
     def inputs(self, layer: int) -> AttentionInputs:
         """Predictor inputs of ``layer`` in float32 (a batch of one)."""
         return AttentionInputs.single(layer, self.queries[layer].float(), self.keys[layer].float(), self.input_ids)
+
+    def gold_sparsity(self) -> Tensor:
+        """Sparsity of the gold graph per (layer, head), shape (layers, H)."""
+        return torch.stack([g.sparsity()[0] for g in self.gold])
+
+
+@dataclass
+class ExtractTotals:
+    """Running totals of an extraction, added sequence by sequence in corpus order.
+
+    Attributes
+    ----------
+    gold_sparsity : Tensor, float64, shape (layers, H)
+        Sum over sequences of each sequence's gold sparsity per (layer, head).
+    """
+
+    gold_sparsity: Tensor
+    sequences: int = 0
+    tokens: int = 0
+
+    def add(self, sparsity: Tensor, tokens: int) -> None:
+        """Add one sequence: its gold sparsity (layers, H) and its length."""
+        self.gold_sparsity += sparsity
+        self.sequences += 1
+        self.tokens += tokens
 
 
 def batch_inputs(sequences: list[Sequence], layer: int) -> tuple[AttentionInputs, Pattern]:

@@ -22,7 +22,7 @@ from .attention.hf import SPARSE_ENTMAX, SparseAttentionStats
 from .config import DEFAULT_ALPHA
 from .errors import SparsefinderError
 from .layers import CONFIG_KEY, LAYERS_KWARG, check_layers
-from .model import ModelInfo, load_encoder, mean_pool
+from .model import ModelInfo, load_encoder, mean_pool, pick_device
 from .predictors.base import Predictor
 
 __all__ = ["EncodeResult", "SparseEncoder"]
@@ -64,7 +64,7 @@ class SparseEncoder:
     """
 
     def __init__(self, model: str | Path | None = None, device: str | None = None, alpha: float = DEFAULT_ALPHA):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(pick_device(device))
         self.alpha = alpha
         self.model, self.tokenizer, self.info = load_encoder(model, attn_implementation=SPARSE_ENTMAX,
                                                              device=self.device)

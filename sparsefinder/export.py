@@ -18,21 +18,19 @@ run attention on the predictor's pairs with no forward keywords
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .attention.attached import CONFIG_CERTIFIED, CONFIG_PREDICTOR
-from .config import DEFAULT_ALPHA, MODEL_HELP, get_settings
+from .config import DEFAULT_ALPHA, get_settings
 from .choice import check_recall, resolve_choice
 from .errors import SparsefinderError
 from .files import atomic_dir, atomic_write_json
 from .report import load_report
 from .store import ArtifactStore
 
-__all__ = ["add_arguments", "export_model", "run"]
+__all__ = ["export_model"]
 
 #: Folder (inside the exported model folder) that is the artifact store of its predictor.
 PREDICTOR_DIR = "predictor"
@@ -111,21 +109,3 @@ def export_model(out: str | Path, predictor: str, *, model: str | None = None, s
         tokenizer.save_pretrained(tmp)
         _sentence_transformers_files(tmp, int(encoder.config.hidden_size), info.max_positions)
     return entries
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--predictor", required=True, help="stored predictor ID (or unique prefix) or a spec")
-    parser.add_argument("--out", required=True, help="model folder to create")
-    parser.add_argument("--model", default=None, help=MODEL_HELP)
-    parser.add_argument("--store", default=None, help="artifact store (default: $SPARSEFINDER_STORE)")
-    parser.add_argument("--certified", action="store_true", help="run the predictor in certified (exact) mode")
-    parser.add_argument("--recall", type=float, default=None,
-                        help="set the knob to the sparsest setting with this mean recall in a report")
-    parser.add_argument("--report", default=None, help="report folder for --recall (default: the newest on the model)")
-
-
-def run(args: argparse.Namespace) -> int:
-    entries = export_model(args.out, args.predictor, model=args.model, store=args.store, certified=args.certified,
-                           recall=args.recall, report=args.report)
-    print(json.dumps({"out": args.out, **entries}))
-    return 0

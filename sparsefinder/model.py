@@ -23,6 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
+from .attention.hf import register_attention  # noqa: E402
 from .config import ADAPTED_MODEL_NAME, get_settings  # noqa: E402
 from .errors import SparsefinderError  # noqa: E402
 
@@ -48,6 +49,11 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def pick_device(setting: str | None = None) -> str:
+    """``setting`` (``"cuda"``, ``"cpu"``, ``"cuda:1"`` …) if given, else ``"cuda"`` when present, else ``"cpu"``."""
+    return setting or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def packaged_model_path() -> Path:
@@ -138,17 +144,16 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
 def load_encoder(
     path: str | Path | None = None,
     attn_implementation: str = "eager",
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
     """Load encoder, tokenizer and :class:`ModelInfo` from ``path`` (default: :func:`resolve_model`).
 
     ``attn_implementation`` names a transformers attention function, such as the ones
-    :mod:`sparsefinder.attention.hf` registers. The model is returned in eval mode.
+    :mod:`sparsefinder.attention.hf` registers. ``device`` ``None`` is :func:`pick_device`'s
+    choice. The model is returned in eval mode.
     """
     info = model_info(path)
     if attn_implementation.startswith("sparsefinder"):
-        from .attention.hf import register_attention
-
         register_attention()
     try:
         tokenizer = AutoTokenizer.from_pretrained(info.path)

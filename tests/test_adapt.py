@@ -15,7 +15,7 @@ from sparsefinder.config import default_data_dir
 from sparsefinder.errors import ConflictError, SparsefinderError
 from sparsefinder.model import load_encoder
 from sparsefinder.training.adapt import adapt, batch_indices, checkpoint_dir, distillation_loss
-from sparsefinder.training.adapt_eval import evaluate_adapted, fidelity, retrieval_agreement
+from sparsefinder.training.adapt_eval import embedding_fidelity, evaluate_adapted, retrieval_agreement
 
 # 10 texts: 8 train (one batch of 8, so every step sees the same texts), 2 held out
 RUN = dict(steps=3, max_length=24, batch_size=8, lr=1e-4, checkpoint_every=2, progress=False)
@@ -124,11 +124,11 @@ def test_adapt_eval_writes_fidelity_into_the_model_card(straight, corpus, tmp_pa
 
 def test_fidelity_and_retrieval_on_planted_embeddings():
     ref = torch.nn.functional.normalize(torch.randn(20, 16), dim=-1)
-    assert fidelity(ref, ref)["cosine_worst"] == pytest.approx(1.0)
+    assert embedding_fidelity(ref, ref)["cosine_worst"] == pytest.approx(1.0)
     assert retrieval_agreement(ref, ref) == {"top1": 1.0, "top5": 1.0}
     flipped = ref.clone()
     flipped[0] = -flipped[0]
-    f = fidelity(flipped, ref)
+    f = embedding_fidelity(flipped, ref)
     assert f["cosine_worst"] == pytest.approx(-1.0) and f["cosine_mean"] == pytest.approx(18 / 20)
     # a rotation keeps every neighbour
     q, _ = torch.linalg.qr(torch.randn(16, 16))

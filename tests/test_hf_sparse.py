@@ -88,11 +88,11 @@ def test_encode_cli_writes_one_line_per_text(tmp_path):
 def test_fidelity_report_shows_both_gaps(encoder, tmp_path):
     import json
 
-    from sparsefinder.training.fidelity import fidelity
+    from sparsefinder.training.fidelity import fidelity_report
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(TEXTS) + "\n")
-    report = fidelity(corpus, ["window512"], tmp_path / "fid", limit=3, certified=True, encoder=encoder)
+    report = fidelity_report(corpus, ["window512"], tmp_path / "fid", limit=3, certified=True, encoder=encoder)
     rows = {r["mode"]: r for r in report["rows"]}
     assert rows["window512"]["cosine_min"] > 0.99999 and max(rows["window512"]["rel_error"]) < 1e-5
     assert rows["window512+certified"]["keys_added_per_text"] == [0.0] * 6

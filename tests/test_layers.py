@@ -16,7 +16,7 @@ from sparsefinder.choice import resolve_mode
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.layers import CONFIG_KEY, format_layers, parse_layers
-from sparsefinder.training.fidelity import fidelity, study_layer_sets
+from sparsefinder.training.fidelity import fidelity_report, study_layer_sets
 
 from conftest import LAYERS, TINY_TEXTS
 
@@ -139,8 +139,8 @@ def test_study_layer_sets():
 
 def test_study_from_first_layer_equals_all_layers(encoder, tiny_corpus, tmp_path):
     specs = ["window2", "random5"]
-    plain = fidelity(tiny_corpus, specs, tmp_path / "plain", store=str(tmp_path / "store"), encoder=encoder)
-    study = fidelity(tiny_corpus, specs, tmp_path / "study", store=str(tmp_path / "store"), encoder=encoder,
+    plain = fidelity_report(tiny_corpus, specs, tmp_path / "plain", store=str(tmp_path / "store"), encoder=encoder)
+    study = fidelity_report(tiny_corpus, specs, tmp_path / "study", store=str(tmp_path / "store"), encoder=encoder,
                      layer_study=True)
     rows = {(r["predictor"], None if r["layers"] is None else tuple(r["layers"])): r for r in study["rows"]}
     assert len(study["rows"]) == 1 + len(specs) * (2 * LAYERS - 1)

@@ -258,9 +258,9 @@ def test_library_and_local_engine_work_without_ray(tiny_corpus, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.modules["ray"] = None  # import ray now raises ImportError
-        import sparsefinder, sparsefinder.cli
+        import sparsefinder, sparsefinder.cli.dispatch
         from sparsefinder.training import distributed, engine, evaluate, extract, fit, pipeline
-        sparsefinder.cli.build_parser()
+        sparsefinder.cli.dispatch.build_parser()
         from sparsefinder.cli import main
         code = main(["extract", "--corpus", {str(tiny_corpus)!r}, "--out", {str(tmp_path / "data")!r},
                      "--max-length", "16"])

@@ -28,14 +28,12 @@ training and give the fidelity figures of the model card.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import json
 import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -62,11 +60,11 @@ from ..config import (
 from ..corpus import check_corpus, iter_texts
 from ..errors import ConflictError, SparsefinderError
 from ..files import atomic_dir, atomic_write_bytes, atomic_write_json
-from ..model import load_encoder, mean_pool, model_info, packaged_model_path
-from .adapt_eval import embed, fidelity
+from ..model import load_encoder, mean_pool, model_info, packaged_model_path, pick_device
+from .adapt_eval import embed, embedding_fidelity
 from .model_card import ADAPT_JSON, write_model_card
 
-__all__ = ["add_arguments", "adapt", "batch_indices", "checkpoint_dir", "distillation_loss", "run"]
+__all__ = ["adapt", "batch_indices", "checkpoint_dir", "distillation_loss"]
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -192,8 +190,7 @@ def adapt(
     if not resume and (ckpt / CHECKPOINT_FILE).exists():
         raise ConflictError(f"a checkpoint of an unfinished run exists in {ckpt}: pass --resume, or delete it")
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device(device)
     torch.manual_seed(seed)
     teacher, tokenizer, _ = load_encoder(model, "eager", device)
     teacher.requires_grad_(False)
@@ -253,9 +250,9 @@ def adapt(
     if len(held_texts) > 1:
         ref = embed(teacher, tokenizer, held_texts, max_length)
         held = {"texts": len(held_texts), "max_length": max_length,
-                "unadapted": fidelity(embed(load_encoder(model, DENSE_ENTMAX, device)[0], tokenizer, held_texts,
+                "unadapted": embedding_fidelity(embed(load_encoder(model, DENSE_ENTMAX, device)[0], tokenizer, held_texts,
                                             max_length), ref),
-                "adapted": fidelity(embed(student, tokenizer, held_texts, max_length), ref)}
+                "adapted": embedding_fidelity(embed(student, tokenizer, held_texts, max_length), ref)}
     record = {
         **record,
         "format": 1,
@@ -288,33 +285,3 @@ def _machine(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(0)
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", required=True, help="plain-text training file, one text per line (valid.txt)")
-    parser.add_argument("--out", required=True, help="model folder to create")
-    parser.add_argument("--model", default=None, help="softmax encoder folder to adapt (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
-    parser.add_argument("--steps", type=int, default=ADAPT_STEPS, help="optimizer steps")
-    parser.add_argument("--max-length", type=int, default=ADAPT_MAX_LENGTH, help="tokens per text, L")
-    parser.add_argument("--batch-size", type=int, default=ADAPT_BATCH, help="texts per step")
-    parser.add_argument("--lr", type=float, default=ADAPT_LR, help="peak learning rate (AdamW, linear schedule)")
-    parser.add_argument("--seed", type=int, default=ADAPT_SEED)
-    parser.add_argument("--checkpoint-every", type=int, default=ADAPT_CHECKPOINT_EVERY, help="steps between checkpoints")
-    parser.add_argument("--resume", action="store_true", help="continue the run from <out>.checkpoint")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        record = adapt(args.corpus, args.out, model=args.model, alpha=args.alpha, steps=args.steps,
-                       max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       checkpoint_every=args.checkpoint_every, resume=args.resume)
-    except KeyboardInterrupt:
-        ckpt = checkpoint_dir(args.out)
-        kept = f"the last checkpoint in {ckpt} is kept; add --resume to continue" if ckpt.exists() else "nothing kept"
-        print(f"sparsefinder adapt: interrupted; {kept}", file=sys.stderr)
-        return 130
-    print(json.dumps({"model": str(args.out), "steps": record["step"], "loss_first": record["losses"][0],
-                      "loss_last": record["losses"][-1], "elapsed_s": record["cost"]["elapsed_s"],
-                      "holdout_fidelity": record["holdout_fidelity"]}))
-    return 0

@@ -18,8 +18,6 @@ The result is one JSON object; with ``--model`` pointing at a folder written by
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -31,11 +29,10 @@ from ..attention.hf import DENSE_ENTMAX
 from ..config import ADAPT_EVAL_MAX_LENGTH, ADAPT_EVAL_SPARSITY_SEQUENCES, ADAPT_EVAL_TEXTS, DEFAULT_ALPHA
 from ..corpus import check_corpus, iter_texts
 from ..errors import SparsefinderError
-from ..files import atomic_write_json
-from ..model import load_encoder, mean_pool, packaged_model_path, resolve_model
+from ..model import load_encoder, mean_pool, packaged_model_path, pick_device
 from .extract import extract
 
-__all__ = ["add_arguments", "embed", "evaluate_adapted", "fidelity", "retrieval_agreement", "run", "sample_texts"]
+__all__ = ["embed", "embedding_fidelity", "evaluate_adapted", "retrieval_agreement", "sample_texts"]
 
 _EMBED_BATCH = 8
 
@@ -54,7 +51,7 @@ def embed(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: lis
     return torch.cat(out)
 
 
-def fidelity(emb: torch.Tensor, ref: torch.Tensor) -> dict:
+def embedding_fidelity(emb: torch.Tensor, ref: torch.Tensor) -> dict:
     """Cosine of unit embeddings ``emb`` and ``ref`` ``(N, D)`` row by row: mean, worst and 5th percentile."""
     cos = (emb * ref).sum(-1)
     return {"cosine_mean": float(cos.mean()), "cosine_worst": float(cos.min()),
@@ -95,7 +92,7 @@ def evaluate_adapted(
     texts: int = ADAPT_EVAL_TEXTS,
     max_length: int = ADAPT_EVAL_MAX_LENGTH,
     sparsity_sequences: int = ADAPT_EVAL_SPARSITY_SEQUENCES,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> dict:
     """Fidelity, retrieval agreement and gold sparsity of the entmax ``model`` against the softmax ``base_model``.
 
@@ -103,6 +100,7 @@ def evaluate_adapted(
     adapted model's ``config.entmax_alpha``. ``sparsity_sequences`` 0 skips the extraction.
     """
     check_corpus(corpus)
+    device = pick_device(device)
     base_model = base_model if base_model is not None else packaged_model_path()
     sample = sample_texts(corpus, texts)
     if len(sample) <= 5:
@@ -123,7 +121,7 @@ def evaluate_adapted(
     for name, m in candidates.items():
         m.config.entmax_alpha = alpha
         emb = embed(m, tokenizer, sample, max_length)
-        result[name] = {**fidelity(emb, ref), "retrieval": retrieval_agreement(emb, ref)}
+        result[name] = {**embedding_fidelity(emb, ref), "retrieval": retrieval_agreement(emb, ref)}
     if sparsity_sequences > 0:
         with tempfile.TemporaryDirectory() as tmp:
             ds = extract(corpus, Path(tmp) / "ds", model=model if model is not None else base_model,
@@ -141,36 +139,3 @@ def _sparsity_per_layer(ds) -> dict:
         edges += torch.tensor([float(p.nnz) for p in seq.gold], dtype=torch.float64)
     per_layer = (1 - edges / pairs).tolist()
     return {"sequences": len(ds), "per_layer": per_layer, "overall": float(1 - edges.sum() / (pairs * ds.num_layers))}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", required=True, help="held-out plain-text file, one text per line (e.g. test.txt)")
-    parser.add_argument("--model", default=None, help="adapted model folder from `sparsefinder adapt` (default: the "
-                        "default model when it is not the packaged one, else only the unadapted entmax model)")
-    parser.add_argument("--base-model", default=None, help="softmax reference (default: all-MiniLM-L6-v2)")
-    parser.add_argument("--alpha", type=float, default=None, help="alpha (default: the adapted model's, else 1.5)")
-    parser.add_argument("--texts", type=int, default=ADAPT_EVAL_TEXTS, help="texts sampled evenly from the corpus")
-    parser.add_argument("--max-length", type=int, default=ADAPT_EVAL_MAX_LENGTH, help="tokens per text, L")
-    parser.add_argument("--sparsity-sequences", type=int, default=ADAPT_EVAL_SPARSITY_SEQUENCES,
-                        help="packed L-token sequences for gold sparsity (0 skips it)")
-    parser.add_argument("--out", default=None, help="write the JSON here too")
-
-
-def run(args: argparse.Namespace) -> int:
-    from .model_card import ADAPT_JSON, record_fidelity
-
-    if args.texts < 6:
-        raise SparsefinderError(f"--texts must be at least 6, got {args.texts}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.model is None and resolve_model() != packaged_model_path():
-        args.model = str(resolve_model())
-    result = evaluate_adapted(args.corpus, model=args.model, base_model=args.base_model, alpha=args.alpha,
-                              texts=args.texts, max_length=args.max_length,
-                              sparsity_sequences=args.sparsity_sequences, device=device)
-    if args.out:
-        atomic_write_json(args.out, result)
-    if args.model is not None and (Path(args.model) / ADAPT_JSON).is_file():
-        record_fidelity(args.model, result)
-    print(json.dumps(result))
-    return 0
-

@@ -42,12 +42,11 @@ from ..attention.hf import DENSE_ENTMAX
 from ..capture import capture
 from ..config import DISTRIBUTED_EVAL_SEQUENCES, DISTRIBUTED_TOKENIZE_LINES, SHARD_SEQUENCES
 from ..corpus import pack_token_ids
-from ..dataset import MANIFEST, GoldDataset, ShardWriter
+from ..dataset import MANIFEST, ExtractTotals, GoldDataset, ShardWriter
 from ..errors import SparsefinderError
 from ..evaluation import Candidate, evaluate, pareto_front, summarise_curve
 from ..model import load_encoder, model_info
 from .engine import Engine, absolute
-from .extract import ExtractTotals, sequence_sparsity
 
 __all__ = ["SequenceRange", "evaluate_sharded", "extract_shards", "merge_reports", "sequence_ranges"]
 
@@ -195,7 +194,7 @@ class _ShardEncoder:
                 for chunk in _chunks(sequences, self.batch_size):
                     for seq in capture(self.encoder, list(chunk), self.alpha):
                         writer.add(seq)
-                        sparsity.append(sequence_sparsity(seq).double().tolist())
+                        sparsity.append(seq.gold_sparsity().double().tolist())
                 writer.flush()
                 (entry,) = writer.shards
                 blob = (Path(scratch) / entry["file"]).read_bytes()

@@ -15,7 +15,6 @@ a result.
 
 from __future__ import annotations
 
-import argparse
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,18 +27,9 @@ from tqdm.auto import tqdm
 from ..config import DISTRIBUTED_CONNECT_TIMEOUT, DISTRIBUTED_MAX_RETRIES
 from ..errors import SparsefinderError
 
-__all__ = ["ENGINES", "Engine", "absolute", "add_arguments"]
+__all__ = ["ENGINES", "Engine", "absolute"]
 
 ENGINES = ("local", "ray")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--engine`` and ``--ray-address`` to a subcommand's parser."""
-    parser.add_argument("--engine", choices=ENGINES, default="local",
-                        help="run here (local, the default) or on Ray (needs sparsefinder[distributed])")
-    parser.add_argument("--ray-address", default=None,
-                        help="Ray cluster to join with --engine ray, e.g. ray://head:10001 "
-                             "(default: start one on this machine)")
 
 
 def absolute(location: str | Path) -> str:
@@ -84,10 +74,6 @@ class Engine:
             raise SparsefinderError(f"--engine must be one of {', '.join(ENGINES)}, got {self.name!r}")
         if self.address is not None and self.name != "ray":
             raise SparsefinderError("--ray-address needs --engine ray")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Engine:
-        return cls(getattr(args, "engine", "local"), getattr(args, "ray_address", None))
 
     @property
     def is_ray(self) -> bool:

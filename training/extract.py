@@ -9,31 +9,27 @@ complete, with a manifest (model id, corpus sha256, α, L, counts, package versi
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import __version__
 from ..alpha_entmax import check_alpha
 from ..attention.hf import DENSE_ENTMAX
-from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, MODEL_HELP, SHARD_SEQUENCES
+from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, SHARD_SEQUENCES
 from ..corpus import CorpusInfo, check_corpus, iter_texts, pack_sequences
 from ..capture import capture
-from ..dataset import MANIFEST, GoldDataset, Sequence, ShardWriter
+from ..dataset import MANIFEST, ExtractTotals, GoldDataset, ShardWriter
 from ..errors import ConflictError, SparsefinderError
 from ..files import atomic_dir, atomic_write_json
 from ..model import ModelInfo, load_encoder, model_info
-from . import engine as engines
+from .distributed import extract_shards
 from .engine import Engine
 
-__all__ = ["ExtractTotals", "add_arguments", "extract", "run", "sequence_sparsity"]
+__all__ = ["extract"]
 
 
 def _dataset_key(info: ModelInfo, corpus_sha: str, alpha: float, max_length: int, limit: int | None) -> dict:
@@ -54,32 +50,6 @@ def _existing_key(out: Path) -> dict | None:
     return GoldDataset(out).manifest["key"]
 
 
-@dataclass
-class ExtractTotals:
-    """Running totals of an extraction, added sequence by sequence in corpus order.
-
-    Attributes
-    ----------
-    gold_sparsity : Tensor, float64, shape (layers, H)
-        Sum over sequences of each sequence's gold sparsity per (layer, head).
-    """
-
-    gold_sparsity: Tensor
-    sequences: int = 0
-    tokens: int = 0
-
-    def add(self, sparsity: Tensor, tokens: int) -> None:
-        """Add one sequence: its gold sparsity (layers, H) and its length."""
-        self.gold_sparsity += sparsity
-        self.sequences += 1
-        self.tokens += tokens
-
-
-def sequence_sparsity(seq: Sequence) -> Tensor:
-    """Gold sparsity of one sequence per (layer, head), shape (layers, H)."""
-    return torch.stack([g.sparsity()[0] for g in seq.gold])
-
-
 def _extract_shards(corpus: str | Path, folder: Path, *, model: str | Path | None, max_length: int, alpha: float,
                     limit: int | None, batch_size: int, totals: ExtractTotals, progress: bool) -> list[dict]:
     """Encode the corpus in this process and write its shards into ``folder``; returns the shard entries."""
@@ -92,7 +62,7 @@ def _extract_shards(corpus: str | Path, folder: Path, *, model: str | Path | Non
         while batch := list(islice(sequences, batch_size)):
             for seq in capture(encoder, batch, alpha):
                 writer.add(seq)
-                totals.add(sequence_sparsity(seq), seq.length)
+                totals.add(seq.gold_sparsity(), seq.length)
             bar.update(len(batch))
     writer.flush()
     return writer.shards
@@ -162,8 +132,6 @@ def extract(
     totals = ExtractTotals(torch.zeros(info.num_layers, info.num_heads, dtype=torch.float64))
     with atomic_dir(out) as tmp:
         if engine is not None and engine.is_ray:
-            from .distributed import extract_shards
-
             shards = extract_shards(engine, corpus, tmp, model=model, max_length=max_length, alpha=alpha,
                                     limit=limit, batch_size=batch_size, totals=totals, progress=progress)
         else:
@@ -172,34 +140,3 @@ def extract(
         atomic_write_json(tmp / MANIFEST, _manifest(key, info, corpus, corpus_info, alpha, max_length, limit,
                                                     shards, totals))
     return GoldDataset(out)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", required=True, help="plain-text file, one document or paragraph per line")
-    parser.add_argument("--out", required=True, help="dataset folder to create")
-    parser.add_argument("--model", default=None, help=MODEL_HELP)
-    parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="tokens per sequence, L")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
-    parser.add_argument("--limit", type=int, default=None, help="stop after N sequences")
-    engines.add_arguments(parser)
-
-
-def gold_sparsity_table(manifest: dict) -> str:
-    """Markdown table: gold sparsity per layer (mean over heads, and the range over heads)."""
-    rows = ["| layer | mean | min | max |", "|---|---|---|---|"]
-    per_head = torch.tensor(manifest["gold_sparsity"])
-    for layer, heads in enumerate(per_head):
-        rows.append(f"| {layer} | {heads.mean():.4f} | {heads.min():.4f} | {heads.max():.4f} |")
-    rows.append(f"| all | {per_head.mean():.4f} | {per_head.min():.4f} | {per_head.max():.4f} |")
-    return "\n".join(rows)
-
-
-def run(args: argparse.Namespace) -> int:
-    ds = extract(args.corpus, args.out, model=args.model, max_length=args.max_length, alpha=args.alpha,
-                 limit=args.limit, engine=Engine.from_args(args))
-    m = ds.manifest
-    print(json.dumps({"dataset": str(ds.folder), "sequences": m["sequences"], "tokens": m["tokens"],
-                      "gold_edges": m["gold_edges"], "model": m["model"]["id"]}))
-    print(f"gold sparsity per layer (macro over sequences; mean and range over heads), L={m['max_length']}:")
-    print(gold_sparsity_table(m))
-    return 0

@@ -15,7 +15,6 @@ sparse from layer k on (k = 0 … L−1) and on each layer alone, to check Break
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import itertools
@@ -27,17 +26,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sparsefinder.config import DEFAULT_ALPHA, ENCODE_BATCH, MODEL_HELP, get_settings
+from sparsefinder.config import DEFAULT_ALPHA, ENCODE_BATCH, get_settings
 from sparsefinder.corpus import check_corpus, iter_texts
 from sparsefinder.choice import resolve_mode
-from sparsefinder.encode import add_layers_argument, layers_of
 from sparsefinder.encoder import EncodeResult, SparseEncoder
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.files import atomic_dir
 from sparsefinder.layers import check_layers, format_layers
 from sparsefinder.predictors.base import Predictor
 
-__all__ = ["add_arguments", "fidelity", "run", "study_layer_sets"]
+__all__ = ["fidelity_report", "study_layer_sets"]
 
 
 def _relative_errors(res: EncodeResult, ref: EncodeResult) -> torch.Tensor:
@@ -89,7 +87,7 @@ def _work_skipped(res: EncodeResult) -> torch.Tensor:
     return torch.stack([skipped, pairs], 1)
 
 
-def fidelity(corpus: str | Path, predictors: list[str], out: str | Path, *, limit: int = 64,
+def fidelity_report(corpus: str | Path, predictors: list[str], out: str | Path, *, limit: int = 64,
              certified: bool = False, store: str | None = None, model: str | None = None,
              alpha: float = DEFAULT_ALPHA, batch_size: int = ENCODE_BATCH,
              encoder: SparseEncoder | None = None, layers: Sequence[int] | None = None,
@@ -215,28 +213,3 @@ def _write(report: dict, out: Path) -> None:
         (tmp / "fidelity.json").write_text(json.dumps(report, indent=2))
         (tmp / "fidelity.csv").write_text(buf.getvalue())
         fig.savefig(tmp / "fidelity.png", dpi=100, bbox_inches="tight")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", required=True, help="plain-text file, one text per non-blank line")
-    parser.add_argument("--predictors", nargs="+", required=True, help="predictor IDs or specs")
-    parser.add_argument("--out", required=True, help="report folder to create")
-    parser.add_argument("--limit", type=int, default=64, help="first N texts of the corpus")
-    parser.add_argument("--certified", action="store_true", help="also run each predictor in certified mode")
-    parser.add_argument("--store", default=None, help="artifact store (default: $SPARSEFINDER_STORE)")
-    parser.add_argument("--model", default=None, help=MODEL_HELP)
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
-    add_layers_argument(parser)
-    parser.add_argument("--layer-study", action="store_true",
-                        help="run each predictor sparse from layer k on (every k) and on each layer alone")
-
-
-def run(args: argparse.Namespace) -> int:
-    report = fidelity(args.corpus, args.predictors, args.out, limit=args.limit, certified=args.certified,
-                      store=args.store, model=args.model, alpha=args.alpha, layers=layers_of(args),
-                      layer_study=args.layer_study)
-    for r in report["rows"]:
-        print(json.dumps({k: r[k] for k in ("mode", "reference", "cosine_mean", "cosine_min", "work_skipped")}
-                         | {"sparsity": round(sum(r["sparsity"]) / len(r["sparsity"]), 4),
-                            "rel_error_last": r["rel_error"][-1]}))
-    return 0

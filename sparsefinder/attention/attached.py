@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SparsefinderError
+from ..store import ArtifactStore
 
 __all__ = ["CONFIG_CERTIFIED", "CONFIG_PREDICTOR", "attached_certified", "attached_predictor"]
 
@@ -29,8 +30,6 @@ _lock = threading.Lock()
 
 
 def _load(config: Any, relative: str) -> Any:
-    from ..store import ArtifactStore
-
     base = getattr(config, "_name_or_path", "") or ""
     folder = (Path(base) / relative) if base else Path(relative)
     if not (folder / "artifact.json").is_file():

@@ -29,7 +29,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import config
-from ..pattern import Pattern
 
 __all__ = ["FitSample", "collect_samples", "distance", "train_layer"]
 

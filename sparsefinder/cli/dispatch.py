@@ -1,6 +1,9 @@
 """The ``sparsefinder`` command line.
 
-Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args)``.
+This module dispatches; each subcommand is a module of this package with
+``add_arguments(parser)`` and ``run(args)``: argument parsing and printing only, over
+functions of the library (``sparsefinder``), of ``sparsefinder.training`` and of
+``sparsefinder.service``.
 User errors print one line on stderr and exit with code 2 (argparse does the same for
 malformed arguments); no traceback reaches the user.
 """
@@ -12,21 +15,21 @@ import importlib
 import signal
 import sys
 
-from .errors import SparsefinderError
+from ..errors import SparsefinderError
 
-#: subcommand → (module, one-line help)
+#: subcommand → (module of this package, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "extract": ("sparsefinder.training.extract", "extract queries, keys and gold graphs of a corpus"),
-    "evaluate": ("sparsefinder.training.evaluate", "evaluate predictors and write a Pareto report"),
-    "fit": ("sparsefinder.training.fit", "fit a predictor on an extracted dataset and store it"),
-    "predictors": ("sparsefinder.list_predictors", "list registered predictors and stored artifacts"),
-    "pipeline": ("sparsefinder.training.pipeline", "the main job: extract, fit, evaluate, report"),
-    "adapt": ("sparsefinder.training.adapt", "distil the softmax encoder into an alpha-entmax encoder"),
-    "adapt-eval": ("sparsefinder.training.adapt_eval", "fidelity of an entmax encoder to the softmax one"),
-    "encode": ("sparsefinder.encode", "sentence embeddings with attention on a predictor's pairs"),
-    "fidelity": ("sparsefinder.training.fidelity", "embedding and attention-output fidelity of predictors"),
-    "serve": ("sparsefinder.service.serve", "run the HTTP service (API, web page, metrics)"),
-    "export": ("sparsefinder.export", "write a model folder that carries a predictor (sentence-transformers ready)"),
+    "extract": ("extract", "extract queries, keys and gold graphs of a corpus"),
+    "evaluate": ("evaluate", "evaluate predictors and write a Pareto report"),
+    "fit": ("fit", "fit a predictor on an extracted dataset and store it"),
+    "predictors": ("predictors", "list registered predictors and stored artifacts"),
+    "pipeline": ("pipeline", "the main job: extract, fit, evaluate, report"),
+    "adapt": ("adapt", "distil the softmax encoder into an alpha-entmax encoder"),
+    "adapt-eval": ("adapt_eval", "fidelity of an entmax encoder to the softmax one"),
+    "encode": ("encode", "sentence embeddings with attention on a predictor's pairs"),
+    "fidelity": ("fidelity", "embedding and attention-output fidelity of predictors"),
+    "serve": ("serve", "run the HTTP service (API, web page, metrics)"),
+    "export": ("export", "write a model folder that carries a predictor (sentence-transformers ready)"),
 }
 
 
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        mod = importlib.import_module(module)
+        mod = importlib.import_module(f"{__package__}.{module}")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

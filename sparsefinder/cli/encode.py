@@ -16,14 +16,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .choice import resolve_mode
-from .config import DEFAULT_ALPHA, DEFAULT_RECALL_TARGET, ENCODE_BATCH, MODEL_HELP, get_settings
-from .corpus import check_corpus, iter_texts
-from .files import atomic_write_text
-from .layers import check_layers, parse_layers
-from .model import model_info
-
-__all__ = ["add_arguments", "add_layers_argument", "layers_of", "run"]
+from ..choice import resolve_mode
+from ..config import DEFAULT_ALPHA, DEFAULT_RECALL_TARGET, ENCODE_BATCH, get_settings
+from ..corpus import check_corpus, iter_texts
+from ..encoder import SparseEncoder
+from ..files import atomic_write_text
+from .arguments import MODEL_HELP, add_layers_argument, layers_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,24 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_layers_argument(parser)
 
 
-def add_layers_argument(parser: argparse.ArgumentParser) -> None:
-    """``--layers 3-5`` / ``0,2,4-5``: the layers the predictor is applied to (checked by :func:`layers_of`)."""
-    parser.add_argument("--layers", default=None, metavar="LIST",
-                        help="apply the predictor only to these layers, e.g. 3-5 or 0,2,4-5; the others run "
-                             "dense entmax (default: the model config's sparsefinder_layers, else all)")
-
-
-def layers_of(args: argparse.Namespace) -> list[int] | None:
-    """The parsed ``--layers`` value (``None`` when absent), checked against ``--model``'s layer count
-    before the model loads; a bad value raises a one-line error naming ``--layers``."""
-    if args.layers is None:
-        return None
-    return list(check_layers(parse_layers(args.layers, "--layers"), model_info(args.model).num_layers, "--layers"))
-
 
 def run(args: argparse.Namespace) -> int:
-    from .encoder import SparseEncoder
-
     layers = layers_of(args)
     if args.corpus is not None:
         info = check_corpus(args.corpus)

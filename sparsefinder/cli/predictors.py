@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config import get_settings
-from .predictors.registry import available_predictors
-from .store import ArtifactStore
-
-__all__ = ["add_arguments", "listing", "run"]
+from ..config import get_settings
+from ..predictors.registry import available_predictors
+from ..store import ArtifactStore
 
 
 def listing(store: str | None = None) -> dict:

@@ -19,7 +19,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from sparsefinder import __version__
+from sparsefinder.version import __version__
 from sparsefinder.config import Settings, get_settings
 
 from .batcher import EncodeBatcher

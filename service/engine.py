@@ -21,7 +21,7 @@ from sparsefinder.model import pick_device
 from sparsefinder.encoder import EncodeResult, SparseEncoder
 from sparsefinder.layers import check_layers
 from sparsefinder.predictors.base import Predictor
-from sparsefinder.choice import resolve_choice
+from sparsefinder.choice import REFERENCE_MODES, resolve_choice
 from sparsefinder.store import ArtifactStore
 
 from .errors import ApiError
@@ -31,7 +31,6 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("sparsefinder.service")
 
-REFERENCE_NAMES = ("dense", "softmax")
 #: Resolved predictors kept in memory (least recently used dropped first).
 CACHE_SIZE = 64
 
@@ -93,8 +92,8 @@ class Engine:
             layers = check_layers(layers, self.info.num_layers, "layers")
         except SparsefinderError as exc:  # schema-valid (unique, ≥ 0) yet beyond the model: no such layer
             raise ApiError(404, str(exc), "layers") from None
-        chosen = predictor if predictor in REFERENCE_NAMES else self.predictor(predictor, recall)
-        certified = certified and predictor not in REFERENCE_NAMES  # the reference modes miss no pair
+        chosen = predictor if predictor in REFERENCE_MODES else self.predictor(predictor, recall)
+        certified = certified and predictor not in REFERENCE_MODES  # the reference modes miss no pair
         try:
             return self.encoder.encode(texts, chosen, certified=certified, truncate=truncate, layers=layers)
         except SparsefinderError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 from .config import DEFAULT_RECALL_TARGET, get_settings
 from .errors import NotFoundError, SparsefinderError
 from .evaluation import RECALL_KNOB
+from .attention.hf import REFERENCE_MODES
 from .predictors.base import Predictor
 from .report import list_reports, load_report
 from .store import ArtifactStore, resolve_predictor
@@ -26,8 +27,6 @@ __all__ = ["AUTO", "REFERENCE_MODES", "auto_choice", "check_recall", "knob_for_r
 
 #: The predictor name that means "the best stored setting for the recall target".
 AUTO = "auto"
-#: Attention modes that are not predictors: dense α-entmax and the original softmax.
-REFERENCE_MODES = ("dense", "softmax")
 
 
 def check_recall(recall: float | None, field: str = "recall") -> float | None:

@@ -31,8 +31,12 @@ SPARSE_WIDTH_CLASSES: tuple[int, ...] = (8, 32, 128)
 #: One is fastest on a CPU at L = 512 (measured: 7.5 s per sequence against 11.7 s with 4 for four
 #: predictors): several predictors build (B, H, n, n) masks, which leave the cache when B grows.
 EVAL_BATCH: int = 1
-#: Texts per forward pass of ``sparsefinder encode`` and the fidelity report.
+#: Texts per forward pass of ``sparsefinder encode``, the fidelity report and ``adapt-eval``.
 ENCODE_BATCH: int = 8
+#: Texts of the corpus the fidelity report compares by default (``sparsefinder fidelity --limit``).
+FIDELITY_TEXTS: int = 64
+#: Corpus lines per tokenizer call (packing a corpus into sequences, here and in Ray Data).
+TOKENIZE_LINES: int = 256
 #: Bisection steps of the Triton kernel's threshold search (α = 1.5 then solves exactly on the support).
 TRITON_BISECT_ITERATIONS: int = 30
 #: Sequences per extraction shard.
@@ -183,5 +187,3 @@ DISTRIBUTED_EVAL_SEQUENCES: int = 4
 DISTRIBUTED_MAX_RETRIES: int = 3
 #: Seconds to wait for a TCP connection to ``--ray-address`` before giving up with a user error.
 DISTRIBUTED_CONNECT_TIMEOUT: float = 10.0
-#: Corpus lines per Ray Data tokenization batch.
-DISTRIBUTED_TOKENIZE_LINES: int = 256

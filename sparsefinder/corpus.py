@@ -17,12 +17,13 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from .config import TOKENIZE_LINES
 from .errors import NotFoundError, SparsefinderError
 
 __all__ = ["CorpusInfo", "check_corpus", "iter_texts", "pack_sequences", "pack_token_ids", "tokenize_texts"]
 
+#: Bytes read at a time while hashing a corpus.
 _CHUNK = 1 << 20
-_TOKENIZE_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def tokenize_texts(texts: Iterator[str], tokenizer: PreTrainedTokenizerBase) -> 
     batch: list[str] = []
     for text in texts:
         batch.append(text)
-        if len(batch) == _TOKENIZE_BATCH:
+        if len(batch) == TOKENIZE_LINES:
             yield from tokenizer(batch, add_special_tokens=False)["input_ids"]
             batch = []
     if batch:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .attention.hf import SPARSE_ENTMAX, SparseAttentionStats
+from .attention.hf import REFERENCE_MODES, SPARSE_ENTMAX, SparseAttentionStats
 from .config import DEFAULT_ALPHA
 from .errors import SparsefinderError
 from .layers import CONFIG_KEY, LAYERS_KWARG, check_layers
@@ -104,7 +104,7 @@ class SparseEncoder:
         sparsity 0); ``None`` means the model config's ``sparsefinder_layers``, else every layer.
         """
         layers = check_layers(layers, self.info.num_layers, "layers")
-        if isinstance(predictor, str) and predictor not in ("dense", "softmax"):
+        if isinstance(predictor, str) and predictor not in REFERENCE_MODES:
             raise SparsefinderError(f"predictor must be a fitted predictor, 'dense' or 'softmax', got {predictor!r}")
         if certified and isinstance(predictor, str):
             raise SparsefinderError("certified mode needs a predictor (dense and softmax are not sparse)")

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import __version__
+from .version import __version__
 from .config import EVAL_BATCH
 from .dataset import GoldDataset, Sequence, batch_inputs
 from .metrics import MetricsAccumulator, compare

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .attention.attached import CONFIG_CERTIFIED, CONFIG_PREDICTOR
+from .attention.hf import REFERENCE_MODES
 from .config import DEFAULT_ALPHA, get_settings
 from .choice import check_recall, resolve_choice
 from .errors import SparsefinderError
@@ -82,7 +83,7 @@ def export_model(out: str | Path, predictor: str, *, model: str | None = None, s
     from .model import load_encoder, model_info
 
     recall = check_recall(recall, "--recall")
-    if predictor in ("dense", "softmax"):
+    if predictor in REFERENCE_MODES:
         raise SparsefinderError("export needs a predictor (an id or a spec); 'dense' and 'softmax' carry none")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

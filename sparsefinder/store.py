@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from . import __version__
+from .version import __version__
 from .errors import NotFoundError, SparsefinderError
 from .predictors.base import Predictor
 from .predictors.registry import get_predictor_class, parse_spec, predictor_from_spec

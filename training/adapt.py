@@ -42,7 +42,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .. import __version__
+from ..version import __version__
 from ..alpha_entmax import check_alpha
 from ..attention.hf import DENSE_ENTMAX
 from ..config import (

@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..alpha_entmax import check_alpha
 from ..attention.hf import DENSE_ENTMAX
-from ..config import ADAPT_EVAL_MAX_LENGTH, ADAPT_EVAL_SPARSITY_SEQUENCES, ADAPT_EVAL_TEXTS, DEFAULT_ALPHA
+from ..config import ADAPT_EVAL_MAX_LENGTH, ADAPT_EVAL_SPARSITY_SEQUENCES, ADAPT_EVAL_TEXTS, DEFAULT_ALPHA, ENCODE_BATCH
 from ..corpus import check_corpus, iter_texts
 from ..errors import SparsefinderError
 from ..model import load_encoder, mean_pool, packaged_model_path, pick_device
@@ -34,12 +34,11 @@ from .extract import extract
 
 __all__ = ["embed", "embedding_fidelity", "evaluate_adapted", "retrieval_agreement", "sample_texts"]
 
-_EMBED_BATCH = 8
 
 
 @torch.no_grad()
 def embed(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int,
-          batch_size: int = _EMBED_BATCH) -> torch.Tensor:
+          batch_size: int = ENCODE_BATCH) -> torch.Tensor:
     """Sentence embeddings ``(N, D)`` of ``texts`` (truncated to ``max_length`` tokens), L2-normalised."""
     device = next(model.parameters()).device
     out = []

@@ -40,7 +40,7 @@ from transformers import AutoTokenizer
 
 from ..attention.hf import DENSE_ENTMAX
 from ..capture import capture
-from ..config import DISTRIBUTED_EVAL_SEQUENCES, DISTRIBUTED_TOKENIZE_LINES, SHARD_SEQUENCES
+from ..config import DISTRIBUTED_EVAL_SEQUENCES, SHARD_SEQUENCES, TOKENIZE_LINES
 from ..corpus import pack_token_ids
 from ..dataset import MANIFEST, ExtractTotals, GoldDataset, ShardWriter
 from ..errors import SparsefinderError
@@ -214,8 +214,8 @@ class _ShardEncoder:
 def _token_stream(ray: Any, corpus: str, model_path: str) -> Iterator[list[int]]:
     lines = ray.data.read_text(corpus)
     tokens = lines.map_batches(_tokenize, fn_kwargs={"model_path": model_path},
-                               batch_size=DISTRIBUTED_TOKENIZE_LINES)
-    for batch in tokens.iter_batches(batch_size=DISTRIBUTED_TOKENIZE_LINES):
+                               batch_size=TOKENIZE_LINES)
+    for batch in tokens.iter_batches(batch_size=TOKENIZE_LINES):
         for ids in batch["ids"]:
             yield json.loads(ids)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
+from ..version import __version__
 from ..alpha_entmax import check_alpha
 from ..attention.hf import DENSE_ENTMAX
 from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, SHARD_SEQUENCES

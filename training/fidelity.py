@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sparsefinder.config import DEFAULT_ALPHA, ENCODE_BATCH, get_settings
+from sparsefinder.config import DEFAULT_ALPHA, ENCODE_BATCH, FIDELITY_TEXTS, get_settings
 from sparsefinder.corpus import check_corpus, iter_texts
 from sparsefinder.choice import resolve_mode
 from sparsefinder.encoder import EncodeResult, SparseEncoder
@@ -87,7 +87,7 @@ def _work_skipped(res: EncodeResult) -> torch.Tensor:
     return torch.stack([skipped, pairs], 1)
 
 
-def fidelity_report(corpus: str | Path, predictors: list[str], out: str | Path, *, limit: int = 64,
+def fidelity_report(corpus: str | Path, predictors: list[str], out: str | Path, *, limit: int = FIDELITY_TEXTS,
              certified: bool = False, store: str | None = None, model: str | None = None,
              alpha: float = DEFAULT_ALPHA, batch_size: int = ENCODE_BATCH,
              encoder: SparseEncoder | None = None, layers: Sequence[int] | None = None,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from sparsefinder.choice import REFERENCE_MODES
+
 from .. import deps
-from ..engine import REFERENCE_NAMES
 from ..errors import ApiError, documented
 from ..schemas import EncodeRequest, EncodeResponse
 
@@ -21,6 +22,6 @@ async def encode(req: EncodeRequest, engine=Depends(deps.engine), batcher=Depend
         raise ApiError(422, f"texts: at most {settings.max_texts} texts per request", "texts")
     out = await batcher.encode(engine, req.texts, req.predictor, req.certified, req.truncate, req.layers, req.recall)
     if out.sparsity:  # labelled by predictor family, so that user-chosen specs cannot grow the label set
-        family = req.predictor if req.predictor in REFERENCE_NAMES else engine.predictor(req.predictor).name
+        family = req.predictor if req.predictor in REFERENCE_MODES else engine.predictor(req.predictor).name
         metrics.sparsity.labels(family).observe(sum(out.sparsity) / len(out.sparsity))
     return out

@@ -43,12 +43,14 @@ from .certified import certified_entmax_attention
 from .sparse import sparse_entmax_attention
 
 __all__ = [
-    "DENSE_ENTMAX", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of", "entmax_attention",
+    "DENSE_ENTMAX", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of", "entmax_attention",
     "register_attention", "sparse_attention",
 ]
 
 DENSE_ENTMAX = "sparsefinder_entmax"
 SPARSE_ENTMAX = "sparsefinder_sparse"
+#: Attention modes that are not predictors: dense α-entmax and the original softmax.
+REFERENCE_MODES = ("dense", "softmax")
 
 #: ``recorder(layer, query, key, value, probs)``; tensors ``(B, H, n, d)`` and probs ``(B, H, n, n)``.
 AttentionRecorder = Callable[[int, Tensor, Tensor, Tensor, Tensor], None]
@@ -143,7 +145,7 @@ def sparse_attention(
     if not isinstance(predictor, str) and not applies_to_layer(layer, kwargs, module.config):
         predictor = "dense"  # a layer outside the ``attention_layers`` choice: dense entmax, nothing skipped
     if isinstance(predictor, str):
-        if predictor not in ("dense", "softmax"):
+        if predictor not in REFERENCE_MODES:
             raise SparsefinderError(f"attention_predictor must be a Predictor, 'dense' or 'softmax', got {predictor!r}")
         forward = entmax_attention if predictor == "dense" else sdpa_attention_forward
         out = forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import DEFAULT_ALPHA
+from ..config import DEFAULT_ALPHA, FIDELITY_TEXTS
 from ..training.fidelity import fidelity_report
 from .arguments import MODEL_HELP, add_layers_argument, layers_of
 
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", required=True, help="plain-text file, one text per non-blank line")
     parser.add_argument("--predictors", nargs="+", required=True, help="predictor IDs or specs")
     parser.add_argument("--out", required=True, help="report folder to create")
-    parser.add_argument("--limit", type=int, default=64, help="first N texts of the corpus")
+    parser.add_argument("--limit", type=int, default=FIDELITY_TEXTS, help="first N texts of the corpus")
     parser.add_argument("--certified", action="store_true", help="also run each predictor in certified mode")
     parser.add_argument("--store", default=None, help="artifact store (default: $SPARSEFINDER_STORE)")
     parser.add_argument("--model", default=None, help=MODEL_HELP)

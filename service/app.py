@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
+import torch
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
@@ -42,8 +43,6 @@ STATIC = Path(__file__).parent / "static"
 def _load(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     if settings.torch_threads:
-        import torch
-
         torch.set_num_threads(settings.torch_threads)
     engine = Engine(settings)
     # fit jobs extract with the engine's own resolved model, whatever appears in the work dir later

@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparsefinder.errors import SparsefinderError
 
+from .schemas import ErrorBody
+
 __all__ = ["ApiError", "documented", "error_body", "field_name", "install_error_handlers"]
 
 log = logging.getLogger("sparsefinder.service")
@@ -48,8 +50,6 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying"
 
 def documented(*statuses: int) -> dict[int | str, dict]:
     """The ``responses=`` of a route: each error status with the envelope's schema (and ``Retry-After`` on 429)."""
-    from .schemas import ErrorBody
-
     return {status: {"model": ErrorBody, "description": _MEANING[status],
                      **({"headers": _RETRY_AFTER} if status == 429 else {})} for status in statuses}
 

@@ -27,6 +27,9 @@ SPARSE_CHUNK_PAIRS: int = 1 << 22
 SPARSE_GATHER_RATIO: int = 16
 #: Row widths by which sparse attention groups its rows (each group padded to its own width).
 SPARSE_WIDTH_CLASSES: tuple[int, ...] = (8, 32, 128)
+#: Run α = 1.5 inference on a CPU through the compiled row kernels (:mod:`sparsefinder.attention.cpu_rows`,
+#: needs Numba); ``SPARSEFINDER_CPU_KERNELS=0`` keeps the torch path (autograd always uses it).
+CPU_KERNELS: bool = os.environ.get("SPARSEFINDER_CPU_KERNELS", "1") != "0"
 #: Sequences per batch when evaluating predictors (one predict call per batch, layer and predictor).
 #: One is fastest on a CPU at L = 512 (measured: 7.5 s per sequence against 11.7 s with 4 for four
 #: predictors): several predictors build (B, H, n, n) masks, which leave the cache when B grows.
@@ -144,8 +147,11 @@ PROJ_RANK_WEIGHT: float = 1.0
 #: Points of the quantile grid kept per projected dimension (quantization boundaries) and per
 #: head (radius calibration); boundaries for B buckets are read off it at predict time.
 PROJ_QUANTILE_POINTS: int = 1025
+#: Slack below a calibrated margin still counted as reaching it (float rounding of a threshold that the
+#: compiled kernels compute in float64 and torch in float32; ties at the margin are common on planted data).
+MARGIN_TOLERANCE: float = 1e-5
 #: Best keys per query whose α-entmax threshold (a lower bound) selects the threshold predictor's candidates.
-THRESHOLD_SEED_KEYS: int = 4
+THRESHOLD_SEED_KEYS: int = 8
 #: Predictors that score all pairs work on chunks of queries with at most this many scores (cache-sized).
 PREDICT_CHUNK_SCORES: int = 1 << 20
 #: Recall target of ``"predictor": "auto"`` when none is given (share of the gold graph kept).

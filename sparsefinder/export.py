@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
+
 from .attention.attached import CONFIG_CERTIFIED, CONFIG_PREDICTOR
 from .attention.hf import REFERENCE_MODES
 from .config import DEFAULT_ALPHA, get_settings
 from .choice import check_recall, resolve_choice
 from .errors import SparsefinderError
 from .files import atomic_dir, atomic_write_json
+from .model import load_encoder, model_info
 from .report import load_report
 from .store import ArtifactStore
 
@@ -78,10 +81,6 @@ def export_model(out: str | Path, predictor: str, *, model: str | None = None, s
     sparsest setting reaching that mean recall in ``report`` (default: the newest report on
     the model). Returns the ``config.json`` entries written.
     """
-    from transformers import AutoConfig
-
-    from .model import load_encoder, model_info
-
     recall = check_recall(recall, "--recall")
     if predictor in REFERENCE_MODES:
         raise SparsefinderError("export needs a predictor (an id or a spec); 'dense' and 'softmax' carry none")

@@ -41,7 +41,9 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .errors import NotFoundError, SparsefinderError
+from .evaluation import pareto_front
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .predictors.registry import get_predictor_class
 
 __all__ = ["KINDS", "list_reports", "load_report", "overall_front", "predictor_kind", "render_pareto", "render_layers",
            "report_csv", "style_predictors", "write_report"]
@@ -65,8 +67,6 @@ DATA_INFORMED = frozenset({"attention-pruning", "neighbour-degree", "attended-gl
 
 def predictor_kind(entry: dict[str, Any]) -> str:
     """``reference``, ``fixed`` (learns nothing), ``data-informed`` (gold-graph statistics) or ``learned``."""
-    from .predictors.registry import get_predictor_class
-
     if entry.get("reference"):
         return "reference"
     try:
@@ -92,8 +92,6 @@ def style_predictors(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def overall_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The non-dominated ``(sparsity, recall)`` points of ``points``, by increasing sparsity."""
-    from .evaluation import pareto_front
-
     return [points[i] for i in pareto_front(points)]
 
 

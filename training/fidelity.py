@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from sparsefinder.config import DEFAULT_ALPHA, ENCODE_BATCH, FIDELITY_TEXTS, get_settings
@@ -172,8 +173,6 @@ def _series(report: dict) -> dict[str, dict[str, list[dict]]]:
 def _plot(report: dict):
     """Figure of cosine against work skipped: a line per predictor through "sparse from layer k on"
     (k marked), hollow markers for single layers."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     for i, (name, kinds) in enumerate(_series(report).items()):

@@ -12,6 +12,8 @@ key alone is ``z_max − 1/(α−1)``).
 
 So the predictor decides how many entries the threshold search sorts (``w`` instead of
 ``n``); the check itself is a comparison per pair. Memory is bounded by chunks of queries.
+Inference with α = 1.5 on a CPU runs the whole check and the attention of a row in one
+compiled pass (:func:`sparsefinder.attention.cpu_rows.certified_rows`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from torch import Tensor
 from ..alpha_entmax import check_alpha, threshold
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
 from ..pattern import Pattern, compact, query_chunks
-from .sparse import as_batched, attend_chunk
+from . import cpu_rows
+from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
 
 __all__ = ["CertifiedOutput", "certified_entmax_attention"]
 
@@ -79,8 +82,22 @@ def certified_entmax_attention(
     step = starts.step
     outs, pieces = [], []
     added = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
+    kernel = not needs_grad(q, k, v) and row_kernels_apply(q, alpha)
+    # keys each query row may see: its sequence's length (0 for padded queries), (B, H, n)
+    rows_valid = ((torch.arange(n, device=q.device) < pattern.lengths[:, None]) * pattern.lengths[:, None])[:, None, :]
+    rows_valid = rows_valid.expand(batch, heads, n)
     for s in starts:
         rows = torch.matmul(q[:, :, s:s + step] * scaling, k.transpose(-1, -2))
+        if kernel:
+            out, index, counts, more = cpu_rows.certified_rows(
+                rows.reshape(-1, n), pattern.index[:, :, s:s + step].reshape(-1, pattern.width),
+                pattern.counts[:, :, s:s + step].reshape(-1), rows_valid[:, :, s:s + step].reshape(-1),
+                v.reshape(batch * heads, n, -1), rows.shape[2])
+            c = rows.shape[2]
+            outs.append(out.view(batch, heads, c, -1).to(q.dtype))
+            pieces.append((index.view(batch, heads, c, -1), counts.view(batch, heads, c)))
+            added += more.view(batch, heads, c).sum(-1)
+            continue
         query_ok = (torch.arange(s, min(s + step, n), device=q.device) < pattern.lengths[:, None])[:, None, :, None]
         mask, more = _certify_chunk(rows.detach(), pattern.index[:, :, s:s + step], valid[:, :, s:s + step],
                                     key_ok & query_ok, alpha)

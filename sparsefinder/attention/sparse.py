@@ -20,7 +20,8 @@ at once), with one of two score strategies chosen per call by
 
 α-entmax is taken over the ``w`` kept scores only (sorting ``w``, not ``n``, entries); α = 1.5
 is exact by sorting, other α bisection (:func:`sparsefinder.alpha_entmax.entmax`). Autograd
-flows through every step. Three layers as in ``entmax``: :func:`kept_scores` (the building
+flows through every step. Inference (no autograd) with α = 1.5 runs the compiled row kernel of
+:mod:`sparsefinder.attention.cpu_rows` on a CPU and the Triton kernel on a GPU instead. Three layers as in ``entmax``: :func:`kept_scores` (the building
 block the certified mode reuses), :func:`sparse_entmax_attention` (the function users call)
 and :class:`SparseEntmaxAttention` (a thin ``nn.Module``).
 """
@@ -33,8 +34,11 @@ from torch import Tensor, nn
 from ..alpha_entmax import check_alpha, entmax
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, SPARSE_GATHER_RATIO
 from ..pattern import Pattern, query_chunks, width_classes
+from . import cpu_rows
+from .triton_entmax import triton_available, triton_sparse_entmax_attention
 
-__all__ = ["SparseEntmaxAttention", "as_batched", "attend_chunk", "entmax_over_slots", "sparse_entmax_attention"]
+__all__ = ["SparseEntmaxAttention", "as_batched", "attend_chunk", "entmax_over_slots", "needs_grad", "row_kernels_apply",
+           "sparse_entmax_attention"]
 
 
 def as_batched(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern) -> tuple[Tensor, Tensor, Tensor, bool]:
@@ -45,6 +49,16 @@ def as_batched(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern) -> tuple[Tenso
     if pattern.shape != (q.shape[0], q.shape[1], q.shape[2], q.shape[2]):
         raise ValueError(f"pattern shape {pattern.shape} does not match queries {tuple(q.shape)}")
     return q, k, v, single
+
+
+def needs_grad(*tensors: Tensor) -> bool:
+    """Whether autograd will differentiate through ``tensors`` (then only the torch path runs)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def row_kernels_apply(q: Tensor, alpha: float) -> bool:
+    """Whether the compiled CPU row kernels serve this call: CPU tensors, α = 1.5, Numba present."""
+    return not q.is_cuda and alpha == 1.5 and cpu_rows.available()
 
 
 def entmax_over_slots(scores: Tensor, valid: Tensor, alpha: float) -> Tensor:
@@ -129,11 +143,12 @@ def sparse_entmax_attention(
     batch, heads, n, d = q.shape
     scaling = d**-0.5 if scaling is None else scaling
     pattern = pattern.to(q.device)
-    if q.is_cuda and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
-        from .triton_entmax import triton_available, triton_sparse_entmax_attention
-
-        if triton_available():
+    if not needs_grad(q, k, v):
+        if q.is_cuda and triton_available():
             out = triton_sparse_entmax_attention(q, k, v, pattern, alpha, scaling)
+            return out[0] if single else out
+        if row_kernels_apply(q, alpha):
+            out = cpu_rows.sparse_rows(q, k, v, pattern.index, pattern.counts, scaling)
             return out[0] if single else out
     width = pattern.width
     per_query = width * d if gathers(n, width) else n

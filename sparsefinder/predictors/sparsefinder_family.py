@@ -30,6 +30,8 @@ from torch import Tensor
 
 from .. import config
 from ..alpha_entmax import threshold
+from ..attention import cpu_rows
+from ..attention.sparse import row_kernels_apply
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
@@ -555,12 +557,21 @@ class ThresholdPredictor(ProjectionPredictor):
         query_ok = (torch.arange(n, device=qp.device) < lengths[:, None])[:, None, :, None]
         margins = [self.margins(layer, value).to(qp)[None, :, None, None] for value in values]
         pieces: list[list[tuple[Tensor, Tensor]]] = [[] for _ in values]
+        kernel = float(self.alpha_) == 1.5 and row_kernels_apply(qp, 1.5)
         starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)  # chunks stay in cache
+        rows_valid = (valid[:, 0, 0, :] * lengths[:, None])[:, None, :].expand(batch, heads, n)  # keys per query row
         for s in starts:
             chunk = slice(s, s + starts.step)
+            if kernel:  # the threshold and the selection of each row in compiled passes
+                z = (-distance(qp[:, :, chunk], kp, self.score)).reshape(-1, n)
+                c = z.shape[0] // (batch * heads)
+                rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
+                for j, (index, counts) in enumerate(cpu_rows.select_rows(z, rows_valid[:, :, chunk].reshape(-1), rows)):
+                    pieces[j].append((index.view(batch, heads, c, -1), counts.view(batch, heads, c)))
+                continue
             slack = self._slack(self.approximate_scores(qp[:, :, chunk], kp, valid), float(self.alpha_))
             ok = valid & query_ok[:, :, chunk]
             for j, margin in enumerate(margins):
-                pieces[j].append(compact((slack >= margin) & ok))
+                pieces[j].append(compact((slack >= margin - config.MARGIN_TOLERANCE) & ok))
         self.set_params(recall=values[-1])
         return [Pattern.cat_rows(p, lengths) for p in pieces]

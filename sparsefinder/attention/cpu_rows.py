@@ -1,0 +1,334 @@
+"""CPU row kernels for α = 1.5: one fused pass per query row, compiled by Numba (no grad).
+
+The torch path of :mod:`sparsefinder.attention.sparse` spends most of its time between
+operators: gathers, padding to width classes, ``index_add``, ``nonzero`` over whole chunks.
+These kernels do the same work row by row in compiled loops, parallel over rows
+(``numba.prange``), with nothing materialised but the result:
+
+- :func:`sparse_rows`: attention of each query over its kept keys (``index``/``counts``):
+  the kept scores, their exact α-entmax threshold (sorting the kept entries only) and
+  ``Σ p_j v_j``; work grows with the kept pairs;
+- :func:`row_thresholds`: the exact α-entmax threshold of each row of a score matrix, with
+  the lower bound of the row's best :data:`~sparsefinder.config.THRESHOLD_SEED_KEYS` keys
+  ruling most keys out before anything is sorted (method.md §1);
+- :func:`select_rows`: the keys of each row whose score clears its threshold plus a margin,
+  as the rows of a :class:`~sparsefinder.pattern.Pattern`;
+- :func:`certified_rows`: exact attention from exact score rows and a predicted pattern
+  (threshold of the predicted keys, every key above it added; recall 1 by construction).
+
+All thresholds are in score units: ``p_j = ((z_j − t) / 2)₊²`` sums to one. Sums are taken in
+float64. Numba is an optional dependency (``pip install numba``, in the default install);
+without it, or with ``SPARSEFINDER_CPU_KERNELS=0``, callers keep the torch path. This is the
+one place with hand-written numerics loops: no library offers a fused sparse α-entmax row
+kernel for CPUs (AdaSplash and the ``entmax`` package's Triton kernels target GPUs).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import CPU_KERNELS, THRESHOLD_SEED_KEYS
+
+__all__ = ["available", "certified_rows", "row_thresholds", "select_rows", "sparse_rows"]
+
+
+@functools.cache
+def _numba():
+    """The ``numba`` module, or ``None`` when it is not installed or switched off."""
+    if not CPU_KERNELS:
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
+
+
+def available() -> bool:
+    """Whether the row kernels can run (Numba installed and not switched off)."""
+    return _numba() is not None
+
+
+@functools.cache
+def _kernels() -> dict:
+    """Compile (or load from Numba's cache) every kernel once per process."""
+    nb = _numba()
+    jit = functools.partial(nb.njit, cache=True, nogil=True)
+    fast = {"reassoc", "contract", "arcp", "nsz"}  # reorder sums only: no inf/NaN assumptions
+    BLOCK = 64  # rows per parallel task: scratch buffers are allocated once per block, not per row
+
+    @jit
+    def threshold_sorted(zs, c):  # zs[:c] sorted in INCREASING order, c ≥ 1
+        zmax = zs[c - 1]
+        s1 = 0.0
+        s2 = 0.0
+        best = 0.0
+        for k in range(1, c + 1):
+            x = (zs[c - k] - zmax) * 0.5
+            s1 += x
+            s2 += x * x
+            mean = s1 / k
+            delta = (1.0 - (s2 - s1 * mean)) / k
+            tau = mean - math.sqrt(delta if delta > 0.0 else 0.0)
+            if tau <= x:
+                best = tau
+            else:
+                break  # τ_k ≤ x_k holds exactly for k up to the support size
+        return zmax + 2.0 * best
+
+    @jit
+    def threshold_of(buf, c, lower):  # exact threshold of buf[:c] (any order), c ≥ 1, given lower ≤ it
+        # Newton on f(τ) = Σ (x − τ)₊² − 1 (convex, decreasing) rises monotonically from a lower
+        # bound; once the keys above τ give a root above τ that all of them exceed, that root is
+        # exact (every other key is below it). No sort; a pass over the entries per step.
+        zmax = buf[0]
+        for s in range(1, c):
+            zmax = max(zmax, buf[s])
+        tau = max((lower - zmax) * 0.5, -1.0)  # both are lower bounds: the best key alone has τ = −1
+        for _ in range(64):
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            low = 0.0
+            for s in range(c):
+                x = (buf[s] - zmax) * 0.5
+                if x > tau:
+                    s0 += 1.0
+                    s1 += x
+                    s2 += x * x
+                    low = min(low, x)
+            mean = s1 / s0
+            delta = (1.0 - (s2 - s1 * mean)) / s0
+            root = mean - math.sqrt(delta if delta > 0.0 else 0.0)
+            if root >= tau and low > root:
+                return zmax + 2.0 * root
+            step = (s2 - 2.0 * tau * s1 + s0 * tau * tau - 1.0) / (2.0 * (s1 - s0 * tau))
+            if step <= 0.0:
+                break  # rounding stalled the ascent: finish by sorting
+            tau += step
+        buf[:c].sort()
+        return threshold_sorted(buf, c)
+
+    @jit
+    def row_threshold(z, n, top, cand):  # exact threshold of z[:n], n ≥ 1; top: scratch (seed,), cand: (≥ n,)
+        seed = top.shape[0]
+        top[:] = -np.inf  # the row's best keys, decreasing
+        for j in range(n):
+            x = z[j]
+            if x > top[seed - 1]:
+                m = seed - 1
+                while m > 0 and top[m - 1] < x:
+                    top[m] = top[m - 1]
+                    m -= 1
+                top[m] = x
+        c = min(seed, n)
+        for s in range(c):
+            cand[s] = top[c - 1 - s]
+        lower = threshold_sorted(cand, c)  # a subset's threshold is a lower bound
+        m = 0
+        for j in range(n):
+            if z[j] > lower:
+                cand[m] = z[j]
+                m += 1
+        return threshold_of(cand, m, lower)
+
+    @jit(parallel=True)
+    def thresholds(z, nvalid, seed, margins, out, counts):  # z (R, n), nvalid (R,), margins (V, R) → out (R,), counts (V, R)
+        rows = z.shape[0]
+        for b in nb.prange((rows + BLOCK - 1) // BLOCK):
+            top = np.empty(seed)
+            cand = np.empty(z.shape[1])
+            for r in range(b * BLOCK, min(rows, (b + 1) * BLOCK)):
+                nv = nvalid[r]
+                t = np.float32(row_threshold(z[r], nv, top, cand) if nv > 0 else 0.0)  # fill compares the same
+                out[r] = t
+                for v in range(margins.shape[0]):
+                    m = 0
+                    for j in range(nv):
+                        if z[r, j] - t >= margins[v, r]:
+                            m += 1
+                    counts[v, r] = m
+
+    @jit(parallel=True)
+    def fill(z, t, margin, nvalid, index):  # keys j with z - t ≥ margin, in increasing order → index (R, w)
+        for r in nb.prange(z.shape[0]):
+            m = 0
+            for j in range(nvalid[r]):
+                if z[r, j] - t[r] >= margin[r]:
+                    index[r, m] = j
+                    m += 1
+            index[r, m:] = 0
+
+    @jit(parallel=True, fastmath=fast)
+    def sparse(q, k, v, index, counts, rows_per_head, scaling, out):  # q (R, d), k/v (BH, n, d) → out (R, dv)
+        d = q.shape[1]
+        rows = q.shape[0]
+        for b in nb.prange((rows + BLOCK - 1) // BLOCK):
+            z = np.empty(max(index.shape[1], 1))
+            buf = np.empty(max(index.shape[1], 1))
+            for r in range(b * BLOCK, min(rows, (b + 1) * BLOCK)):
+                c = counts[r]
+                out[r, :] = 0.0
+                if c == 0:
+                    continue
+                g = r // rows_per_head
+                for s in range(c):
+                    j = index[r, s]
+                    acc = 0.0
+                    for e in range(d):
+                        acc += q[r, e] * k[g, j, e]
+                    z[s] = acc * scaling
+                    buf[s] = z[s]
+                t = threshold_of(buf, c, -np.inf)
+                for s in range(c):
+                    half = (z[s] - t) * 0.5
+                    if half > 0.0:
+                        p = half * half
+                        j = index[r, s]
+                        for e in range(v.shape[2]):
+                            out[r, e] += p * v[g, j, e]
+
+    @jit(parallel=True, fastmath=fast)
+    def certified(z, index, counts, nvalid, v, rows_per_head, out, kept, kept_counts, added):
+        rows, n = z.shape
+        for b in nb.prange((rows + BLOCK - 1) // BLOCK):
+            buf = np.empty(n)
+            predicted = np.zeros(n, np.bool_)
+            for r in range(b * BLOCK, min(rows, (b + 1) * BLOCK)):
+                out[r, :] = 0.0
+                kept_counts[r] = 0
+                added[r] = 0
+                nv = nvalid[r]
+                if nv == 0:
+                    continue
+                g = r // rows_per_head
+                c = counts[r]
+                if c > 0:
+                    for s in range(c):
+                        buf[s] = z[r, index[r, s]]
+                    t_s = threshold_of(buf, c, -np.inf)
+                else:
+                    best = z[r, 0]
+                    for j in range(1, nv):
+                        best = max(best, z[r, j])
+                    t_s = best - 2.0  # the threshold of the best key alone
+                for s in range(c):
+                    predicted[index[r, s]] = True
+                m = 0
+                for j in range(nv):
+                    if z[r, j] > t_s:
+                        buf[m] = z[r, j]
+                        m += 1
+                t = threshold_of(buf, m, t_s)
+                w = 0
+                for j in range(nv):
+                    above = z[r, j] > t_s
+                    if above or predicted[j]:
+                        kept[r, w] = j
+                        w += 1
+                        if above and not predicted[j]:
+                            added[r] += 1
+                    half = (z[r, j] - t) * 0.5
+                    if above and half > 0.0:
+                        p = half * half
+                        for e in range(v.shape[2]):
+                            out[r, e] += p * v[g, j, e]
+                kept_counts[r] = w
+                for s in range(c):
+                    predicted[index[r, s]] = False
+
+    return {"thresholds": thresholds, "fill": fill, "sparse": sparse, "certified": certified}
+
+
+def _threads() -> None:
+    """Run Numba's parallel loops on torch's thread count (one knob for both)."""
+    nb = _numba()
+    nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))
+
+
+def _np(x: Tensor, dtype: torch.dtype) -> np.ndarray:
+    return x.detach().to(dtype).contiguous().numpy()
+
+
+def _rows_valid(lengths: Tensor, heads: int, n: int) -> Tensor:
+    """Keys each query row may see, ``(B·H·n,)``: its sequence's length, 0 for padded queries."""
+    ok = torch.arange(n)[None, :] < lengths[:, None]  # (B, n)
+    return (ok * lengths[:, None]).repeat_interleave(heads, 0).reshape(-1).to(torch.int64)
+
+
+def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, scaling: float) -> Tensor:
+    """Sparse α-entmax (α = 1.5) attention: ``q`` ``(B, H, n, d)``, ``k``/``v`` ``(B, H, n, d)``,
+    ``index`` ``(B, H, n, w)`` and ``counts`` ``(B, H, n)`` → output ``(B, H, n, dv)`` (zeros for empty rows)."""
+    _threads()
+    batch, heads, n, d = q.shape
+    out = np.empty((batch * heads * n, v.shape[-1]), np.float32)
+    _kernels()["sparse"](_np(q, torch.float32).reshape(-1, d), _np(k, torch.float32).reshape(batch * heads, -1, d),
+                         _np(v, torch.float32).reshape(batch * heads, -1, v.shape[-1]),
+                         _np(index, torch.int64).reshape(batch * heads * n, -1), _np(counts, torch.int64).reshape(-1),
+                         n, float(scaling), out)
+    return torch.from_numpy(out).view(batch, heads, n, -1).to(q.dtype)
+
+
+def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor],
+                seed: int = THRESHOLD_SEED_KEYS) -> list[tuple[Tensor, Tensor]]:
+    """Per-query thresholds and the keys that clear them by a margin, for each of several margins.
+
+    ``z`` ``(R, n)`` are scores, ``nvalid`` ``(R,)`` how many leading keys each row may see; ``t``
+    is the exact α-entmax (α = 1.5) threshold of each row. For each margin ``(R,)`` in ``margins``
+    the keys ``j < nvalid`` with ``z_j − t ≥ margin`` as ``index`` ``(R, w)`` (increasing keys,
+    zero padded, ``w`` the widest row, ≥ 1) and ``counts`` ``(R,)``: a counting pass, then the
+    index at its final width.
+    """
+    _threads()
+    rows = z.shape[0]
+    kernels = _kernels()
+    zz, nv = _np(z, torch.float32), _np(nvalid, torch.int64)
+    stacked = np.stack([_np(m, torch.float32) for m in margins]) if margins else np.zeros((0, rows), np.float32)
+    t = np.empty(rows, np.float32)
+    counts = np.empty((len(margins), rows), np.int64)
+    kernels["thresholds"](zz, nv, seed, stacked, t, counts)
+    out = []
+    for v in range(len(margins)):
+        index = np.empty((rows, max(int(counts[v].max()) if rows else 0, 1)), np.int64)
+        kernels["fill"](zz, t, stacked[v], nv, index)
+        out.append((torch.from_numpy(index), torch.from_numpy(counts[v])))
+    return out
+
+
+def row_thresholds(z: Tensor, nvalid: Tensor, seed: int = THRESHOLD_SEED_KEYS) -> Tensor:
+    """Exact α-entmax (α = 1.5) threshold of each row of ``z`` ``(R, n)`` over its first ``nvalid`` ``(R,)``
+    entries (0 for empty rows), float32 ``(R,)``."""
+    _threads()
+    rows = z.shape[0]
+    t = np.empty(rows, np.float32)
+    _kernels()["thresholds"](_np(z, torch.float32), _np(nvalid, torch.int64), seed, np.zeros((0, rows), np.float32),
+                             t, np.empty((0, rows), np.int64))
+    return torch.from_numpy(t)
+
+
+def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: Tensor,
+                   rows_per_head: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Exact α-entmax (α = 1.5) attention of rows of exact scores ``z`` ``(R, n)`` seeded by predicted keys.
+
+    ``index``/``counts`` ``(R, w)``/``(R,)`` are the predicted keys, ``nvalid`` ``(R,)`` the keys each
+    row may see, ``v`` ``(G, n, dv)`` the values of row group ``r // rows_per_head``. Returns the
+    output ``(R, dv)``, the certified keys (predicted plus added) as ``index`` ``(R, w')`` and
+    ``counts`` ``(R,)``, and the keys added per row ``(R,)``.
+    """
+    _threads()
+    rows, n = z.shape
+    out = np.empty((rows, v.shape[-1]), np.float32)
+    kept = np.zeros((rows, n), np.int64)
+    kept_counts = np.empty(rows, np.int64)
+    added = np.empty(rows, np.int64)
+    _kernels()["certified"](_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64),
+                            _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, out, kept,
+                            kept_counts, added)
+    width = max(int(kept_counts.max()) if rows else 0, 1)
+    return (torch.from_numpy(out), torch.from_numpy(kept[:, :width].copy()), torch.from_numpy(kept_counts),
+            torch.from_numpy(added))

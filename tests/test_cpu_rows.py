@@ -1,0 +1,107 @@
+"""The compiled CPU row kernels give what the torch path gives (issue 11's fast path)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from synthetic import uneven_group_dataset
+
+from sparsefinder.alpha_entmax import entmax, threshold
+from sparsefinder.attention import certified, cpu_rows, sparse
+from sparsefinder.attention.certified import certified_entmax_attention
+from sparsefinder.attention.sparse import sparse_entmax_attention
+from sparsefinder.pattern import Pattern
+from sparsefinder.predictors import sparsefinder_family
+from sparsefinder.predictors.registry import predictor_from_spec
+
+pytestmark = pytest.mark.skipif(not cpu_rows.available(), reason="Numba is not installed")
+
+
+def _no_kernel():
+    raise AssertionError("the torch path ran a compiled kernel")
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """Run the torch path (the reference) inside the ``with`` block."""
+    class Switch:
+        def __enter__(self):
+            monkeypatch.setattr(sparse, "row_kernels_apply", lambda *a: False)
+            monkeypatch.setattr(sparsefinder_family, "row_kernels_apply", lambda *a: False)
+            monkeypatch.setattr(certified, "row_kernels_apply", lambda *a: False)
+            monkeypatch.setattr(cpu_rows, "_kernels", _no_kernel)  # the reference never reaches a kernel
+
+        def __exit__(self, *exc):
+            monkeypatch.undo()
+
+    return Switch()
+
+
+def _batch(seed=0, batch=3, heads=2, n=40, d=8):
+    """Right-padded batch: lengths 40, 23 and 1 (a one-token sequence)."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(batch, heads, n, d, generator=g) * 2 for _ in range(3))
+    return q, k, v, torch.tensor([n, 23, 1])[:batch]
+
+
+def _random_pattern(lengths, heads, n, share, seed):
+    g = torch.Generator().manual_seed(seed)
+    ok = torch.arange(n)[None, :] < lengths[:, None]
+    mask = (torch.rand(len(lengths), heads, n, n, generator=g) < share) & ok[:, None, :, None] & ok[:, None, None, :]
+    mask[:, :, 5] = False  # an empty row
+    return Pattern.from_mask(mask, lengths=lengths)
+
+
+@pytest.mark.parametrize("share", [0.05, 0.3, 1.0])
+def test_sparse_kernel_equals_torch_path(torch_path, share):
+    q, k, v, lengths = _batch()
+    pattern = _random_pattern(lengths, 2, 40, share, seed=1)
+    out = sparse_entmax_attention(q, k, v, pattern)
+    with torch_path:
+        ref = sparse_entmax_attention(q, k, v, pattern)
+    valid = torch.arange(40)[None, :] < lengths[:, None]
+    torch.testing.assert_close(out[valid[:, None, :].expand(-1, 2, -1)], ref[valid[:, None, :].expand(-1, 2, -1)],
+                               atol=2e-5, rtol=2e-5)
+    assert torch.equal(out[:, :, 5], torch.zeros_like(out[:, :, 5]))  # the empty row gives zeros
+
+
+def test_thresholds_equal_alpha_entmax_threshold():
+    z = torch.randn(200, 64, generator=torch.Generator().manual_seed(3)) * 3
+    z[0] = 1.0  # every key tied
+    z[1, :13] = 5.0  # a tied support of 13 keys
+    t = cpu_rows.row_thresholds(z, torch.full((200,), 64))
+    torch.testing.assert_close(t.float(), threshold(z, 1.5).squeeze(-1), atol=1e-5, rtol=1e-6)
+    half = cpu_rows.row_thresholds(z, torch.full((200,), 20))  # only the first 20 keys count
+    torch.testing.assert_close(half.float(), threshold(z[:, :20], 1.5).squeeze(-1), atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("start", ["empty", "random", "gold"])
+def test_certified_kernel_is_dense_entmax_and_adds_what_the_torch_path_adds(torch_path, start):
+    q, k, v, lengths = _batch(seed=4)
+    n = q.shape[2]
+    ok = torch.arange(n)[None, :] < lengths[:, None]
+    scores = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).masked_fill(~ok[:, None, None, :], float("-inf"))
+    probs = entmax(scores, 1.5).masked_fill(~ok[:, None, :, None], 0.0)
+    gold = Pattern.from_mask(probs > 0, lengths=lengths)
+    pattern = {"empty": Pattern.from_mask(torch.zeros_like(probs, dtype=torch.bool), lengths=lengths),
+               "random": _random_pattern(lengths, 2, n, 0.1, seed=2), "gold": gold}[start]
+    result = certified_entmax_attention(q, k, v, pattern)
+    with torch_path:
+        ref = certified_entmax_attention(q, k, v, pattern)
+    valid = ok[:, None, :, None].expand_as(result.output)
+    torch.testing.assert_close(result.output[valid], (probs @ v)[valid], atol=2e-5, rtol=2e-5)
+    assert result.pattern == ref.pattern and torch.equal(result.keys_added, ref.keys_added)
+    assert result.pattern.contains(gold)
+    if start == "gold":
+        assert int(result.keys_added.sum()) == 0
+
+
+def test_threshold_predictor_kernel_equals_torch_path(torch_path):
+    data = uneven_group_dataset(sequences=2)
+    predictor = predictor_from_spec("proj4-score-thr-ep0").fit(data)
+    seq = next(data.sequences())
+    values = [0.8, 0.95, 1.0]
+    fast = predictor.predict_sweep(seq.inputs(1), values)
+    with torch_path:
+        ref = predictor.predict_sweep(seq.inputs(1), values)
+    assert fast == ref

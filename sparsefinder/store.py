@@ -87,6 +87,8 @@ class ArtifactStore:
         self.url = str(url)
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.root = self.root.rstrip("/")
+        #: artifact id → (signature of its files, its info or the reason it was refused)
+        self._checked: dict[str, tuple[tuple, ArtifactInfo | str]] = {}
 
     def _path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -205,16 +207,52 @@ class ArtifactStore:
         predictor.artifact_ = info
         return predictor
 
-    def scan(self) -> tuple[list[ArtifactInfo], dict[str, str]]:
-        """Check every artifact once: (loadable infos newest first, refused folder → reason)."""
-        infos, problems = [], {}
-        for artifact_id in self._ids():
+    def _signature(self, artifact_id: str) -> tuple | None:
+        """Size and modification marks of an artifact's files (``None``: a file is missing or unmarked)."""
+        marks = []
+        for name in (INFO_FILE, TENSORS_FILE):
             try:
-                document = self._document(artifact_id)
-                self._tensors(artifact_id, str(document.get("tensors_sha256", "")))
-                infos.append(document["info"])
-            except SparsefinderError as exc:
-                problems[artifact_id] = str(exc)
+                meta = self.fs.info(self._path(artifact_id, name))
+            except OSError:
+                return None
+            mark = next((meta[k] for k in ("mtime", "created", "LastModified", "ETag", "md5") if meta.get(k)), None)
+            if mark is None:
+                return None
+            marks.append((meta.get("size"), str(mark)))
+        return tuple(marks)
+
+    def _check(self, artifact_id: str) -> ArtifactInfo | str:
+        """The info of a loadable artifact, or the reason it is refused (checksum verified)."""
+        try:
+            document = self._document(artifact_id)
+            self._tensors(artifact_id, str(document.get("tensors_sha256", "")))
+            return document["info"]
+        except SparsefinderError as exc:
+            return str(exc)
+
+    def scan(self) -> tuple[list[ArtifactInfo], dict[str, str]]:
+        """Every artifact checked: (loadable infos newest first, refused folder → reason).
+
+        An artifact is read and its checksum verified once per change of its files (size and
+        modification time); later scans reuse the result, so listings cost a ``stat`` per file.
+        """
+        infos, problems = [], {}
+        ids = self._ids()
+        for artifact_id in ids:
+            signature = self._signature(artifact_id)
+            cached = self._checked.get(artifact_id)
+            if signature is not None and cached is not None and cached[0] == signature:
+                result = cached[1]
+            else:
+                result = self._check(artifact_id)
+                if signature is not None:
+                    self._checked[artifact_id] = (signature, result)
+            if isinstance(result, str):
+                problems[artifact_id] = result
+            else:
+                infos.append(result)
+        for gone in set(self._checked) - set(ids):
+            del self._checked[gone]
         infos.sort(key=lambda i: (i.created, i.id), reverse=True)
         return infos, problems
 

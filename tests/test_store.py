@@ -137,3 +137,22 @@ def test_cli_bad_input_exits_2(tmp_path, data, capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sparsefinder fit: error:") and "\n" not in err
+
+
+def test_listing_verifies_each_artifact_once_per_change(store, data, fitted, monkeypatch):
+    """``list`` (``/readyz`` and every listing call it) reads and hashes an artifact again only when its files change."""
+    info = store.save(fitted, dataset=data, fit_seconds=1.0)
+    reads = []
+    real = ArtifactStore._tensors
+    monkeypatch.setattr(ArtifactStore, "_tensors", lambda self, *a: reads.append(a[0]) or real(self, *a))
+    for _ in range(3):
+        assert [i.id for i in store.list()] == [info.id]
+    assert reads == [info.id]
+    blob = store.fs.cat_file(f"{store.root}/{info.id}/tensors.safetensors")
+    store.fs.pipe_file(f"{store.root}/{info.id}/tensors.safetensors", blob[: len(blob) // 2])  # damaged later
+    assert store.list() == [] and "corrupt" in store.problems()[info.id]
+    assert reads == [info.id, info.id]  # re-verified once after the change
+    other = store.save(predictor_from_spec("proj2-score-knn4-ep0").fit(data), dataset=data, fit_seconds=1.0)
+    assert [i.id for i in store.list()] == [other.id]  # a new artifact shows at once
+    store.delete(info.id)
+    assert store.problems() == {}

@@ -51,6 +51,7 @@ class AttentionPruningPredictor(Predictor):
     description = "fixed mask per head from gold frequency by offset (or absolute pair), thresholded"
     source = "Rugina et al. 2020, Data-Informed Global Sparseness in Attention Mechanisms"
     learns = True
+    fitted_tensors = ("frequency",)
 
     def __init__(self, *, threshold: float = 0.1, absolute: bool = False) -> None:
         self.threshold = threshold
@@ -72,10 +73,3 @@ class AttentionPruningPredictor(Predictor):
         self.check_is_fitted()
         return position_pattern(self.frequency_[inputs.layer], self.threshold, self.absolute, inputs)
 
-    def state_dict(self) -> dict[str, Tensor]:
-        self.check_is_fitted()
-        return {"frequency": self.frequency_}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> AttentionPruningPredictor:
-        self.frequency_ = state["frequency"].float()
-        return self

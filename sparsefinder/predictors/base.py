@@ -62,12 +62,31 @@ class Predictor:
     learns: ClassVar[bool] = False
     #: Reference curves (oracles that read the true scores) are drawn apart in reports.
     reference: ClassVar[bool] = False
+    #: Fitted attributes ``<name>_`` that :meth:`state_dict` saves under ``<name>``: tensors, or
+    #: dicts int → tensor (saved as ``<name>_<key>``).
+    fitted_tensors: ClassVar[tuple[str, ...]] = ()
 
     # -------------------------------------------------------------- parameters
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Constructor parameters and their defaults, in order; an ``__init__`` with ``**kwargs`` passes
+        the rest on to its parent's, whose parameters are added (a subclass's defaults win)."""
+        out: dict[str, Any] = {}
+        for klass in cls.__mro__:
+            init = vars(klass).get("__init__")
+            if init is None:
+                continue
+            params = inspect.signature(init).parameters.values()
+            for p in params:
+                if p.kind == p.KEYWORD_ONLY:
+                    out.setdefault(p.name, p.default)
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                break
+        return out
+
+    @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY]
+        return list(cls.defaults())
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters as a JSON-serialisable dict."""
@@ -138,14 +157,39 @@ class Predictor:
             raise NotFittedError(f"predictor {self.spec} is not fitted: call fit() first or load a fitted artifact")
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Fitted tensors, for the store (empty for stateless predictors)."""
+        """The :attr:`fitted_tensors`, for the store (empty for stateless predictors)."""
         self.check_is_fitted()
-        return {}
+        state: dict[str, Tensor] = {}
+        for name in self.fitted_tensors:
+            value = getattr(self, f"{name}_")
+            if isinstance(value, dict):
+                state.update({f"{name}_{key}": tensor.contiguous() for key, tensor in value.items()})
+            else:
+                state[name] = value.contiguous()
+        return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> Predictor:
-        """Restore fitted tensors from :meth:`state_dict`; returns ``self``."""
+        """Restore the :attr:`fitted_tensors` from :meth:`state_dict`'s output; returns ``self``.
+
+        A missing tensor, or one that does not fit the parameters (:meth:`_check_state`), raises a
+        :class:`SparsefinderError`.
+        """
+        for name in self.fitted_tensors:
+            if name in state:
+                setattr(self, f"{name}_", state[name])
+                continue
+            prefix = f"{name}_"
+            items = {int(key[len(prefix):]): tensor for key, tensor in state.items()
+                     if key.startswith(prefix) and key[len(prefix):].isdigit()}
+            if not items:
+                raise SparsefinderError(f"{self.name}: fitted state lacks tensor {name!r}")
+            setattr(self, f"{name}_", items)
         self.fitted_ = True
+        self._check_state()
         return self
+
+    def _check_state(self) -> None:
+        """Raise :class:`SparsefinderError` when loaded tensors do not fit the parameters (override)."""
 
     # -------------------------------------------------------------- specs
     @property
@@ -165,8 +209,7 @@ class Predictor:
 
 def format_spec(cls: type[Predictor], params: dict[str, Any], with_knob: bool = True) -> str:
     """Canonical spec: key tokens always, the knob unless ``with_knob`` is false, others when not default."""
-    defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
-                if p.kind == p.KEYWORD_ONLY}
+    defaults = cls.defaults()
     parts = []
     for letters, param in cls.spec_tokens.items():
         if param is None:

@@ -79,6 +79,7 @@ class NeighbourDegreePredictor(Predictor):
     description = "per-layer neighbour degree learned to keep a target share of gold edges"
     source = "Brahma et al. 2022, Breaking BERT (learned per-layer degree)"
     learns = True
+    fitted_tensors = ("recall_by_degree",)
 
     def __init__(self, *, target: float = 0.9) -> None:
         self.target = target
@@ -109,10 +110,3 @@ class NeighbourDegreePredictor(Predictor):
         return Pattern.window(inputs.num_heads, inputs.length, self.degree(inputs.layer), lengths=inputs.lengths,
                               device=inputs.queries.device)
 
-    def state_dict(self) -> dict[str, Tensor]:
-        self.check_is_fitted()
-        return {"recall_by_degree": self.recall_by_degree_}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> NeighbourDegreePredictor:
-        self.recall_by_degree_ = state["recall_by_degree"].double()
-        return self

@@ -209,6 +209,7 @@ class AttendedGlobalPredictor(Predictor):
     description = "global tokens at the k key positions most attended in the fit data (per head)"
     source = "Beltagy et al. 2020 (global attention), positions learned from gold graphs"
     learns = True
+    fitted_tensors = ("ranking",)
 
     def __init__(self, *, tokens: int = 2) -> None:
         self.tokens = tokens
@@ -246,13 +247,6 @@ class AttendedGlobalPredictor(Predictor):
         is_global.scatter_(-1, torch.where(chosen, ranking, n), True)
         return Pattern.from_global(is_global[..., :n], lengths)
 
-    def state_dict(self) -> dict[str, Tensor]:
-        self.check_is_fitted()
-        return {"ranking": self.ranking_}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> AttendedGlobalPredictor:
-        self.ranking_ = state["ranking"].long()
-        return self
 
 
 class StridedPredictor(Predictor):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .. import config
 
-__all__ = ["FitSample", "collect_samples", "distance", "train_layer"]
+__all__ = ["FitSample", "Recipe", "collect_samples", "distance", "train_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,21 @@ class FitSample:
         return first, FitSample(self.queries[cut:], self.keys[cut:], self.key_mask[cut:], self.gold[cut:])
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How the projections are trained: every field changes a fit (the predictors' constructor parameters)."""
+
+    queries_per_sequence: int = config.PROJ_QUERIES_PER_SEQUENCE
+    batch_sequences: int = config.PROJ_BATCH_SEQUENCES
+    learning_rate: float = config.PROJ_LEARNING_RATE
+    margin: float = config.PROJ_MARGIN
+    margin_pairs: int = config.PROJ_MARGIN_PAIRS
+    rank_weight: float = config.PROJ_RANK_WEIGHT
+
+
 def collect_samples(data, limit: int | None, generator: torch.Generator,
-                    progress: bool = False) -> list[FitSample]:
+                    progress: bool = False, queries_per_sequence: int = config.PROJ_QUERIES_PER_SEQUENCE
+                    ) -> list[FitSample]:
     """Read the fit dataset once and sample queries of every layer and head.
 
     Parameters
@@ -74,6 +87,8 @@ def collect_samples(data, limit: int | None, generator: torch.Generator,
         Use at most this many sequences.
     generator : torch.Generator
         Seeded source of the query sample.
+    queries_per_sequence : int
+        Queries sampled per sequence and head (all keys are kept).
 
     Returns
     -------
@@ -84,7 +99,7 @@ def collect_samples(data, limit: int | None, generator: torch.Generator,
     for seq in tqdm(data.sequences(limit), desc="read fit data", unit="seq", disable=not progress,
                     total=min(len(data), limit or len(data))):
         layers, heads, n, _ = seq.queries.shape
-        m = min(config.PROJ_QUERIES_PER_SEQUENCE, n)
+        m = min(queries_per_sequence, n)
         pick = torch.argsort(torch.rand(heads, n, generator=generator), dim=1)[:, :m]  # (H, m)
         if not per_layer:
             per_layer = [[] for _ in range(layers)]
@@ -167,7 +182,7 @@ def _sample_keys(mask: Tensor, count: int, generator: torch.Generator) -> tuple[
 
 
 def _margin_loss(qp: Tensor, keys: Tensor, wk: Tensor, gold: Tensor, negatives: Tensor,
-                 generator: torch.Generator) -> Tensor:
+                 generator: torch.Generator, recipe: Recipe) -> Tensor:
     """Hinge loss over sampled (gold, non-gold) key pairs of each query; only sampled keys are projected.
 
     ``qp`` (S, H, m, r) projected queries, ``keys`` (S, H, n, d), ``wk`` (H, d, r), masks (S, H, m, n).
@@ -179,26 +194,27 @@ def _margin_loss(qp: Tensor, keys: Tensor, wk: Tensor, gold: Tensor, negatives: 
         kp = torch.einsum("shpd,hdr->shpr", picked, wk).reshape(s, h, m, index.shape[-1], -1)
         return (qp[:, :, :, None, :] - kp).square().sum(-1)
 
-    pos, pos_ok = _sample_keys(gold, config.PROJ_MARGIN_PAIRS, generator)
-    neg, neg_ok = _sample_keys(negatives, config.PROJ_MARGIN_PAIRS, generator)
+    pos, pos_ok = _sample_keys(gold, recipe.margin_pairs, generator)
+    neg, neg_ok = _sample_keys(negatives, recipe.margin_pairs, generator)
     d_pos, d_neg = projected_distance(pos), projected_distance(neg)
-    hinge = (config.PROJ_MARGIN + d_pos[..., :, None] - d_neg[..., None, :]).clamp(min=0)
+    hinge = (recipe.margin + d_pos[..., :, None] - d_neg[..., None, :]).clamp(min=0)
     ok = pos_ok[..., :, None] & neg_ok[..., None, :]
     return (hinge * ok).sum() / ok.sum().clamp(min=1)
 
 
-def _score_loss(approx: Tensor, true: Tensor, gold: Tensor, key_ok: Tensor) -> Tensor:
+def _score_loss(approx: Tensor, true: Tensor, gold: Tensor, key_ok: Tensor, rank_weight: float) -> Tensor:
     count = key_ok.sum(-1, keepdim=True).clamp(min=1)
     diff = (approx - true) * key_ok
     diff = (diff - diff.sum(-1, keepdim=True) / count) * key_ok
     mse = (diff.square().sum(-1) / count.squeeze(-1)).mean()
     logp = torch.log_softmax(approx.masked_fill(~key_ok, float("-inf")), dim=-1)
     rank = -(logp * gold).sum(-1) / gold.sum(-1).clamp(min=1)
-    return mse + config.PROJ_RANK_WEIGHT * rank.mean()
+    return mse + rank_weight * rank.mean()
 
 
 def train_layer(sample: FitSample, *, rank: int, score: bool, shared: bool, epochs: int,
-                generator: torch.Generator, progress: bool = False, desc: str = "") -> tuple[Tensor, Tensor, list[float]]:
+                generator: torch.Generator, recipe: Recipe = Recipe(), progress: bool = False,
+                desc: str = "") -> tuple[Tensor, Tensor, list[float]]:
     """Train the projections of every head of one layer.
 
     Parameters
@@ -212,6 +228,8 @@ def train_layer(sample: FitSample, *, rank: int, score: bool, shared: bool, epoc
         One map for queries and keys.
     epochs : int
         Passes over the sampled sequences.
+    recipe : Recipe
+        Batch size, learning rate and loss constants.
 
     Returns
     -------
@@ -232,8 +250,8 @@ def train_layer(sample: FitSample, *, rank: int, score: bool, shared: bool, epoc
     if epochs == 0:
         return wq0.clone(), wk0.clone(), []
     params = [wq] if shared else [wq, wk]
-    opt = torch.optim.Adam(params, lr=config.PROJ_LEARNING_RATE)
-    batch = config.PROJ_BATCH_SEQUENCES
+    opt = torch.optim.Adam(params, lr=recipe.learning_rate)
+    batch = recipe.batch_sequences
     losses: list[float] = []
     bar = tqdm(range(epochs), desc=desc or "train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
@@ -247,9 +265,9 @@ def train_layer(sample: FitSample, *, rank: int, score: bool, shared: bool, epoc
             if score:
                 kp = torch.einsum("shnd,hdr->shnr", k, wk)
                 true = q @ k.transpose(-1, -2) / math.sqrt(d)
-                loss = _score_loss(qp @ kp.transpose(-1, -2), true, gold, key_ok)
+                loss = _score_loss(qp @ kp.transpose(-1, -2), true, gold, key_ok, recipe.rank_weight)
             else:
-                loss = _margin_loss(qp, k, wk, gold, key_ok & ~gold, generator)
+                loss = _margin_loss(qp, k, wk, gold, key_ok & ~gold, generator, recipe)
             opt.zero_grad()
             loss.backward()
             opt.step()

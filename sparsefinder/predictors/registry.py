@@ -7,7 +7,6 @@ place that knows every predictor class: it imports them, so the classes never im
 
 from __future__ import annotations
 
-import inspect
 import re
 from typing import Any
 
@@ -93,8 +92,7 @@ def parse_spec(spec: str) -> tuple[type[Predictor], dict[str, Any]]:
         raise SparsefinderError(
             f"unknown predictor spec {spec!r}; known names: {', '.join(sorted(available_predictors()))}")
     cls = max(matches, key=lambda c: len(c.spec_key))
-    defaults = {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
-                if p.kind == p.KEYWORD_ONLY}
+    defaults = cls.defaults()
     params: dict[str, Any] = {}
     for letters_, number in tokens:
         param = cls.spec_tokens[letters_]

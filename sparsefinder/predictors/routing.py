@@ -115,15 +115,19 @@ class RoutingPredictor(Predictor):
     description = "Routing Transformer: online spherical k-means on queries/keys, balanced clusters"
     source = "Roy et al. 2021, Routing Transformer"
     learns = True
+    fitted_tensors = ("centroids",)
 
-    def __init__(self, *, clusters: int = 8, epochs: int = 2, seed: int = 0) -> None:
+    def __init__(self, *, clusters: int = 8, epochs: int = 2, seed: int = 0, decay: float = ROUTING_DECAY) -> None:
         self.clusters = clusters
         self.epochs = epochs
         self.seed = seed
+        self.decay = decay
 
     def _validate_params(self) -> None:
         self._require_int("clusters", "epochs", minimum=1)
         self._require_int("seed", minimum=0)
+        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 <= self.decay < 1:
+            raise SparsefinderError(f"routing decay must be a number in [0, 1), got {self.decay!r}")
 
     def fit(self, data, progress: bool = False) -> RoutingPredictor:
         """Fit centroids for every cluster count in ``grid ∪ {clusters}`` (grid values above the first
@@ -146,7 +150,7 @@ class RoutingPredictor(Predictor):
                                     "of the first fit sequence")
         self.centroids_ = {}
         for c in sorted({c for c in self.grid if c <= points} | {self.clusters}):
-            cents = online_spherical_kmeans(batches, c, ROUTING_DECAY, self.epochs, layer_generator(self.seed, c))
+            cents = online_spherical_kmeans(batches, c, float(self.decay), self.epochs, layer_generator(self.seed, c))
             self.centroids_[c] = cents.reshape(layers, heads, c, -1)
         return self
 
@@ -161,10 +165,3 @@ class RoutingPredictor(Predictor):
         return group_pattern(cluster_groups(inputs.queries[0], centroids, size),
                              cluster_groups(inputs.keys[0], centroids, size), centroids.shape[1])
 
-    def state_dict(self) -> dict[str, Tensor]:
-        self.check_is_fitted()
-        return {f"centroids_{c}": t for c, t in self.centroids_.items()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> RoutingPredictor:
-        self.centroids_ = {int(k.rsplit("_", 1)[1]): v.float() for k, v in state.items()}
-        return self

@@ -66,11 +66,15 @@ class SparseBertDAMPredictor(Predictor):
     description = "learned mask over offsets (or pairs): BCE to the gold graph + sparsity penalty"
     source = "Shi et al. 2021, SparseBERT (Differentiable Attention Mask)"
     learns = True
+    fitted_tensors = ("logits",)
 
-    def __init__(self, *, threshold: float = 0.5, penalty: float = 0.1, absolute: bool = False) -> None:
+    def __init__(self, *, threshold: float = 0.5, penalty: float = 0.1, absolute: bool = False,
+                 steps: int = DAM_STEPS, learning_rate: float = DAM_LEARNING_RATE) -> None:
         self.threshold = threshold
         self.penalty = penalty
         self.absolute = absolute
+        self.steps = steps
+        self.learning_rate = learning_rate
 
     def _validate_params(self) -> None:
         check_threshold("sparsebert-dam", self.threshold)
@@ -78,12 +82,16 @@ class SparseBertDAMPredictor(Predictor):
             raise SparsefinderError(f"sparsebert-dam penalty must be a non-negative number, got {self.penalty!r}")
         if not isinstance(self.absolute, bool):
             raise SparsefinderError(f"sparsebert-dam absolute must be true or false, got {self.absolute!r}")
+        self._require_int("steps", minimum=1)
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise SparsefinderError(f"sparsebert-dam learning_rate must be a positive number, got {rate!r}")
 
     def fit(self, data, progress: bool = False) -> SparseBertDAMPredictor:
         """Sets ``logits_`` : float32 (layers, H, 2L−1) by offset, or (layers, H, L²) by pair."""
         self._validate_params()
         counts = position_counts(data, absolute=self.absolute)
-        self.logits_ = train_mask_logits(counts, float(self.penalty), DAM_STEPS, DAM_LEARNING_RATE)
+        self.logits_ = train_mask_logits(counts, float(self.penalty), self.steps, float(self.learning_rate))
         return self
 
     def mask_probability(self, layer: int) -> Tensor:
@@ -95,10 +103,3 @@ class SparseBertDAMPredictor(Predictor):
         """Positions with ``σ(ℓ) > threshold``, cut to each sequence's length; shape ``(B, H, n, n)``."""
         return position_pattern(self.mask_probability(inputs.layer), self.threshold, self.absolute, inputs)
 
-    def state_dict(self) -> dict[str, Tensor]:
-        self.check_is_fitted()
-        return {"logits": self.logits_}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> SparseBertDAMPredictor:
-        self.logits_ = state["logits"].float()
-        return self

@@ -39,7 +39,7 @@ from ..pattern import Pattern, compact, query_chunks, width_classes
 from ..inputs import AttentionInputs
 from .base import Predictor
 from .buckets import group_pattern
-from .projection import FitSample, collect_samples, distance, train_layer
+from .projection import FitSample, Recipe, collect_samples, distance, train_layer
 
 __all__ = ["KMeansPredictor", "KNNPredictor", "ProjectionPredictor", "QuantizationPredictor", "RadiusPredictor",
            "ThresholdPredictor", "approximate_threshold"]
@@ -57,14 +57,18 @@ class ProjectionPredictor(Predictor):
 
     source = "Treviso et al. 2022, Predicting Attention Sparsity in Transformers"
     learns = True
-    #: Names of the fitted tensors (attributes carry a trailing ``_``) beyond the projections.
-    extra_state: ClassVar[tuple[str, ...]] = ()
+    fitted_tensors = ("wq", "wk")
     #: Share of fit sequences kept out of training the projections, for the subclass's calibration
     #: (0: the statistics are read off the training sequences themselves).
     calibration_share: ClassVar[float] = 0.0
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, window: int = 0,
-                 glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
+                 glob: bool = False, epochs: int = 10, seed: int = 0,
+                 queries_per_sequence: int = config.PROJ_QUERIES_PER_SEQUENCE,
+                 batch_sequences: int = config.PROJ_BATCH_SEQUENCES, learning_rate: float = config.PROJ_LEARNING_RATE,
+                 margin: float = config.PROJ_MARGIN, margin_pairs: int = config.PROJ_MARGIN_PAIRS,
+                 rank_weight: float = config.PROJ_RANK_WEIGHT,
+                 quantile_points: int = config.PROJ_QUANTILE_POINTS) -> None:
         self.rank = rank
         self.score = score
         self.shared = shared
@@ -72,11 +76,29 @@ class ProjectionPredictor(Predictor):
         self.glob = glob
         self.epochs = epochs
         self.seed = seed
+        self.queries_per_sequence = queries_per_sequence
+        self.batch_sequences = batch_sequences
+        self.learning_rate = learning_rate
+        self.margin = margin
+        self.margin_pairs = margin_pairs
+        self.rank_weight = rank_weight
+        self.quantile_points = quantile_points
+
+    @property
+    def recipe(self) -> Recipe:
+        """How :meth:`fit` trains the projections (from the constructor parameters)."""
+        return Recipe(self.queries_per_sequence, self.batch_sequences, float(self.learning_rate), float(self.margin),
+                      self.margin_pairs, float(self.rank_weight))
 
     # ------------------------------------------------------------ validation
     def _validate_params(self) -> None:
-        self._require_int("rank", minimum=1)
+        self._require_int("rank", "queries_per_sequence", "batch_sequences", "margin_pairs", minimum=1)
         self._require_int("window", "epochs", "seed", minimum=0)
+        self._require_int("quantile_points", minimum=2)
+        for name in ("learning_rate", "margin", "rank_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise SparsefinderError(f"{self.name} {name} must be a number ≥ 0, got {value!r}")
         self._require_bool("score", "shared", "glob")
         self._validate_knob()
 
@@ -97,7 +119,7 @@ class ProjectionPredictor(Predictor):
         self._validate_params()
         self._fit_data_alpha = float(getattr(data, "alpha", DEFAULT_ALPHA))
         generator = torch.Generator().manual_seed(self.seed)
-        samples = collect_samples(data, None, generator, progress)
+        samples = collect_samples(data, None, generator, progress, self.queries_per_sequence)
         total = samples[0].queries.shape[0]
         held = max(1, round(total * self.calibration_share)) if self.calibration_share else 0
         if held and held >= total:
@@ -107,7 +129,7 @@ class ProjectionPredictor(Predictor):
         wq, wk, losses = [], [], []
         for layer, sample in enumerate(train):
             q, k, loss = train_layer(sample, rank=self.rank, score=self.score, shared=self.shared,
-                                     epochs=self.epochs, generator=generator, progress=progress,
+                                     epochs=self.epochs, generator=generator, recipe=self.recipe, progress=progress,
                                      desc=f"layer {layer}")
             wq.append(q)
             wk.append(k)
@@ -137,18 +159,9 @@ class ProjectionPredictor(Predictor):
         return {"final_loss_per_layer": [round(x[-1], 6) if x else None for x in losses]} if losses else {}
 
     # ------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Tensor]:
-        self.check_is_fitted()
-        return {name: getattr(self, f"{name}_").contiguous() for name in ("wq", "wk", *self.extra_state)}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> ProjectionPredictor:
-        for name in ("wq", "wk", *self.extra_state):
-            if name not in state:
-                raise SparsefinderError(f"{self.name}: fitted state lacks tensor {name!r}")
-            setattr(self, f"{name}_", state[name])
+    def _check_state(self) -> None:
         if self.wq_.shape[-1] != self.rank:
             raise SparsefinderError(f"{self.name}: stored projections have rank {self.wq_.shape[-1]}, spec says {self.rank}")
-        return self
 
     # ------------------------------------------------------------ prediction
     def project(self, inputs: AttentionInputs) -> tuple[Tensor, Tensor]:
@@ -204,9 +217,9 @@ def _per_sequence(lengths: Tensor, n: int, build) -> Pattern:
     return Pattern.stack([build(b, int(m)) for b, m in enumerate(lengths.tolist())], length=n)
 
 
-def _grid_quantiles(values: Tensor) -> Tensor:
-    """Quantiles of ``values`` (shape (..., N)) at ``PROJ_QUANTILE_POINTS`` evenly spaced levels: (..., Q)."""
-    levels = torch.linspace(0, 1, config.PROJ_QUANTILE_POINTS, dtype=values.dtype)
+def _grid_quantiles(values: Tensor, points: int) -> Tensor:
+    """Quantiles of ``values`` (shape (..., N)) at ``points`` evenly spaced levels: (..., points)."""
+    levels = torch.linspace(0, 1, points, dtype=values.dtype)
     return torch.quantile(values, levels, dim=-1).movedim(0, -1).contiguous()
 
 
@@ -265,11 +278,13 @@ class KNNPredictor(ProjectionPredictor):
     knob = "k"
     grid = (8, 16, 24, 32, 48, 64, 96, 128)
     description = "learned projections, k nearest projected keys (adapt: per-head budgets)"
-    extra_state = ("recall_at",)
+    fitted_tensors = ("wq", "wk", "recall_at")
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, k: int = 64,
-                 adapt: bool = False, window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
-        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
+                 adapt: bool = False, window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0,
+                 **recipe: Any) -> None:
+        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed,
+                         **recipe)
         self.k = k
         self.adapt = adapt
 
@@ -325,11 +340,13 @@ class RadiusPredictor(ProjectionPredictor):
     knob = "radius"
     grid = (50, 70, 80, 90, 95, 98, 99, 100)
     description = "learned projections, keys within a radius calibrated to cover a share of gold pairs"
-    extra_state = ("gold_distance_quantiles",)
+    fitted_tensors = ("wq", "wk", "gold_distance_quantiles")
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, radius: float = 90,
-                 window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
-        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
+                 window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0,
+                 **recipe: Any) -> None:
+        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed,
+                         **recipe)
         self.radius = radius
 
     def _validate_knob(self) -> None:
@@ -341,7 +358,7 @@ class RadiusPredictor(ProjectionPredictor):
         per_head = [dist[:, h][sample.gold[:, h]] for h in range(dist.shape[1])]
         if layer == 0:
             self._grids: list[Tensor] = []
-        self._grids.append(torch.stack([_grid_quantiles(d) for d in per_head]))
+        self._grids.append(torch.stack([_grid_quantiles(d, self.quantile_points) for d in per_head]))
 
     def _finish_fit(self) -> None:
         self.gold_distance_quantiles_ = torch.stack(self._grids)  # (L, H, Q)
@@ -365,17 +382,19 @@ class QuantizationPredictor(ProjectionPredictor):
     knob = "buckets"
     grid = (2, 4, 6, 8, 12, 16, 24, 32, 64)
     description = "learned projections, shared quantile bucket in at least one dimension"
-    extra_state = ("value_quantiles",)
+    fitted_tensors = ("wq", "wk", "value_quantiles")
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, buckets: int = 8,
-                 window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
-        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
+                 window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0,
+                 **recipe: Any) -> None:
+        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed,
+                         **recipe)
         self.buckets = buckets
 
     def _validate_knob(self) -> None:
         self._require_int("buckets", minimum=1)
-        if self.buckets > config.PROJ_QUANTILE_POINTS - 1:
-            raise SparsefinderError(f"{self.name}: at most {config.PROJ_QUANTILE_POINTS - 1} buckets, got {self.buckets}")
+        if self.buckets > self.quantile_points - 1:
+            raise SparsefinderError(f"{self.name}: at most {self.quantile_points - 1} buckets, got {self.buckets}")
 
     def _fit_layer(self, layer: int, sample: FitSample, qp: Tensor, kp: Tensor, generator: torch.Generator) -> None:
         s, h, m, r = qp.shape
@@ -384,7 +403,7 @@ class QuantizationPredictor(ProjectionPredictor):
         values = torch.cat([q, k], dim=1).transpose(1, 2)  # (H, r, N)
         if layer == 0:
             self._grids = []
-        self._grids.append(_grid_quantiles(values))
+        self._grids.append(_grid_quantiles(values, self.quantile_points))
 
     def _finish_fit(self) -> None:
         self.value_quantiles_ = torch.stack(self._grids)  # (L, H, r, Q)
@@ -423,44 +442,47 @@ class KMeansPredictor(ProjectionPredictor):
     knob = "top"
     grid = (1, 2, 3, 4, 6, 8)
     description = "learned projections, keys of the query's top-c k-means clusters"
-    extra_state = ("centroids",)
+    fitted_tensors = ("wq", "wk", "centroids")
 
     def __init__(self, *, rank: int = 4, score: bool = False, shared: bool = False, clusters: int = 16,
-                 top: int = 1, window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0) -> None:
-        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
+                 top: int = 1, window: int = 0, glob: bool = False, epochs: int = 10, seed: int = 0,
+                 max_points: int = config.KMEANS_MAX_POINTS, iterations: int = config.KMEANS_ITERATIONS,
+                 **recipe: Any) -> None:
+        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed,
+                         **recipe)
         self.clusters = clusters
         self.top = top
+        self.max_points = max_points
+        self.iterations = iterations
 
     def _validate_knob(self) -> None:
-        self._require_int("clusters", minimum=1)
-        self._require_int("top", minimum=1)
+        self._require_int("clusters", "top", "max_points", "iterations", minimum=1)
 
     def _fit_layer(self, layer: int, sample: FitSample, qp: Tensor, kp: Tensor, generator: torch.Generator) -> None:
         s, h, m, r = qp.shape
         q = qp.transpose(0, 1).reshape(h, -1, r)
         k = kp.transpose(0, 1)[:, sample.key_mask].reshape(h, -1, r)
         points = torch.cat([q, k], dim=1)
-        if points.shape[1] > config.KMEANS_MAX_POINTS:
-            points = points[:, torch.randperm(points.shape[1], generator=generator)[:config.KMEANS_MAX_POINTS]]
+        if points.shape[1] > self.max_points:
+            points = points[:, torch.randperm(points.shape[1], generator=generator)[:self.max_points]]
         if points.shape[1] < self.clusters:
             raise SparsefinderError(f"{self.name}: {self.clusters} clusters need at least as many fit points, "
                                     f"got {points.shape[1]}")
         if layer == 0:
             self._centroids = []
         self._centroids.append(torch.stack([
-            kmeans(points[head], self.clusters, iterations=config.KMEANS_ITERATIONS, seed=self.seed)
+            kmeans(points[head], self.clusters, iterations=self.iterations, seed=self.seed)
             for head in range(h)]))
 
     def _finish_fit(self) -> None:
         self.centroids_ = torch.stack(self._centroids)  # (L, H, C, r)
         del self._centroids
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> KMeansPredictor:
-        super().load_state_dict(state)
+    def _check_state(self) -> None:
+        super()._check_state()
         if self.centroids_.shape[-2] != self.clusters:
             raise SparsefinderError(f"{self.name}: stored centroids number {self.centroids_.shape[-2]}, "
                                     f"spec says {self.clusters}")
-        return self
 
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
         """A query keeps the keys of its ``top`` nearest clusters (:func:`~.buckets.group_pattern`)."""
@@ -512,12 +534,14 @@ class ThresholdPredictor(ProjectionPredictor):
     knob = "recall"
     grid = (0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
     description = "learned projections, per-query threshold with a margin calibrated to a recall target"
-    extra_state = ("slack_quantiles", "alpha")
+    fitted_tensors = ("wq", "wk", "slack_quantiles", "alpha")
     calibration_share = 0.25
 
     def __init__(self, *, rank: int = 24, score: bool = True, shared: bool = False, recall: float = 0.99,
-                 window: int = 0, glob: bool = False, epochs: int = 0, seed: int = 0) -> None:
-        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed)
+                 window: int = 0, glob: bool = False, epochs: int = 0, seed: int = 0,
+                 **recipe: Any) -> None:
+        super().__init__(rank=rank, score=score, shared=shared, window=window, glob=glob, epochs=epochs, seed=seed,
+                         **recipe)
         self.recall = recall
 
     def _validate_knob(self) -> None:
@@ -535,7 +559,7 @@ class ThresholdPredictor(ProjectionPredictor):
         slack = self._slack(self.approximate_scores(qp, kp, sample.key_mask[:, None, None, :]), self._fit_data_alpha)
         if layer == 0:
             self._grids = []
-        self._grids.append(torch.stack([_grid_quantiles(slack[:, h][sample.gold[:, h]].double()).float()
+        self._grids.append(torch.stack([_grid_quantiles(slack[:, h][sample.gold[:, h]].double(), self.quantile_points).float()
                                         for h in range(slack.shape[1])]))
 
     def _finish_fit(self) -> None:

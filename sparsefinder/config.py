@@ -1,4 +1,6 @@
-"""Configuration in one place: method defaults and the settings read from the environment.
+"""Configuration in one place, grouped by topic: defaults of the method, the compute, the
+predictors, the data, the encoder's adaptation, the main job and the Ray engine, then the
+settings read from the environment.
 
 Every command-line default and every service setting comes from here. Settings are read
 from environment variables with the prefix ``SPARSEFINDER_`` (for example
@@ -13,6 +15,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# ---------------------------------------------------------------- the method (method.md)
 #: α of α-entmax; 1.5 is the default of the method (method.md §1).
 DEFAULT_ALPHA: float = 1.5
 #: Sequence length L in tokens, special tokens included.
@@ -21,6 +24,10 @@ DEFAULT_MAX_LENGTH: int = 512
 BISECT_ITERATIONS: int = 50
 #: Keys partially sorted first by exact entmax (doubled where a support is larger).
 ENTMAX_TOPK: int = 64
+#: Recall target of ``"predictor": "auto"`` when none is given (share of the gold graph kept).
+DEFAULT_RECALL_TARGET: float = 0.99
+
+# ---------------------------------------------------------------- attention compute
 #: Sparse and certified attention hold at most this many scores (or gathered pairs) per chunk of queries.
 SPARSE_CHUNK_PAIRS: int = 1 << 22
 #: Sparse attention gathers kept keys when rows keep fewer than n / ratio keys, else reads them off score rows.
@@ -30,6 +37,56 @@ SPARSE_WIDTH_CLASSES: tuple[int, ...] = (8, 32, 128)
 #: Run α = 1.5 inference on a CPU through the compiled row kernels (:mod:`sparsefinder.attention.cpu_rows`,
 #: needs Numba); ``SPARSEFINDER_CPU_KERNELS=0`` keeps the torch path (autograd always uses it).
 CPU_KERNELS: bool = os.environ.get("SPARSEFINDER_CPU_KERNELS", "1") != "0"
+#: Bisection steps of the Triton kernel's threshold search (α = 1.5 then solves exactly on the support).
+TRITON_BISECT_ITERATIONS: int = 30
+
+# ---------------------------------------------------------------- predictors: prediction
+#: Predictors that score all pairs work on chunks of queries with at most this many scores (cache-sized).
+PREDICT_CHUNK_SCORES: int = 1 << 20
+#: Best keys per query whose α-entmax threshold (a lower bound) selects the threshold predictor's candidates.
+THRESHOLD_SEED_KEYS: int = 8
+#: Slack below a calibrated margin still counted as reaching it (float rounding of a threshold that the
+#: compiled kernels compute in float64 and torch in float32; ties at the margin are common on planted data).
+MARGIN_TOLERANCE: float = 1e-5
+#: Global tokens added by the ``glob`` spec token: first and last position.
+GLOBAL_POSITIONS: tuple[int, ...] = (0, -1)
+#: Random scores sampled at once when drawing random patterns (bounds memory to ~4 MB).
+RANDOM_SAMPLE_CHUNK: int = 1 << 20
+
+# ---------------------------------------------------------------- predictors: defaults of fit parameters (constructor parameters, so part of each artifact's id)
+#: Queries sampled per sequence and head to train the projections (all keys of the sequence are used).
+PROJ_QUERIES_PER_SEQUENCE: int = 32
+#: Sequences per optimiser step while training the projections.
+PROJ_BATCH_SEQUENCES: int = 16
+#: Adam learning rate of the projections.
+PROJ_LEARNING_RATE: float = 1e-2
+#: Margin of the hinge loss (Treviso et al. 2022): gold keys closer than non-gold by this much.
+PROJ_MARGIN: float = 1.0
+#: Gold and non-gold keys sampled per query for the margin loss (all their pairs are compared).
+PROJ_MARGIN_PAIRS: int = 8
+#: Weight of the ranking term (softmax cross-entropy on gold keys) in the score objective.
+PROJ_RANK_WEIGHT: float = 1.0
+#: Points of the quantile grid kept per projected dimension (quantization boundaries) and per
+#: head (radius calibration); boundaries for B buckets are read off it at predict time.
+PROJ_QUANTILE_POINTS: int = 1025
+#: Most points k-means sees per (layer, head) (a seeded random subset beyond that).
+KMEANS_MAX_POINTS: int = 20_000
+#: Lloyd iterations of k-means.
+KMEANS_ITERATIONS: int = 20
+#: EMA decay of Routing-Transformer centroid updates (one update per fit sequence; the paper
+#: decays slowly over many training steps, a fit sees only a few dozen mini-batches).
+ROUTING_DECAY: float = 0.5
+#: Adam steps and learning rate of SparseBERT's mask logits (full batch on position counts).
+DAM_STEPS: int = 300
+DAM_LEARNING_RATE: float = 0.1
+
+# ---------------------------------------------------------------- data: corpora, extraction, evaluation, encoding
+#: Corpus lines per tokenizer call (packing a corpus into sequences, here and in Ray Data).
+TOKENIZE_LINES: int = 256
+#: Sequences per extraction shard.
+SHARD_SEQUENCES: int = 32
+#: Sequences per model forward pass during extraction.
+EXTRACT_BATCH: int = 4
 #: Sequences per batch when evaluating predictors (one predict call per batch, layer and predictor).
 #: One is fastest on a CPU at L = 512 (measured: 7.5 s per sequence against 11.7 s with 4 for four
 #: predictors): several predictors build (B, H, n, n) masks, which leave the cache when B grows.
@@ -38,15 +95,11 @@ EVAL_BATCH: int = 1
 ENCODE_BATCH: int = 8
 #: Texts of the corpus the fidelity report compares by default (``sparsefinder fidelity --limit``).
 FIDELITY_TEXTS: int = 64
-#: Corpus lines per tokenizer call (packing a corpus into sequences, here and in Ray Data).
-TOKENIZE_LINES: int = 256
-#: Bisection steps of the Triton kernel's threshold search (α = 1.5 then solves exactly on the support).
-TRITON_BISECT_ITERATIONS: int = 30
-#: Sequences per extraction shard.
-SHARD_SEQUENCES: int = 32
-#: Sequences per model forward pass during extraction.
-EXTRACT_BATCH: int = 4
 
+# ---------------------------------------------------------------- the α-entmax encoder (`sparsefinder adapt`, `adapt-eval`)
+#: Folder name (under ``<work_dir>/models``) of the adapted α-entmax encoder the main job trains once
+#: (the ADAPT_* recipe below: reached mean cosine 0.972, worst 0.921 against softmax on test.txt) and uses.
+ADAPTED_MODEL_NAME: str = "minilm-entmax15"
 #: Distillation of the entmax encoder from the softmax one (``sparsefinder adapt``, issue 8).
 ADAPT_STEPS: int = 800
 ADAPT_MAX_LENGTH: int = 128
@@ -65,11 +118,26 @@ ADAPT_EVAL_TEXTS: int = 200
 ADAPT_EVAL_MAX_LENGTH: int = 512
 ADAPT_EVAL_SPARSITY_SEQUENCES: int = 4
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# ---------------------------------------------------------------- the main job (`sparsefinder pipeline`)
+#: Sequences of the fit corpus extracted and used to fit predictors.
+PIPELINE_FIT_SEQUENCES: int = 64
+#: Sequences of the evaluation corpus in the main job's report.
+PIPELINE_EVAL_SEQUENCES: int = 16
+#: Learned predictors the main job fits and stores (stateless baselines need no fitting).
+PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj24-score-thr-ep0", "proj16-score-knn-adapt-ep0", "proj16-score-kmeans16-ep0",
+                                      "proj16-score-quant-ep0", "pruning", "dam", "routing", "attended-global",
+                                      "degree")
 
-#: Help text of every ``--model`` option (the default is resolved by :func:`sparsefinder.model.resolve_model`).
-MODEL_HELP: str = ("local Hugging Face encoder folder (default: $SPARSEFINDER_MODEL, else the adapted encoder "
-                   "<work_dir>/models/minilm-entmax15 that `make run` writes, else the packaged all-MiniLM-L6-v2)")
+# ---------------------------------------------------------------- the Ray engine (`--engine ray`)
+#: Sequences per Ray evaluation task (each task evaluates every candidate on its range of sequences).
+DISTRIBUTED_EVAL_SEQUENCES: int = 4
+#: Times a Ray task (or encoder actor call) is retried after its worker died.
+DISTRIBUTED_MAX_RETRIES: int = 3
+#: Seconds to wait for a TCP connection to ``--ray-address`` before giving up with a user error.
+DISTRIBUTED_CONNECT_TIMEOUT: float = 10.0
+
+# ---------------------------------------------------------------- settings read from the environment (CLI and service)
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_data_dir() -> Path:
@@ -130,66 +198,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings from the environment (a new object each call, so tests can change the environment)."""
     return Settings()
-
-# ---------------------------------------------------------------- learned projections (issue 4)
-#: Queries sampled per sequence and head to train the projections (all keys of the sequence are used).
-PROJ_QUERIES_PER_SEQUENCE: int = 32
-#: Sequences per optimiser step while training the projections.
-PROJ_BATCH_SEQUENCES: int = 16
-#: Adam learning rate of the projections.
-PROJ_LEARNING_RATE: float = 1e-2
-#: Margin of the hinge loss (Treviso et al. 2022): gold keys closer than non-gold by this much.
-PROJ_MARGIN: float = 1.0
-#: Gold and non-gold keys sampled per query for the margin loss (all their pairs are compared).
-PROJ_MARGIN_PAIRS: int = 8
-#: Weight of the ranking term (softmax cross-entropy on gold keys) in the score objective.
-PROJ_RANK_WEIGHT: float = 1.0
-#: Points of the quantile grid kept per projected dimension (quantization boundaries) and per
-#: head (radius calibration); boundaries for B buckets are read off it at predict time.
-PROJ_QUANTILE_POINTS: int = 1025
-#: Slack below a calibrated margin still counted as reaching it (float rounding of a threshold that the
-#: compiled kernels compute in float64 and torch in float32; ties at the margin are common on planted data).
-MARGIN_TOLERANCE: float = 1e-5
-#: Best keys per query whose α-entmax threshold (a lower bound) selects the threshold predictor's candidates.
-THRESHOLD_SEED_KEYS: int = 8
-#: Predictors that score all pairs work on chunks of queries with at most this many scores (cache-sized).
-PREDICT_CHUNK_SCORES: int = 1 << 20
-#: Recall target of ``"predictor": "auto"`` when none is given (share of the gold graph kept).
-DEFAULT_RECALL_TARGET: float = 0.99
-#: Most points k-means sees per (layer, head) (a seeded random subset beyond that).
-KMEANS_MAX_POINTS: int = 20_000
-#: Lloyd iterations of k-means.
-KMEANS_ITERATIONS: int = 20
-#: Global tokens added by the ``glob`` spec token: first and last position.
-GLOBAL_POSITIONS: tuple[int, ...] = (0, -1)
-
-# ---------------------------------------------------------------- the main job (`sparsefinder pipeline`)
-#: Sequences of the fit corpus extracted and used to fit predictors.
-PIPELINE_FIT_SEQUENCES: int = 64
-#: Sequences of the evaluation corpus in the main job's report.
-PIPELINE_EVAL_SEQUENCES: int = 16
-#: Folder name (under ``<work_dir>/models``) of the adapted α-entmax encoder the main job trains once
-#: (ADAPT_* recipe above: reached mean cosine 0.972, worst 0.921 against softmax on test.txt) and uses.
-ADAPTED_MODEL_NAME: str = "minilm-entmax15"
-#: Learned predictors the main job fits and stores (stateless baselines need no fitting).
-PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj24-score-thr-ep0", "proj16-score-knn-adapt-ep0", "proj16-score-kmeans16-ep0",
-                                      "proj16-score-quant-ep0", "pruning", "dam", "routing", "attended-global",
-                                      "degree")
-
-# ---------------------------------------------------------------- baselines (issue 5)
-#: Random scores sampled at once when drawing random patterns (bounds memory to ~4 MB).
-RANDOM_SAMPLE_CHUNK: int = 1 << 20
-#: EMA decay of Routing-Transformer centroid updates (one update per fit sequence; the paper
-#: decays slowly over many training steps, a fit sees only a few dozen mini-batches).
-ROUTING_DECAY: float = 0.5
-#: Adam steps and learning rate of SparseBERT's mask logits (full batch on position counts).
-DAM_STEPS: int = 300
-DAM_LEARNING_RATE: float = 0.1
-
-# ---------------------------------------------------------------- the Ray engine (`--engine ray`, issue 16)
-#: Sequences per Ray evaluation task (each task evaluates every candidate on its range of sequences).
-DISTRIBUTED_EVAL_SEQUENCES: int = 4
-#: Times a Ray task (or encoder actor call) is retried after its worker died.
-DISTRIBUTED_MAX_RETRIES: int = 3
-#: Seconds to wait for a TCP connection to ``--ray-address`` before giving up with a user error.
-DISTRIBUTED_CONNECT_TIMEOUT: float = 10.0

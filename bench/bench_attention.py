@@ -65,7 +65,7 @@ def real_inputs(length: int, layer: int):
     from sparsefinder.corpus import iter_texts, pack_sequences
     from sparsefinder.model import load_encoder
 
-    from sparsefinder.attention.hf import DENSE_ENTMAX
+    from sparsefinder.hf.attention import DENSE_ENTMAX
 
     model, tok, _ = load_encoder(attn_implementation=DENSE_ENTMAX)
     ids = next(pack_sequences(iter_texts(default_data_dir() / "test.txt"), tok, length))

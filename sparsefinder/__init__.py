@@ -1,6 +1,6 @@
 """sparsefinder: predict the sparsity graph of α-entmax attention and compute attention on it."""
 
-from .attention.hf import register_attention
+from .hf.attention import register_attention
 from .errors import NotFittedError, SparsefinderError
 from .pattern import Pattern
 from .version import __version__

@@ -1,7 +1,7 @@
 """Running the encoder with dense α-entmax and capturing each layer's attention inputs.
 
 A recorder passed as the ``attention_recorder`` keyword reaches our registered attention
-function (:mod:`sparsefinder.attention.hf`) in every layer; it keeps the queries, keys,
+function (:mod:`sparsefinder.hf.attention`) in every layer; it keeps the queries, keys,
 values and the support of the attention (the gold graph). Used by extraction, by the
 service's attention view and by anything that needs gold graphs of new text.
 """

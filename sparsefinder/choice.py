@@ -17,7 +17,7 @@ from typing import Any
 from .config import DEFAULT_RECALL_TARGET, get_settings
 from .errors import NotFoundError, SparsefinderError
 from .evaluation import RECALL_KNOB
-from .attention.hf import REFERENCE_MODES
+from .hf.attention import REFERENCE_MODES
 from .predictors.base import Predictor
 from .report import list_reports, load_report
 from .store import ArtifactStore, resolve_predictor

@@ -1,7 +1,7 @@
 """Sentence embeddings from the unchanged encoder with sparse α-entmax attention (method.md §3, fidelity).
 
 :class:`SparseEncoder` loads the model once with the ``sparsefinder_sparse`` attention
-function (:mod:`sparsefinder.attention.hf`); each :meth:`SparseEncoder.encode` call picks the
+function (:mod:`sparsefinder.hf.attention`); each :meth:`SparseEncoder.encode` call picks the
 mode: a fitted predictor (attention on its predicted pairs, optionally certified exact),
 ``"dense"`` (dense α-entmax, the reference) or ``"softmax"`` (the original model). Embeddings
 are the attention-masked mean of the last hidden states, L2-normalised. A ``layers`` choice
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .attention.hf import REFERENCE_MODES, SPARSE_ENTMAX, SparseAttentionStats
+from .hf.attention import REFERENCE_MODES, SPARSE_ENTMAX, SparseAttentionStats
 from .config import DEFAULT_ALPHA
 from .errors import SparsefinderError
 from .layers import CONFIG_KEY, LAYERS_KWARG, check_layers

@@ -13,7 +13,7 @@ writes it, under ``predictor/<id>/``), sentence-transformers' own files (``modul
 After ``import sparsefinder``, ``AutoModel.from_pretrained(DIR, attn_implementation="sparsefinder_sparse")``
 and ``SentenceTransformer(DIR, model_kwargs={"attn_implementation": "sparsefinder_sparse"})``
 run attention on the predictor's pairs with no forward keywords
-(:mod:`sparsefinder.attention.attached`). Lexical predictors see no token ids there.
+(:mod:`sparsefinder.hf.attached`). Lexical predictors see no token ids there.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 from transformers import AutoConfig
 
-from .attention.attached import CONFIG_CERTIFIED, CONFIG_PREDICTOR
-from .attention.hf import REFERENCE_MODES
+from .hf.attached import CONFIG_CERTIFIED, CONFIG_PREDICTOR
+from .hf.attention import REFERENCE_MODES
 from .config import DEFAULT_ALPHA, get_settings
 from .choice import check_recall, resolve_choice
 from .errors import SparsefinderError

@@ -23,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
-from .attention.hf import register_attention  # noqa: E402
+from .hf.attention import register_attention  # noqa: E402
 from .config import ADAPTED_MODEL_NAME, get_settings  # noqa: E402
 from .errors import SparsefinderError  # noqa: E402
 
@@ -149,7 +149,7 @@ def load_encoder(
     """Load encoder, tokenizer and :class:`ModelInfo` from ``path`` (default: :func:`resolve_model`).
 
     ``attn_implementation`` names a transformers attention function, such as the ones
-    :mod:`sparsefinder.attention.hf` registers. ``device`` ``None`` is :func:`pick_device`'s
+    :mod:`sparsefinder.hf.attention` registers. ``device`` ``None`` is :func:`pick_device`'s
     choice. The model is returned in eval mode.
     """
     info = model_info(path)

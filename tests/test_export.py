@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsefinder.attention.attached import attached_certified, attached_predictor
+from sparsefinder.hf.attached import attached_certified, attached_predictor
 from sparsefinder.cli import main
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.choice import knob_for_recall

@@ -5,7 +5,7 @@ import math
 import torch
 
 from sparsefinder.alpha_entmax import support
-from sparsefinder.attention.hf import DENSE_ENTMAX
+from sparsefinder.hf.attention import DENSE_ENTMAX
 from sparsefinder.corpus import iter_texts, pack_sequences
 from sparsefinder.dataset import GoldDataset
 from sparsefinder.model import load_encoder

@@ -4,7 +4,7 @@ Swapping softmax for α-entmax in a pretrained encoder changes its outputs (issu
 Sparsefinder paper (Treviso et al., 2022) uses encoders *trained* with entmax attention,
 and entmax attention itself is from Peters, Niculae & Martins (2019) / Correia et al.
 (2019). Here a copy of the encoder, loaded with our dense α-entmax attention
-(:mod:`sparsefinder.attention.hf`, α kept as ``config.entmax_alpha``), learns to
+(:mod:`sparsefinder.hf.attention`, α kept as ``config.entmax_alpha``), learns to
 reproduce the frozen softmax model (``attn_implementation="eager"``) on the texts of a
 corpus, with the loss
 
@@ -44,7 +44,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ..version import __version__
 from ..alpha_entmax import check_alpha
-from ..attention.hf import DENSE_ENTMAX
+from ..hf.attention import DENSE_ENTMAX
 from ..config import (
     ADAPT_BATCH,
     ADAPT_CHECKPOINT_EVERY,

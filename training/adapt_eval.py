@@ -25,7 +25,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..alpha_entmax import check_alpha
-from ..attention.hf import DENSE_ENTMAX
+from ..hf.attention import DENSE_ENTMAX
 from ..config import ADAPT_EVAL_MAX_LENGTH, ADAPT_EVAL_SPARSITY_SEQUENCES, ADAPT_EVAL_TEXTS, DEFAULT_ALPHA, ENCODE_BATCH
 from ..corpus import check_corpus, iter_texts
 from ..errors import SparsefinderError

@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from ..attention.hf import DENSE_ENTMAX
+from ..hf.attention import DENSE_ENTMAX
 from ..capture import capture
 from ..config import DISTRIBUTED_EVAL_SEQUENCES, SHARD_SEQUENCES, TOKENIZE_LINES
 from ..corpus import pack_token_ids

@@ -1,7 +1,7 @@
 """``sparsefinder extract``: queries, keys, values and gold graphs of a corpus.
 
 The corpus is packed into sequences of at most L tokens (nothing is cut off), the encoder
-runs with dense α-entmax attention (:mod:`sparsefinder.attention.hf`), and a recorder
+runs with dense α-entmax attention (:mod:`sparsefinder.hf.attention`), and a recorder
 captures each layer's queries, keys, values and the support of its attention (the gold
 graph). Sequences stream into shards; the folder appears under its final name only when
 complete, with a manifest (model id, corpus sha256, α, L, counts, package version).
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..version import __version__
 from ..alpha_entmax import check_alpha
-from ..attention.hf import DENSE_ENTMAX
+from ..hf.attention import DENSE_ENTMAX
 from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, SHARD_SEQUENCES
 from ..corpus import CorpusInfo, check_corpus, iter_texts, pack_sequences
 from ..capture import capture

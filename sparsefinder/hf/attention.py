@@ -39,8 +39,8 @@ from ..errors import SparsefinderError
 from ..inputs import AttentionInputs
 from ..layers import applies_to_layer
 from .attached import attached_certified, attached_predictor
-from .certified import certified_entmax_attention
-from .sparse import sparse_entmax_attention
+from ..attention.certified import certified_entmax_attention
+from ..attention.sparse import sparse_entmax_attention
 
 __all__ = [
     "DENSE_ENTMAX", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of", "entmax_attention",

@@ -45,6 +45,9 @@ TRITON_BISECT_ITERATIONS: int = 30
 PREDICT_CHUNK_SCORES: int = 1 << 20
 #: Best keys per query whose α-entmax threshold (a lower bound) selects the threshold predictor's candidates.
 THRESHOLD_SEED_KEYS: int = 8
+#: Share of the misses a recall target allows that the threshold predictor's calibration spends on its
+#: own (fit-like) data; the rest is kept for text unlike it (``miss_share``, docs/recall.md).
+RECALL_MISS_SHARE: float = 0.5
 #: Slack below a calibrated margin still counted as reaching it (float rounding of a threshold that the
 #: compiled kernels compute in float64 and torch in float32; ties at the margin are common on planted data).
 MARGIN_TOLERANCE: float = 1e-5

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sparsefinder.alpha_entmax import entmax
+from sparsefinder.alpha_entmax import entmax, threshold
+from sparsefinder.attention import cpu_rows
 from sparsefinder.attention.certified import certified_entmax_attention
 from sparsefinder.pattern import Pattern
 
@@ -83,3 +86,35 @@ def test_padded_batch_equals_each_sequence_alone():
         torch.testing.assert_close(result.output[b, :, :m], _dense_probs(qb, kb, 1.5) @ vb, atol=1e-5, rtol=1e-5)
         assert result.pattern.sequence(b).contains(Pattern.from_dense(_dense_probs(qb, kb, 1.5) > 0))
     assert int(result.pattern.counts[1, :, 18:].sum()) == 0
+
+
+# ------------------------------------------------------------------ property tests (hypothesis)
+
+_scores = st.lists(st.floats(-30, 30, allow_nan=False, width=32), min_size=1, max_size=48)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_scores, st.data())
+def test_the_bound_certification_rests_on_never_fails(values, data):
+    """The threshold of any subset of a row's keys never exceeds the row's (method.md §1): no key the
+    certified mode rules out (``z ≤ t_S``) can be in the support."""
+    z = torch.tensor(values)
+    keep = torch.tensor(data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))))
+    keep[data.draw(st.integers(0, len(values) - 1))] = True
+    full = float(threshold(z[None], 1.5))
+    assert float(threshold(z[keep][None], 1.5)) <= full + 1e-5 * (1 + abs(full))
+    if cpu_rows.available():  # the compiled kernels find the same threshold
+        nvalid = torch.tensor([len(values)])
+        assert abs(float(cpu_rows.row_thresholds(z[None], nvalid)) - full) <= 1e-4 * (1 + abs(full))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 3), st.floats(0.0, 1.0), st.floats(0.1, 4.0), st.integers(0, 2**31 - 1))
+def test_certified_output_is_dense_entmax_whatever_the_pattern(n, heads, share, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(heads, n, 8, generator=g) * scale for _ in range(3))
+    pattern = Pattern.from_dense(torch.rand(heads, n, n, generator=g) < share)
+    probs = _dense_probs(q, k, 1.5)
+    result = certified_entmax_attention(q, k, v, pattern)
+    torch.testing.assert_close(result.output, probs @ v, atol=1e-4, rtol=1e-4)
+    assert result.pattern.contains(Pattern.from_dense(probs > 0))

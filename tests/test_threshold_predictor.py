@@ -50,8 +50,12 @@ def test_calibration_reaches_the_requested_recall_on_new_data(target):
     report = evaluate(test, [Candidate(predictor)], progress=False)
     setting = report["predictors"][0]["settings"][0]
     assert setting["requested_recall"] == target
-    assert abs(setting["recall"] - target) <= 0.03
+    # the calibration spends half the allowed misses (miss_share 0.5): on fit-like data recall lands near
+    # 1 − (1 − target) / 2, never below the target
+    assert target - 0.01 <= setting["recall"] <= 1 - (1 - target) * 0.5 + 0.03
     assert setting["sparsity"] > 0.3  # noisy, yet far from keeping everything
+    pure = evaluate(test, [Candidate(predictor.set_params(miss_share=1.0))], progress=False)
+    assert abs(pure["predictors"][0]["settings"][0]["recall"] - target) <= 0.03  # all misses spent: as asked
 
 
 def test_approximate_threshold_is_the_entmax_threshold():

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 
 from sparsefinder.capture import capture
-from sparsefinder.config import Settings
+from sparsefinder.config import PREDICTOR_CACHE_SIZE, Settings
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.metrics import compare
 from sparsefinder.model import pick_device
@@ -31,9 +31,6 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("sparsefinder.service")
 
-#: Resolved predictors kept in memory (least recently used dropped first).
-CACHE_SIZE = 64
-
 
 class Engine:
     """Model, store and predictors of one service process."""
@@ -49,7 +46,7 @@ class Engine:
         infos, problems = self.store.scan()
         for artifact_id, reason in problems.items():
             log.warning("skipping stored predictor %s: %s", artifact_id, reason)
-        for artifact in infos[:CACHE_SIZE]:
+        for artifact in infos[:PREDICTOR_CACHE_SIZE]:
             try:
                 self.predictor(artifact.id)
             except SparsefinderError as exc:  # served as an error when asked for, not a failed start
@@ -72,7 +69,7 @@ class Engine:
                 except SparsefinderError as exc:  # not a stored id nor a valid spec: no such predictor
                     field = "recall" if recall is not None and "recall" in str(exc) else "predictor"
                     raise ApiError(404 if exc.status == 400 else exc.status, str(exc), field) from None
-                if len(self._cache) > CACHE_SIZE:
+                if len(self._cache) > PREDICTOR_CACHE_SIZE:
                     self._cache.popitem(last=False)
             self._cache.move_to_end(key)
             return self._cache[key]

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
-MAX_TEXT_CHARS = 100_000
+from sparsefinder.config import MAX_TEXT_CHARS
+
 #: A text: no control characters other than tab, newline and carriage return, and at least one
 #: character that is neither blank nor a control character (documented in the schema, checked here).
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"

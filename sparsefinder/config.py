@@ -139,6 +139,12 @@ DISTRIBUTED_MAX_RETRIES: int = 3
 #: Seconds to wait for a TCP connection to ``--ray-address`` before giving up with a user error.
 DISTRIBUTED_CONNECT_TIMEOUT: float = 10.0
 
+# ---------------------------------------------------------------- the service
+#: Resolved predictors the service keeps in memory (least recently used dropped first).
+PREDICTOR_CACHE_SIZE: int = 64
+#: Longest text (characters) one ``/v1/encode`` request may carry; longer ones are refused (422).
+MAX_TEXT_CHARS: int = 100_000
+
 # ---------------------------------------------------------------- settings read from the environment (CLI and service)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -156,3 +156,15 @@ def test_listing_verifies_each_artifact_once_per_change(store, data, fitted, mon
     assert [i.id for i in store.list()] == [other.id]  # a new artifact shows at once
     store.delete(info.id)
     assert store.problems() == {}
+
+
+def test_fit_takes_objects_as_well_as_paths(tmp_path, data):
+    """The library function behind ``sparsefinder fit`` is called with objects, not only with paths to re-parse."""
+    from sparsefinder.training.fit import fit
+
+    store = ArtifactStore(tmp_path / "store")
+    info = fit(data, predictor_from_spec("proj2-score-knn4-ep0"), store)
+    folder = tmp_path / "data"
+    write_dataset(folder, data)
+    assert fit(str(folder), "proj2-score-knn4-ep0", str(tmp_path / "store")).id == info.id  # same content, same id
+    assert [i.id for i in store.list()] == [info.id]

@@ -115,7 +115,7 @@ def _kernels() -> dict:
         return threshold_sorted(buf, c)
 
     @jit
-    def row_threshold(z, n, top, cand):  # exact threshold of z[:n], n ≥ 1; top: scratch (seed,), cand: (≥ n,)
+    def seed_bound(z, n, top, cand):  # threshold of the best top.shape[0] keys of z[:n]: a lower bound of z's
         seed = top.shape[0]
         top[:] = -np.inf  # the row's best keys, decreasing
         for j in range(n):
@@ -129,7 +129,11 @@ def _kernels() -> dict:
         c = min(seed, n)
         for s in range(c):
             cand[s] = top[c - 1 - s]
-        lower = threshold_sorted(cand, c)  # a subset's threshold is a lower bound
+        return threshold_sorted(cand, c)  # a subset's threshold is a lower bound
+
+    @jit
+    def row_threshold(z, n, top, cand):  # exact threshold of z[:n], n ≥ 1; top: scratch (seed,), cand: (≥ n,)
+        lower = seed_bound(z, n, top, cand)
         m = 0
         for j in range(n):
             if z[j] > lower:
@@ -194,10 +198,11 @@ def _kernels() -> dict:
                             out[r, e] += p * v[g, j, e]
 
     @jit(parallel=True, fastmath=fast)
-    def certified(z, index, counts, nvalid, v, rows_per_head, out, kept, kept_counts, added):
+    def certified(z, index, counts, nvalid, v, rows_per_head, seed, out, kept, kept_counts, added):
         rows, n = z.shape
         for b in nb.prange((rows + BLOCK - 1) // BLOCK):
             buf = np.empty(n)
+            top = np.empty(seed)
             predicted = np.zeros(n, np.bool_)
             for r in range(b * BLOCK, min(rows, (b + 1) * BLOCK)):
                 out[r, :] = 0.0
@@ -213,10 +218,7 @@ def _kernels() -> dict:
                         buf[s] = z[r, index[r, s]]
                     t_s = threshold_of(buf, c, -np.inf)
                 else:
-                    best = z[r, 0]
-                    for j in range(1, nv):
-                        best = max(best, z[r, j])
-                    t_s = best - 2.0  # the threshold of the best key alone
+                    t_s = seed_bound(z[r], nv, top, buf)  # no predicted key: the row's best keys seed it
                 for s in range(c):
                     predicted[index[r, s]] = True
                 m = 0
@@ -315,7 +317,8 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
                    rows_per_head: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Exact α-entmax (α = 1.5) attention of rows of exact scores ``z`` ``(R, n)`` seeded by predicted keys.
 
-    ``index``/``counts`` ``(R, w)``/``(R,)`` are the predicted keys, ``nvalid`` ``(R,)`` the keys each
+    ``index``/``counts`` ``(R, w)``/``(R,)`` are the predicted keys (a row with none is seeded with its
+    best :data:`~sparsefinder.config.THRESHOLD_SEED_KEYS` keys), ``nvalid`` ``(R,)`` the keys each
     row may see, ``v`` ``(G, n, dv)`` the values of row group ``r // rows_per_head``. Returns the
     output ``(R, dv)``, the certified keys (predicted plus added) as ``index`` ``(R, w')`` and
     ``counts`` ``(R,)``, and the keys added per row ``(R,)``.
@@ -327,8 +330,8 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
     kept_counts = np.empty(rows, np.int64)
     added = np.empty(rows, np.int64)
     _kernels()["certified"](_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64),
-                            _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, out, kept,
-                            kept_counts, added)
+                            _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, THRESHOLD_SEED_KEYS, out,
+                            kept, kept_counts, added)
     width = max(int(kept_counts.max()) if rows else 0, 1)
     return (torch.from_numpy(out), torch.from_numpy(kept[:, :width].copy()), torch.from_numpy(kept_counts),
             torch.from_numpy(added))

@@ -9,8 +9,9 @@ Whole model (``SparseEncoder.encode``, batch 1 and ``--batch``): ms per text for
 original model, SDPA), dense α-entmax, each ``--predictor`` (its prediction included) and each
 in certified mode; embedding cosine to dense entmax; the predicted pairs' recall against the
 gold graph of the same texts (macro over heads, mean over layers) and their sparsity.
-Per layer (``--breakdown``): where the time of one layer goes (dense entmax, SDPA, the
-predictor, the sparse compute, the certified compute) on the captured queries/keys/values.
+Per layer (``--breakdown``): where the time of one layer goes (dense entmax, SDPA, the certified
+mode from an empty pattern — an exact dense entmax —, the predictor, the sparse compute, the
+certified compute) on the captured queries/keys/values.
 Peak RSS of the process is printed at the end.
 
     python bench/bench_fast_path.py --threads 2 --texts 16 --repeats 3 \\
@@ -35,6 +36,7 @@ from sparsefinder.choice import resolve_mode
 from sparsefinder.config import default_data_dir, get_settings
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.metrics import compare
+from sparsefinder.pattern import Pattern
 
 
 def wikitext_texts(tokenizer, count: int, min_tokens: int, max_tokens: int) -> list[str]:
@@ -105,7 +107,9 @@ def breakdown(encoder: SparseEncoder, predictors: dict, text: str, repeats: int)
         scale = q.shape[-1] ** -0.5
         row = {"layer": layer, "n": seq.length,
                "dense entmax": timed(lambda: entmax(q @ k.transpose(-1, -2) * scale, encoder.alpha) @ v),
-               "sdpa softmax": timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))}
+               "sdpa softmax": timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)),
+               "exact, empty pattern": timed(lambda: certified_entmax_attention(
+                   q, k, v, Pattern.empty(q.shape[1], seq.length), encoder.alpha))}
         inputs = seq.inputs(layer)
         for name, predictor in predictors.items():
             pattern = predictor.predict(inputs)

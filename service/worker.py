@@ -3,11 +3,17 @@
 PyTorch already uses every core for one forward pass, so calls run one at a time; up to
 ``queue_size`` requests wait, more are refused with 429 and a ``Retry-After`` header
 (:func:`overloaded`). An exception in a call goes back to its request; the thread never dies.
+
+After each call the thread hands freed heap memory back to the operating system (glibc's
+``malloc_trim``; a no-op elsewhere): batches of different shapes otherwise leave the allocator
+holding the peak of every shape seen, so RSS crept up in steps under load (docs/service-reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +33,22 @@ def overloaded(message: str, metrics: ServiceMetrics, retry_after_s: float) -> A
     return ApiError(429, f"{message}; retry later", headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
+def malloc_trim() -> Callable[[], object]:
+    """glibc's ``malloc_trim(0)`` (freed heap pages back to the OS), or a no-op where there is none."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
 class ModelWorker:
     """Run blocking model calls one at a time; ``queue_size`` calls may wait."""
 
-    def __init__(self, queue_size: int, metrics: ServiceMetrics) -> None:
+    def __init__(self, queue_size: int, metrics: ServiceMetrics, trim_memory: bool = True) -> None:
         self.queue_size = queue_size
         self.metrics = metrics
+        self._trim = malloc_trim() if trim_memory else (lambda: None)
         self.pending = 0
         self.last_seconds = 1.0
         """Wall time of the latest call: the ``Retry-After`` estimate is queue length × this."""
@@ -43,7 +59,7 @@ class ModelWorker:
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await loop.run_in_executor(self._executor, self._then_trim, fn, *args)
         finally:
             self.last_seconds = loop.time() - start
 
@@ -59,6 +75,12 @@ class ModelWorker:
         finally:
             self.pending -= 1
             self.metrics.queue.set(self.pending)
+
+    def _then_trim(self, fn: Callable[..., T], *args) -> T:
+        try:
+            return fn(*args)
+        finally:
+            self._trim()
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -47,3 +47,24 @@ def test_a_bad_request_in_a_batch_fails_alone(service):
     bodies = [{"texts": ["fine text"]}, {"texts": ["word " * 600]}, {"texts": ["also fine"]}]
     codes = [r.status_code for r in asyncio.run(_concurrent(service.url, bodies))]
     assert codes == [200, 400, 200]
+
+
+def test_model_thread_trims_the_heap_after_every_call():
+    """Batches of changing shapes must not leave the allocator holding their peaks (RSS stays flat)."""
+    from service.metrics import ServiceMetrics
+    from service.worker import ModelWorker, malloc_trim
+
+    assert malloc_trim()() in (0, 1, None)  # glibc answers 0 or 1; elsewhere a no-op
+    worker = ModelWorker(2, ServiceMetrics())
+    trims = []
+    worker._trim = lambda: trims.append(1)
+
+    async def calls():
+        return [await worker.run(lambda x: x * 2, i) for i in range(3)]
+
+    assert asyncio.run(calls()) == [0, 2, 4] and len(trims) == 3
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(worker.run(lambda: 1 / 0))
+    assert len(trims) == 4  # also after a call that failed
+    worker.shutdown()
+    assert ModelWorker(2, ServiceMetrics(), trim_memory=False)._trim() is None

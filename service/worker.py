@@ -4,9 +4,9 @@ PyTorch already uses every core for one forward pass, so calls run one at a time
 ``queue_size`` requests wait, more are refused with 429 and a ``Retry-After`` header
 (:func:`overloaded`). An exception in a call goes back to its request; the thread never dies.
 
-After each call the thread hands freed heap memory back to the operating system (glibc's
-``malloc_trim``; a no-op elsewhere): batches of different shapes otherwise leave the allocator
-holding the peak of every shape seen, so RSS crept up in steps under load (docs/service-reliability.md).
+With the ``trim_memory`` setting the thread hands freed heap memory back to the operating
+system after each call (glibc's ``malloc_trim``; a no-op elsewhere): batches of different shapes
+otherwise leave the allocator holding the peak of every shape seen (docs/service-reliability.md).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def malloc_trim() -> Callable[[], object]:
 class ModelWorker:
     """Run blocking model calls one at a time; ``queue_size`` calls may wait."""
 
-    def __init__(self, queue_size: int, metrics: ServiceMetrics, trim_memory: bool = True) -> None:
+    def __init__(self, queue_size: int, metrics: ServiceMetrics, trim_memory: bool = False) -> None:
         self.queue_size = queue_size
         self.metrics = metrics
         self._trim = malloc_trim() if trim_memory else (lambda: None)

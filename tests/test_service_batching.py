@@ -50,12 +50,12 @@ def test_a_bad_request_in_a_batch_fails_alone(service):
 
 
 def test_model_thread_trims_the_heap_after_every_call():
-    """Batches of changing shapes must not leave the allocator holding their peaks (RSS stays flat)."""
+    """With ``trim_memory``, batches of changing shapes do not leave the allocator holding their peaks."""
     from service.metrics import ServiceMetrics
     from service.worker import ModelWorker, malloc_trim
 
     assert malloc_trim()() in (0, 1, None)  # glibc answers 0 or 1; elsewhere a no-op
-    worker = ModelWorker(2, ServiceMetrics())
+    worker = ModelWorker(2, ServiceMetrics(), trim_memory=True)
     trims = []
     worker._trim = lambda: trims.append(1)
 
@@ -67,4 +67,4 @@ def test_model_thread_trims_the_heap_after_every_call():
         asyncio.run(worker.run(lambda: 1 / 0))
     assert len(trims) == 4  # also after a call that failed
     worker.shutdown()
-    assert ModelWorker(2, ServiceMetrics(), trim_memory=False)._trim() is None
+    assert ModelWorker(2, ServiceMetrics())._trim() is None  # off by default

@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import torch
 
+from sparsefinder.attention import cpu_rows
 from sparsefinder.capture import capture
 from sparsefinder.config import PREDICTOR_CACHE_SIZE, Settings
 from sparsefinder.errors import SparsefinderError
@@ -43,6 +44,7 @@ class Engine:
         self.model, self.tokenizer, self.info = self.encoder.model, self.encoder.tokenizer, self.encoder.info
         self._cache: OrderedDict[tuple[str, float | None], Predictor] = OrderedDict()
         self._lock = threading.Lock()
+        cpu_rows.warm_up()  # the first sparse request should not pay the kernels' compilation
         infos, problems = self.store.scan()
         for artifact_id, reason in problems.items():
             log.warning("skipping stored predictor %s: %s", artifact_id, reason)

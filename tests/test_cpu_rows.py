@@ -17,7 +17,7 @@ from sparsefinder.predictors.registry import predictor_from_spec
 pytestmark = pytest.mark.skipif(not cpu_rows.available(), reason="Numba is not installed")
 
 
-def _no_kernel():
+def _no_kernel(*args):
     raise AssertionError("the torch path ran a compiled kernel")
 
 
@@ -29,7 +29,8 @@ def torch_path(monkeypatch):
             monkeypatch.setattr(sparse, "row_kernels_apply", lambda *a: False)
             monkeypatch.setattr(sparsefinder_family, "row_kernels_apply", lambda *a: False)
             monkeypatch.setattr(certified, "row_kernels_apply", lambda *a: False)
-            monkeypatch.setattr(cpu_rows, "_kernels", _no_kernel)  # the reference never reaches a kernel
+            for kernel in ("sparse", "thresholds", "fill", "certified"):  # the reference never reaches a kernel
+                monkeypatch.setattr(cpu_rows, kernel, _no_kernel)
 
         def __exit__(self, *exc):
             monkeypatch.undo()

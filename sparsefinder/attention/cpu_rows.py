@@ -34,35 +34,29 @@ from torch import Tensor
 
 from ..config import CPU_KERNELS, THRESHOLD_SEED_KEYS
 
-__all__ = ["available", "certified_rows", "row_thresholds", "select_rows", "sparse_rows"]
+__all__ = ["available", "certified_rows", "row_thresholds", "select_rows", "sparse_rows", "warm_up"]
 
 
-@functools.cache
-def _numba():
-    """The ``numba`` module, or ``None`` when it is not installed or switched off."""
-    if not CPU_KERNELS:
-        return None
-    try:
-        import numba
-    except ImportError:
-        return None
-    return numba
+try:  # Numba is a dependency, but the torch path must keep working without it
+    import numba as _nb
+except ImportError:  # pragma: no cover - exercised only where Numba is missing
+    _nb = None
+
+#: Rows per parallel task: scratch buffers are allocated once per block, not per row.
+_BLOCK = 64
+#: Reorder sums only: no inf/NaN assumptions (thresholds meet -inf seeds).
+_FAST = {"reassoc", "contract", "arcp", "nsz"}
 
 
 def available() -> bool:
     """Whether the row kernels can run (Numba installed and not switched off)."""
-    return _numba() is not None
+    return _nb is not None and CPU_KERNELS
 
 
-@functools.cache
-def _kernels() -> dict:
-    """Compile (or load from Numba's cache) every kernel once per process."""
-    nb = _numba()
-    jit = functools.partial(nb.njit, cache=True, nogil=True)
-    fast = {"reassoc", "contract", "arcp", "nsz"}  # reorder sums only: no inf/NaN assumptions
-    BLOCK = 64  # rows per parallel task: scratch buffers are allocated once per block, not per row
+if _nb is not None:  # module-level definitions, so Numba caches the compiled code on disk
+    _jit = functools.partial(_nb.njit, cache=True, nogil=True)
 
-    @jit
+    @_jit
     def threshold_sorted(zs, c):  # zs[:c] sorted in INCREASING order, c ≥ 1
         zmax = zs[c - 1]
         s1 = 0.0
@@ -81,7 +75,7 @@ def _kernels() -> dict:
                 break  # τ_k ≤ x_k holds exactly for k up to the support size
         return zmax + 2.0 * best
 
-    @jit
+    @_jit
     def threshold_of(buf, c, lower):  # exact threshold of buf[:c] (any order), c ≥ 1, given lower ≤ it
         # Newton on f(τ) = Σ (x − τ)₊² − 1 (convex, decreasing) rises monotonically from a lower
         # bound; once the keys above τ give a root above τ that all of them exceed, that root is
@@ -114,7 +108,7 @@ def _kernels() -> dict:
         buf[:c].sort()
         return threshold_sorted(buf, c)
 
-    @jit
+    @_jit
     def seed_bound(z, n, top, cand):  # threshold of the best top.shape[0] keys of z[:n]: a lower bound of z's
         seed = top.shape[0]
         top[:] = -np.inf  # the row's best keys, decreasing
@@ -131,7 +125,7 @@ def _kernels() -> dict:
             cand[s] = top[c - 1 - s]
         return threshold_sorted(cand, c)  # a subset's threshold is a lower bound
 
-    @jit
+    @_jit
     def row_threshold(z, n, top, cand):  # exact threshold of z[:n], n ≥ 1; top: scratch (seed,), cand: (≥ n,)
         lower = seed_bound(z, n, top, cand)
         m = 0
@@ -141,13 +135,13 @@ def _kernels() -> dict:
                 m += 1
         return threshold_of(cand, m, lower)
 
-    @jit(parallel=True)
+    @_jit(parallel=True)
     def thresholds(z, nvalid, seed, margins, out, counts):  # z (R, n), nvalid (R,), margins (V, R) → out (R,), counts (V, R)
         rows = z.shape[0]
-        for b in nb.prange((rows + BLOCK - 1) // BLOCK):
+        for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             top = np.empty(seed)
             cand = np.empty(z.shape[1])
-            for r in range(b * BLOCK, min(rows, (b + 1) * BLOCK)):
+            for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 nv = nvalid[r]
                 t = np.float32(row_threshold(z[r], nv, top, cand) if nv > 0 else 0.0)  # fill compares the same
                 out[r] = t
@@ -158,9 +152,9 @@ def _kernels() -> dict:
                             m += 1
                     counts[v, r] = m
 
-    @jit(parallel=True)
+    @_jit(parallel=True)
     def fill(z, t, margin, nvalid, index):  # keys j with z - t ≥ margin, in increasing order → index (R, w)
-        for r in nb.prange(z.shape[0]):
+        for r in _nb.prange(z.shape[0]):
             m = 0
             for j in range(nvalid[r]):
                 if z[r, j] - t[r] >= margin[r]:
@@ -168,14 +162,14 @@ def _kernels() -> dict:
                     m += 1
             index[r, m:] = 0
 
-    @jit(parallel=True, fastmath=fast)
+    @_jit(parallel=True, fastmath=_FAST)
     def sparse(q, k, v, index, counts, rows_per_head, scaling, out):  # q (R, d), k/v (BH, n, d) → out (R, dv)
         d = q.shape[1]
         rows = q.shape[0]
-        for b in nb.prange((rows + BLOCK - 1) // BLOCK):
+        for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             z = np.empty(max(index.shape[1], 1))
             buf = np.empty(max(index.shape[1], 1))
-            for r in range(b * BLOCK, min(rows, (b + 1) * BLOCK)):
+            for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 c = counts[r]
                 out[r, :] = 0.0
                 if c == 0:
@@ -197,14 +191,14 @@ def _kernels() -> dict:
                         for e in range(v.shape[2]):
                             out[r, e] += p * v[g, j, e]
 
-    @jit(parallel=True, fastmath=fast)
+    @_jit(parallel=True, fastmath=_FAST)
     def certified(z, index, counts, nvalid, v, rows_per_head, seed, out, kept, kept_counts, added):
         rows, n = z.shape
-        for b in nb.prange((rows + BLOCK - 1) // BLOCK):
+        for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             buf = np.empty(n)
             top = np.empty(seed)
             predicted = np.zeros(n, np.bool_)
-            for r in range(b * BLOCK, min(rows, (b + 1) * BLOCK)):
+            for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 out[r, :] = 0.0
                 kept_counts[r] = 0
                 added[r] = 0
@@ -244,23 +238,15 @@ def _kernels() -> dict:
                 for s in range(c):
                     predicted[index[r, s]] = False
 
-    return {"thresholds": thresholds, "fill": fill, "sparse": sparse, "certified": certified}
 
 
 def _threads() -> None:
     """Run Numba's parallel loops on torch's thread count (one knob for both)."""
-    nb = _numba()
-    nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))
+    _nb.set_num_threads(max(1, min(torch.get_num_threads(), _nb.config.NUMBA_NUM_THREADS)))
 
 
 def _np(x: Tensor, dtype: torch.dtype) -> np.ndarray:
     return x.detach().to(dtype).contiguous().numpy()
-
-
-def _rows_valid(lengths: Tensor, heads: int, n: int) -> Tensor:
-    """Keys each query row may see, ``(B·H·n,)``: its sequence's length, 0 for padded queries."""
-    ok = torch.arange(n)[None, :] < lengths[:, None]  # (B, n)
-    return (ok * lengths[:, None]).repeat_interleave(heads, 0).reshape(-1).to(torch.int64)
 
 
 def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, scaling: float) -> Tensor:
@@ -269,7 +255,7 @@ def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, 
     _threads()
     batch, heads, n, d = q.shape
     out = np.empty((batch * heads * n, v.shape[-1]), np.float32)
-    _kernels()["sparse"](_np(q, torch.float32).reshape(-1, d), _np(k, torch.float32).reshape(batch * heads, -1, d),
+    sparse(_np(q, torch.float32).reshape(-1, d), _np(k, torch.float32).reshape(batch * heads, -1, d),
                          _np(v, torch.float32).reshape(batch * heads, -1, v.shape[-1]),
                          _np(index, torch.int64).reshape(batch * heads * n, -1), _np(counts, torch.int64).reshape(-1),
                          n, float(scaling), out)
@@ -288,16 +274,15 @@ def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor],
     """
     _threads()
     rows = z.shape[0]
-    kernels = _kernels()
     zz, nv = _np(z, torch.float32), _np(nvalid, torch.int64)
     stacked = np.stack([_np(m, torch.float32) for m in margins]) if margins else np.zeros((0, rows), np.float32)
     t = np.empty(rows, np.float32)
     counts = np.empty((len(margins), rows), np.int64)
-    kernels["thresholds"](zz, nv, seed, stacked, t, counts)
+    thresholds(zz, nv, seed, stacked, t, counts)
     out = []
     for v in range(len(margins)):
         index = np.empty((rows, max(int(counts[v].max()) if rows else 0, 1)), np.int64)
-        kernels["fill"](zz, t, stacked[v], nv, index)
+        fill(zz, t, stacked[v], nv, index)
         out.append((torch.from_numpy(index), torch.from_numpy(counts[v])))
     return out
 
@@ -308,7 +293,7 @@ def row_thresholds(z: Tensor, nvalid: Tensor, seed: int = THRESHOLD_SEED_KEYS) -
     _threads()
     rows = z.shape[0]
     t = np.empty(rows, np.float32)
-    _kernels()["thresholds"](_np(z, torch.float32), _np(nvalid, torch.int64), seed, np.zeros((0, rows), np.float32),
+    thresholds(_np(z, torch.float32), _np(nvalid, torch.int64), seed, np.zeros((0, rows), np.float32),
                              t, np.empty((0, rows), np.int64))
     return torch.from_numpy(t)
 
@@ -329,9 +314,21 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
     kept = np.zeros((rows, n), np.int64)
     kept_counts = np.empty(rows, np.int64)
     added = np.empty(rows, np.int64)
-    _kernels()["certified"](_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64),
+    certified(_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64),
                             _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, THRESHOLD_SEED_KEYS, out,
                             kept, kept_counts, added)
     width = max(int(kept_counts.max()) if rows else 0, 1)
     return (torch.from_numpy(out), torch.from_numpy(kept[:, :width].copy()), torch.from_numpy(kept_counts),
             torch.from_numpy(added))
+
+
+def warm_up() -> None:
+    """Compile every kernel now (or load it from Numba's cache), on tiny inputs, not on first use."""
+    if not available():
+        return
+    q = torch.zeros(1, 1, 2, 2)
+    index, counts = torch.zeros(1, 1, 2, 1, dtype=torch.long), torch.ones(1, 1, 2, dtype=torch.long)
+    z, nvalid = torch.zeros(2, 2), torch.full((2,), 2)
+    sparse_rows(q, q, q, index, counts, 1.0)
+    select_rows(z, nvalid, [torch.zeros(2)])
+    certified_rows(z, index.view(2, 1), counts.view(2), nvalid, q.view(1, 2, 2), 2)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("pipeline", "the main job: extract, fit, evaluate, report"),
     "adapt": ("adapt", "distil the softmax encoder into an alpha-entmax encoder"),
     "adapt-eval": ("adapt_eval", "fidelity of an entmax encoder to the softmax one"),
+    "extend-positions": ("extend_positions", "copy an encoder with a longer position table (Longformer's copy)"),
     "encode": ("encode", "sentence embeddings with attention on a predictor's pairs"),
     "fidelity": ("fidelity", "embedding and attention-output fidelity of predictors"),
     "serve": ("serve", "run the HTTP service (API, web page, metrics)"),

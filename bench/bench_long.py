@@ -1,0 +1,86 @@
+"""Whole-model encode of long WikiText-2 documents (issue 13, first measurements), run by hand.
+
+The encoder with its position table extended by copying (``sparsefinder extend-positions``; no
+distillation at the new length yet) embeds ``--docs`` documents of ``--tokens`` tokens (consecutive
+``test.txt`` paragraphs joined) with SDPA softmax, dense α-entmax, and each ``--predictor`` on the
+sparse path (its prediction included) and in certified mode. Prints ms per document (median of
+``--repeats``), cosine to dense entmax, sparsity, and the process's peak RSS. Stored predictors
+are loaded by id (they were fitted at 512 tokens on the unextended model).
+
+    python bench/bench_long.py --model /tmp/long4k --tokens 4096 --predictor window16 \\
+        --stored proj24-thr-<id> --store artifacts/store
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+
+from sparsefinder.config import default_data_dir
+from sparsefinder.encoder import SparseEncoder
+from sparsefinder.predictors.registry import predictor_from_spec
+from sparsefinder.store import ArtifactStore
+
+
+def documents(tokenizer, count: int, tokens: int) -> list[str]:
+    """``count`` texts of ``tokens`` tokens: consecutive non-heading ``test.txt`` paragraphs joined."""
+    out, ids = [], []
+    for line in (default_data_dir() / "test.txt").read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if not text or text.startswith("="):
+            continue
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= tokens - 2:
+            out.append(tokenizer.decode(ids[:tokens - 2]))
+            ids = []
+            if len(out) == count:
+                break
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="extended encoder folder")
+    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--docs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--predictor", action="append", default=[], help="spec of a predictor that learns nothing")
+    parser.add_argument("--stored", action="append", default=[], help="id of a stored predictor (with --store)")
+    parser.add_argument("--store", default="artifacts/store")
+    parser.add_argument("--no-dense", action="store_true", help="skip dense entmax (slow at long lengths)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    encoder = SparseEncoder(args.model)
+    texts = documents(encoder.tokenizer, args.docs, args.tokens)
+    modes = [("softmax (SDPA)", "softmax", False)] + ([] if args.no_dense else [("dense entmax", "dense", False)])
+    predictors = [predictor_from_spec(spec).fit(None) for spec in args.predictor]
+    predictors += [ArtifactStore(args.store).load(artifact) for artifact in args.stored]
+    for predictor in predictors:
+        modes += [(predictor.spec, predictor, False), (f"{predictor.spec} certified", predictor, True)]
+    print(json.dumps({"model": encoder.info.id, "tokens": args.tokens, "docs": len(texts), "threads": args.threads}))
+    reference = None
+    with torch.inference_mode():
+        for label, mode, certified in modes:
+            times, result = [], None
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                result = [encoder.encode([t], mode, certified=certified) for t in texts]
+                times.append((time.perf_counter() - start) / len(texts))
+            emb = torch.cat([r.embeddings for r in result])
+            if mode == "dense":
+                reference = emb
+            cosine = float((emb * reference).sum(-1).min()) if reference is not None else None
+            sparsity = statistics.mean(statistics.mean(r.sparsity) for r in result)
+            print(json.dumps({"mode": label, "ms_per_doc": round(statistics.median(times) * 1000, 1),
+                              "cosine_to_dense_min": cosine, "sparsity": round(sparsity, 4)}), flush=True)
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,21 +6,23 @@ These kernels do the same work row by row in compiled loops, parallel over rows
 (``numba.prange``), with nothing materialised but the result:
 
 - :func:`sparse_rows`: attention of each query over its kept keys (``index``/``counts``):
-  the kept scores, their exact α-entmax threshold (sorting the kept entries only) and
-  ``Σ p_j v_j``; work grows with the kept pairs;
+  the kept scores, their exact α-entmax threshold and ``Σ p_j v_j``; work grows with the kept
+  pairs;
 - :func:`row_thresholds`: the exact α-entmax threshold of each row of a score matrix, with
   the lower bound of the row's best :data:`~sparsefinder.config.THRESHOLD_SEED_KEYS` keys
-  ruling most keys out before anything is sorted (method.md §1);
+  ruling most keys out first (method.md §1);
 - :func:`select_rows`: the keys of each row whose score clears its threshold plus a margin,
   as the rows of a :class:`~sparsefinder.pattern.Pattern`;
 - :func:`certified_rows`: exact attention from exact score rows and a predicted pattern
   (threshold of the predicted keys, every key above it added; recall 1 by construction).
 
-All thresholds are in score units: ``p_j = ((z_j − t) / 2)₊²`` sums to one. Sums are taken in
-float64. Numba is an optional dependency (``pip install numba``, in the default install);
-without it, or with ``SPARSEFINDER_CPU_KERNELS=0``, callers keep the torch path. This is the
-one place with hand-written numerics loops: no library offers a fused sparse α-entmax row
-kernel for CPUs (AdaSplash and the ``entmax`` package's Triton kernels target GPUs).
+Thresholds are exact: Newton's method on ``Σ (x − τ)₊² = 1`` rises monotonically from a lower
+bound and stops on the root of the keys above it (no sort). All thresholds are in score units:
+``p_j = ((z_j − t) / 2)₊²`` sums to one. Sums are taken in float64. Numba is a dependency; the
+kernels are compiled once and cached on disk next to this module. Without Numba, or with
+``SPARSEFINDER_CPU_KERNELS=0``, callers keep the torch path. Hand-written (like the Triton
+kernel) because no library offers a fused sparse α-entmax row kernel for CPUs: AdaSplash and
+the ``entmax`` package's Triton kernels target GPUs.
 """
 
 from __future__ import annotations

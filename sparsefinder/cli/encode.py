@@ -44,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_layers_argument(parser)
 
 
-
 def run(args: argparse.Namespace) -> int:
     layers = layers_of(args)
     if args.corpus is not None:

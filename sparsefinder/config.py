@@ -121,6 +121,20 @@ ADAPT_EVAL_TEXTS: int = 200
 ADAPT_EVAL_MAX_LENGTH: int = 512
 ADAPT_EVAL_SPARSITY_SEQUENCES: int = 4
 
+# ---------------------------------------------------------------- long documents (`sparsefinder distil-long`, issue 13)
+#: Positions of the long-document encoder (Longformer's 4,096; the table is extended by copying).
+LONG_MAX_POSITIONS: int = 4096
+#: Tokens of each training document (``[CLS]``/``[SEP]`` included): WikiText articles cut to this length.
+LONG_DOC_TOKENS: int = 2048
+#: The softmax teacher's windows: tokens per window (its position limit) and the step between window starts.
+LONG_WINDOW: int = 512
+LONG_STRIDE: int = 256
+LONG_STEPS: int = 60
+LONG_LR: float = 5e-5
+LONG_CHECKPOINT_EVERY: int = 5
+LONG_HOLDOUT_DOCS: int = 2
+"""Last documents of the training corpus kept out of training for the fidelity of the run record."""
+
 # ---------------------------------------------------------------- the main job (`sparsefinder pipeline`)
 #: Sequences of the fit corpus extracted and used to fit predictors.
 PIPELINE_FIT_SEQUENCES: int = 64

@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from .config import TOKENIZE_LINES
 from .errors import NotFoundError, SparsefinderError
 
-__all__ = ["CorpusInfo", "check_corpus", "iter_texts", "pack_sequences", "pack_token_ids", "tokenize_texts"]
+__all__ = ["CorpusInfo", "check_corpus", "iter_articles", "iter_texts", "pack_sequences", "pack_token_ids", "tokenize_texts"]
 
 #: Bytes read at a time while hashing a corpus.
 _CHUNK = 1 << 20
@@ -81,6 +81,24 @@ def iter_texts(path: str | Path) -> Iterator[str]:
         for line in fh:
             if line.strip():
                 yield line.strip()
+
+
+def iter_articles(path: str | Path) -> Iterator[str]:
+    """WikiText articles of a corpus: the paragraphs under each top heading (`` = Title = ``), joined by spaces.
+
+    Section headings (`` = = … = = ``) are dropped; text before the first heading is an article of
+    its own. A corpus without headings is one article.
+    """
+    paragraphs: list[str] = []
+    for text in iter_texts(path):
+        if text.startswith("= ") and text.endswith(" =") and not text.startswith("= ="):
+            if paragraphs:
+                yield " ".join(paragraphs)
+            paragraphs = []
+        elif not text.startswith("= ="):
+            paragraphs.append(text)
+    if paragraphs:
+        yield " ".join(paragraphs)
 
 
 def pack_sequences(texts: Iterator[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> Iterator[list[int]]:

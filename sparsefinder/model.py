@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from .hf.attention import register_attention  # noqa: E402
 from .config import ADAPTED_MODEL_NAME, get_settings  # noqa: E402
 from .errors import SparsefinderError  # noqa: E402
 
-__all__ = ["ModelInfo", "adapted_model_path", "is_model_folder", "load_encoder", "mean_pool", "model_info",
+__all__ = ["ModelInfo", "adapted_model_path", "describe_device", "is_model_folder", "load_encoder", "mean_pool", "model_info",
            "packaged_model_path", "resolve_model"]
 
 #: Name the packaged encoder's id carries, wherever its folder lies.
@@ -54,6 +55,13 @@ class ModelInfo:
 def pick_device(setting: str | None = None) -> str:
     """``setting`` (``"cuda"``, ``"cpu"``, ``"cuda:1"`` …) if given, else ``"cuda"`` when present, else ``"cpu"``."""
     return setting or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe_device(device: str) -> str:
+    """The machine behind ``device`` in words, for run records: the GPU's name, or the CPU and thread count."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 def packaged_model_path() -> Path:

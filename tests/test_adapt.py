@@ -14,7 +14,8 @@ from sparsefinder.cli import main
 from sparsefinder.config import default_data_dir
 from sparsefinder.errors import ConflictError, SparsefinderError
 from sparsefinder.model import load_encoder
-from sparsefinder.training.adapt import adapt, batch_indices, checkpoint_dir, distillation_loss
+from sparsefinder.training.adapt import adapt, batch_indices, distillation_loss
+from sparsefinder.training.checkpoints import checkpoint_dir
 from sparsefinder.training.adapt_eval import embedding_fidelity, evaluate_adapted, retrieval_agreement
 
 # 10 texts: 8 train (one batch of 8, so every step sees the same texts), 2 held out

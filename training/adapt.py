@@ -29,10 +29,7 @@ training and give the fidelity figures of the model card.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -58,15 +55,14 @@ from ..config import (
     DEFAULT_ALPHA,
 )
 from ..corpus import check_corpus, iter_texts
-from ..errors import ConflictError, SparsefinderError
-from ..files import atomic_dir, atomic_write_bytes, atomic_write_json
-from ..model import load_encoder, mean_pool, model_info, packaged_model_path, pick_device
+from ..errors import SparsefinderError
+from ..files import atomic_dir, atomic_write_json
+from ..model import describe_device, load_encoder, mean_pool, model_info, packaged_model_path, pick_device
 from .adapt_eval import embed, embedding_fidelity
+from .checkpoints import check_output, checkpoint_dir, load_checkpoint, save_checkpoint
 from .model_card import ADAPT_JSON, write_model_card
 
-__all__ = ["adapt", "batch_indices", "checkpoint_dir", "distillation_loss"]
-
-CHECKPOINT_FILE = "state.pt"
+__all__ = ["adapt", "batch_indices", "collate", "distillation_loss"]
 
 
 def distillation_loss(student: Tensor, teacher: Tensor, mask: Tensor, hidden_weight: float = ADAPT_HIDDEN_WEIGHT
@@ -93,26 +89,8 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
-def checkpoint_dir(out: str | Path) -> Path:
-    """Folder of the checkpoint of a run writing ``out``: ``<out>.checkpoint`` beside it."""
-    out = Path(out)
-    return out.with_name(out.name + ".checkpoint")
-
-
-def _check_output(out: Path) -> None:
-    """Fail early unless ``out`` can be created: absent or empty, and its parent writable."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConflictError(f"output {out} already exists and is not an empty folder; choose another")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.parent / f".{out.name}.probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise SparsefinderError(f"cannot write the output {out}: {exc.strerror or exc}") from None
-
-
-def _collate(ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def collate(ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Right-padded ``input_ids`` and ``attention_mask`` ``(B, n)`` of token-id lists, on ``device``."""
     n = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), n), pad_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
@@ -120,24 +98,6 @@ def _collate(ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[T
         input_ids[b, :len(x)] = torch.tensor(x)
         mask[b, :len(x)] = 1
     return input_ids.to(device), mask.to(device)
-
-
-def _save_checkpoint(folder: Path, state: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(folder / CHECKPOINT_FILE, buf.getvalue())
-
-
-def _load_checkpoint(folder: Path, key: dict) -> dict | None:
-    file = folder / CHECKPOINT_FILE
-    if not file.is_file():
-        return None
-    state = torch.load(file, map_location="cpu", weights_only=False)
-    if state["key"] != key:
-        diff = sorted(k for k in key if state["key"].get(k) != key[k])
-        raise ConflictError(f"checkpoint {file} is from a different run (differs in {', '.join(diff)}); "
-                            f"delete it or repeat the same options")
-    return state
 
 
 def adapt(
@@ -184,11 +144,9 @@ def adapt(
     done_record = out / ADAPT_JSON
     if done_record.is_file() and json.loads(done_record.read_text()).get("key") == key:
         return json.loads(done_record.read_text())
-    _check_output(out)
+    check_output(out)
     ckpt = checkpoint_dir(out)
-    state = _load_checkpoint(ckpt, key) if resume else None
-    if not resume and (ckpt / CHECKPOINT_FILE).exists():
-        raise ConflictError(f"a checkpoint of an unfinished run exists in {ckpt}: pass --resume, or delete it")
+    state = load_checkpoint(ckpt, key, resume)
 
     device = pick_device(device)
     torch.manual_seed(seed)
@@ -218,7 +176,7 @@ def adapt(
     bar = tqdm(total=steps, initial=start, unit="step", desc=f"adapt α={alpha}", disable=not progress)
     t0 = time.perf_counter()
     for step in range(start, end):
-        input_ids, mask = _collate([train_ids[i] for i in batch_indices(step, len(train_ids), batch_size, seed)],
+        input_ids, mask = collate([train_ids[i] for i in batch_indices(step, len(train_ids), batch_size, seed)],
                                    tokenizer.pad_token_id, torch.device(device))
         with torch.no_grad():
             target = teacher(input_ids=input_ids, attention_mask=mask).last_hidden_state
@@ -234,7 +192,7 @@ def adapt(
         bar.update(1)
         done = step + 1
         if done % checkpoint_every == 0 or done == end:
-            _save_checkpoint(ckpt, {"key": key, "step": done, "student": student.state_dict(),
+            save_checkpoint(ckpt, {"key": key, "step": done, "student": student.state_dict(),
                                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                     "rng": torch.get_rng_state(), "losses": losses,
                                     "elapsed_s": elapsed + time.perf_counter() - t0})
@@ -266,7 +224,7 @@ def adapt(
                      "hidden_weight": ADAPT_HIDDEN_WEIGHT, "dropout": "off",
                      "frozen": "token embeddings",
                      "loss_first": losses[0], "loss_last": losses[-1]},
-        "cost": {"elapsed_s": round(elapsed, 1), "device": device, "machine": _machine(device)},
+        "cost": {"elapsed_s": round(elapsed, 1), "device": device, "machine": describe_device(device)},
         "holdout_fidelity": held,
         "test_fidelity": None,
         "sparsefinder_version": __version__,
@@ -279,9 +237,3 @@ def adapt(
         write_model_card(tmp, record)
     shutil.rmtree(ckpt, ignore_errors=True)
     return record
-
-
-def _machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

@@ -71,7 +71,7 @@ def build_candidates(specs: list[str], data: GoldDataset, *, store: ArtifactStor
         stored_families = {i.spec for i in stored}
         for cls in available_predictors().values():
             family = cls().family_spec
-            if not cls.learns:
+            if not cls.learns and cls.in_reports:
                 names.append(family)
             elif fit_data is not None and family not in stored_families:
                 names.append(family)

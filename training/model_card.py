@@ -1,7 +1,8 @@
-"""The model card (``README.md``) and run record (``adapt.json``) of an adapted entmax encoder.
+"""Model cards (``README.md``) and run records of the encoders the project trains.
 
 ``adapt.json`` holds the structured record written by ``sparsefinder adapt``; the card is
 rendered from it, and re-rendered when ``sparsefinder adapt-eval`` adds test-set fidelity.
+``long.json`` is the record of ``sparsefinder distil-long`` (long documents), with its own card.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from pathlib import Path
 from ..errors import SparsefinderError
 from ..files import atomic_write_json, atomic_write_text
 
-__all__ = ["ADAPT_JSON", "record_fidelity", "render_model_card", "write_model_card"]
+__all__ = ["ADAPT_JSON", "LONG_JSON", "record_fidelity", "render_long_model_card", "render_model_card",
+           "write_long_model_card", "write_model_card"]
 
 ADAPT_JSON = "adapt.json"
+LONG_JSON = "long.json"
 
 
 def _fid_rows(fid: dict) -> list[str]:
@@ -86,3 +89,44 @@ def record_fidelity(folder: str | Path, result: dict) -> None:
     record["test_fidelity"] = result
     atomic_write_json(file, record)
     write_model_card(folder, record)
+
+
+def render_long_model_card(record: dict) -> str:
+    """Markdown model card of a ``distil-long`` run ``record`` (the content of ``long.json``)."""
+    t, c, base = record["training"], record["cost"], record["base_model"]
+    lines = [
+        "---", "library_name: transformers", "tags: [sparsefinder, entmax, distillation, long-context]", "---", "",
+        f"# {base['id'].split('@')[0]} for {t['max_positions']:,} tokens (α-entmax, α = {record['alpha']})", "",
+        f"Trained by `sparsefinder distil-long` from `{base['id']}`: the position table extended to "
+        f"{t['max_positions']:,} rows by copying the learned ones (Longformer), then distilled on whole documents of "
+        f"up to {t['doc_tokens']:,} tokens from the softmax teacher `{record['teacher']['id']}` reading them in windows "
+        f"of {t['window']} tokens (stride {t['stride']}): each token's state in the window where it is most central, "
+        "and the mean of the window embeddings.", "",
+        "Load it with our attention; past 512 tokens use the sparse path (`--predictor`):", "",
+        "```python", "from sparsefinder.model import load_encoder",
+        "model, tokenizer, info = load_encoder(PATH, attn_implementation=\"sparsefinder_sparse\")", "```", "",
+        "## Training", "",
+        f"- data: `{record['corpus']['path']}` (sha256 {record['corpus']['sha256'][:12]}), "
+        f"{record['corpus']['train_documents']} documents; last {record['corpus']['holdout_documents']} held out",
+        f"- {t['steps']} steps × 1 document, {t['optimizer']} lr {t['lr']} ({t['schedule']}, warm-up {t['warmup']:.0%}), "
+        f"seed {t['seed']}, dropout {t['dropout']}, attention: {t['attention']}",
+        f"- loss `(1 − cos) + {t['hidden_weight']} · MSE(hidden)`: {t['loss_first']:.4f} → {t['loss_last']:.4f}",
+        f"- time: {c['elapsed_s'] / 60:.1f} min on {c['machine']} ({c['device']})", "",
+        "## Fidelity to the windowed teacher (held-out documents)", "",
+        "| model | token cosine mean | token cosine worst | embedding cosine | nearest is own |", "|---|---|---|---|---|",
+    ]
+    held = record.get("holdout_fidelity")
+    if not held:
+        lines.append("| not measured | | | | |")
+    else:
+        for name in ("before", "after"):
+            f = held[name]
+            lines.append(f"| {name} training | {f['token_cosine_mean']:.4f} | {f['token_cosine_worst']:.4f} | "
+                         f"{f['embedding_cosine_mean']:.4f} | {f['nearest_own']}/{f['documents']} |")
+    lines += ["", f"Produced by sparsefinder {record['sparsefinder_version']} on {record['created']}.", ""]
+    return "\n".join(lines)
+
+
+def write_long_model_card(folder: str | Path, record: dict) -> None:
+    """Write ``README.md`` of ``folder`` from a ``distil-long`` ``record``."""
+    atomic_write_text(Path(folder) / "README.md", render_long_model_card(record))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..config import (ADAPT_BATCH, ADAPT_CHECKPOINT_EVERY, ADAPT_LR, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_STEPS,
                       DEFAULT_ALPHA)
-from ..training.adapt import adapt, checkpoint_dir
+from ..training.adapt import adapt
+from .arguments import interrupted_training
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,10 +31,7 @@ def run(args: argparse.Namespace) -> int:
                        max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        checkpoint_every=args.checkpoint_every, resume=args.resume)
     except KeyboardInterrupt:
-        ckpt = checkpoint_dir(args.out)
-        kept = f"the last checkpoint in {ckpt} is kept; add --resume to continue" if ckpt.exists() else "nothing kept"
-        print(f"sparsefinder adapt: interrupted; {kept}", file=sys.stderr)
-        return 130
+        return interrupted_training("adapt", args.out)
     print(json.dumps({"model": str(args.out), "steps": record["step"], "loss_first": record["losses"][0],
                       "loss_last": record["losses"][-1], "elapsed_s": record["cost"]["elapsed_s"],
                       "holdout_fidelity": record["holdout_fidelity"]}))

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..layers import check_layers, parse_layers
 from ..model import model_info
+from ..training.checkpoints import checkpoint_dir
 from ..training.engine import ENGINES, Engine
 
 #: Help text of every ``--model`` option (the default is resolved by :func:`sparsefinder.model.resolve_model`).
 MODEL_HELP: str = ("local Hugging Face encoder folder (default: $SPARSEFINDER_MODEL, else the adapted encoder "
                    "<work_dir>/models/minilm-entmax15 that `make run` writes, else the packaged all-MiniLM-L6-v2)")
+
+
+def interrupted_training(command: str, out: str) -> int:
+    """Say on stderr what an interrupted training command writing ``out`` kept; return the exit code 130."""
+    ckpt = checkpoint_dir(out)
+    kept = f"the last checkpoint in {ckpt} is kept; add --resume to continue" if ckpt.exists() else "nothing kept"
+    print(f"sparsefinder {command}: interrupted; {kept}", file=sys.stderr)
+    return 130
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "adapt": ("adapt", "distil the softmax encoder into an alpha-entmax encoder"),
     "adapt-eval": ("adapt_eval", "fidelity of an entmax encoder to the softmax one"),
     "extend-positions": ("extend_positions", "copy an encoder with a longer position table (Longformer's copy)"),
+    "distil-long": ("distil_long", "train an entmax encoder on long documents from its windowed softmax teacher"),
     "encode": ("encode", "sentence embeddings with attention on a predictor's pairs"),
     "fidelity": ("fidelity", "embedding and attention-output fidelity of predictors"),
     "serve": ("serve", "run the HTTP service (API, web page, metrics)"),

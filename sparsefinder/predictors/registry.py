@@ -17,7 +17,7 @@ from .breaking_bert import LexicalPredictor, NeighbourDegreePredictor
 from .fixed import (AttendedGlobalPredictor, BigBirdPredictor, GlobalPredictor, LongformerPredictor,
                     RandomPredictor, StridedPredictor, WindowPredictor)
 from .lsh import LSHPredictor
-from .oracle import OracleTopK
+from .oracle import OracleSupport, OracleTopK
 from .routing import RoutingPredictor
 from .sparsebert_dam import SparseBertDAMPredictor
 from .sparsefinder_family import (KMeansPredictor, KNNPredictor, QuantizationPredictor, RadiusPredictor,
@@ -29,7 +29,7 @@ __all__ = ["available_predictors", "get_predictor_class", "parse_spec", "predict
 BUILTIN: tuple[type[Predictor], ...] = (
     WindowPredictor, RandomPredictor, GlobalPredictor, AttendedGlobalPredictor, StridedPredictor,
     BigBirdPredictor, LongformerPredictor, LexicalPredictor, NeighbourDegreePredictor, LSHPredictor,
-    RoutingPredictor, AttentionPruningPredictor, SparseBertDAMPredictor, OracleTopK,
+    RoutingPredictor, AttentionPruningPredictor, SparseBertDAMPredictor, OracleTopK, OracleSupport,
     KNNPredictor, RadiusPredictor, QuantizationPredictor, KMeansPredictor, ThresholdPredictor,
 )
 

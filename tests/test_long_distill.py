@@ -1,0 +1,168 @@
+"""Long documents (issue 13): the windowed teacher's targets, the exact-support oracle the student trains
+through, and ``distil-long`` (resume, model card, bad input)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from sparsefinder.alpha_entmax import entmax, support
+from sparsefinder.attention import cpu_rows
+from sparsefinder.attention.sparse import sparse_entmax_attention
+from sparsefinder.cli import main
+from sparsefinder.config import default_data_dir
+from sparsefinder.corpus import iter_articles
+from sparsefinder.errors import ConflictError
+from sparsefinder.inputs import AttentionInputs
+from sparsefinder.model import load_encoder
+from sparsefinder.predictors.oracle import OracleSupport
+from sparsefinder.predictors.registry import predictor_from_spec
+from sparsefinder.training.checkpoints import checkpoint_dir
+from sparsefinder.training.long_distill import distil_long, long_loss
+from sparsefinder.training.windowed_teacher import (central_window, long_fidelity, window_starts,
+                                                    windowed_targets)
+
+# windows of 40 tokens (stride 20) over documents of 100: every document needs four teacher windows
+RUN = dict(max_positions=1024, doc_tokens=100, window=40, stride=20, steps=3, lr=1e-4, checkpoint_every=2,
+           progress=False)
+
+
+class PositionTeacher(nn.Module):
+    """A fake teacher whose state of the token at window position ``p`` is ``(token id, p, 1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        b, n = input_ids.shape
+        pos = torch.arange(n).expand(b, n)
+        return SimpleNamespace(last_hidden_state=torch.stack([input_ids.float(), pos.float(), torch.ones(b, n)], -1))
+
+
+def test_window_starts_cover_the_document_and_end_at_its_end():
+    assert window_starts(10, 4, 3) == [0, 3, 6]
+    assert window_starts(11, 4, 3) == [0, 3, 6, 7]
+    assert window_starts(4, 4, 3) == window_starts(2, 4, 3) == [0]
+    for m, room, stride in [(100, 38, 19), (37, 10, 10), (50, 7, 3)]:
+        starts = window_starts(m, room, stride)
+        covered = torch.zeros(m, dtype=torch.bool)
+        for s in starts:
+            covered[s:s + room] = True
+        assert bool(covered.all()) and starts[-1] + room == m
+
+
+@pytest.mark.parametrize("m,room,stride", [(100, 38, 19), (50, 7, 3), (23, 10, 4)])
+def test_each_token_goes_to_the_window_where_it_is_most_central(m, room, stride):
+    starts = window_starts(m, room, stride)
+    owner = central_window(m, starts, room)
+    for i in range(m):
+        margins = [min(i - s, s + room - 1 - i) if s <= i < s + room else -1 for s in starts]
+        assert int(owner[i]) == margins.index(max(margins))  # the earliest best window
+
+
+def test_windowed_targets_on_a_synthetic_teacher():
+    body = list(range(1000, 1050))  # 50 body tokens, windows of 12 (10 body tokens), stride 5
+    t = windowed_targets(PositionTeacher(), body, cls_id=1, sep_id=2, window=12, stride=5)
+    starts = window_starts(50, 10, 5)
+    assert t.windows == len(starts) and t.tokens.shape == (50, 3)
+    for i, token in enumerate(body):
+        best = max(starts, key=lambda s: (min(i - s, s + 9 - i) if s <= i < s + 10 else -1, -s))
+        assert t.tokens[i].tolist() == [token, i - best + 1, 1.0]  # its state at its place in that window
+    windows = [torch.tensor([[1.0, 0, 1]] + [[tok, p + 1, 1] for p, tok in enumerate(body[s:s + 10])]
+                            + [[2.0, 11, 1]]) for s in starts]
+    expected = torch.stack([nn.functional.normalize(w.mean(0), dim=0) for w in windows]).mean(0)
+    assert torch.allclose(t.embedding, nn.functional.normalize(expected, dim=0), atol=1e-6)
+
+
+def test_loss_and_fidelity_are_perfect_on_the_teachers_own_states():
+    body = list(range(1000, 1030))
+    t = windowed_targets(PositionTeacher(), body, cls_id=1, sep_id=2, window=12, stride=5)
+    states = torch.cat([t.tokens[:1], t.tokens, t.tokens[-1:]])
+    states = states - states.mean(0) + t.embedding * states.shape[0] ** 0.5  # mean pools to the target embedding
+    loss, parts = long_loss(states, t)
+    assert parts["embedding"] == pytest.approx(0.0, abs=1e-6)
+    exact = torch.cat([t.tokens[:1], t.tokens, t.tokens[-1:]])
+    fid = long_fidelity([exact], [t])
+    assert fid["token_cosine_mean"] == pytest.approx(1.0, abs=1e-6) and fid["nearest_own"] == 1
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_support_oracle_is_the_gold_graph_of_every_sequence(kernels, monkeypatch):
+    monkeypatch.setattr(cpu_rows, "available", lambda: kernels)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(3, 2, 40, 8, generator=g) * 2, torch.randn(3, 2, 40, 8, generator=g) * 2
+    lengths = torch.tensor([40, 25, 1])
+    inputs = AttentionInputs(0, q, k, torch.full((3, 40), -1), lengths)
+    pattern = OracleSupport().fit(None).predict(inputs)
+    for b, n in enumerate(lengths.tolist()):
+        gold = torch.zeros(2, 40, 40, dtype=torch.bool)
+        gold[:, :n, :n] = support(q[b, :, :n] @ k[b, :, :n].transpose(-1, -2) / 8**0.5, 1.5)
+        assert torch.equal(pattern.to_dense()[b], gold)
+    assert predictor_from_spec("oracle-support").spec == "oracle-support"
+
+
+def test_training_through_the_support_is_dense_entmax_forward_and_backward():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 30, 8, generator=g, dtype=torch.float64) * 2 for _ in range(3))
+    pattern = OracleSupport().fit(None).predict(AttentionInputs(0, q, k, torch.full((1, 30), -1), torch.tensor([30])))
+    grads = []
+    for sparse in (True, False):
+        a, b, c = (x.clone().requires_grad_(True) for x in (q, k, v))
+        out = sparse_entmax_attention(a, b, c, pattern, 1.5) if sparse else \
+            entmax(a @ b.transpose(-1, -2) / 8**0.5, 1.5) @ c
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append([out.detach(), a.grad, b.grad, c.grad])
+    for x, y in zip(*grads):
+        assert torch.allclose(x, y, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    articles = list(iter_articles(default_data_dir() / "valid.txt"))[:2]
+    path = tmp_path_factory.mktemp("long") / "articles.txt"
+    path.write_text("".join(f" = Article {i} = \n {a[:2500]} \n" for i, a in enumerate(articles)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def straight(corpus, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("straight") / "model"
+    return out, distil_long(corpus, out, **RUN)
+
+
+def test_resume_continues_on_the_same_trajectory_and_the_folder_loads(corpus, straight, tmp_path):
+    straight_out, record = straight
+    out = tmp_path / "model"
+    first = distil_long(corpus, out, stop_after=2, **RUN)
+    assert first["status"] == "interrupted" and not out.exists() and checkpoint_dir(out).is_dir()
+    with pytest.raises(ConflictError, match="--resume"):
+        distil_long(corpus, out, **RUN)
+    final = distil_long(corpus, out, resume=True, **RUN)
+    assert final["losses"] == record["losses"] and len(record["losses"]) == 3
+    a, b = load_file(straight_out / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[x], b[x]) for x in a)
+    assert not checkpoint_dir(out).exists()
+    model, tokenizer, info = load_encoder(out, "sparsefinder_sparse")
+    assert info.max_positions == 1024 and tokenizer.model_max_length == 1024
+    held = record["holdout_fidelity"]
+    assert held["after"]["documents"] == record["corpus"]["holdout_documents"] >= 1
+    assert "nearest is own" in (out / "README.md").read_text()
+    assert json.loads((out / "long.json").read_text())["training"]["window"] == 40
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--doc-tokens", "30"], "above the window"),
+    (["--window", "600"], "longer than the teacher"),
+    (["--steps", "0"], "steps must be at least 1"),
+])
+def test_bad_options_exit_2_with_one_line(flags, message, corpus, tmp_path, capsys):
+    code = main(["distil-long", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--window", "40", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "m").exists()

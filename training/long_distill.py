@@ -1,0 +1,242 @@
+"""``sparsefinder distil-long``: teach an α-entmax encoder long documents from its windowed softmax teacher.
+
+Issue 13's recipe, after Longformer (Beltagy et al. 2020): the student's position table is
+extended by copying (:func:`~sparsefinder.training.long_context.extend_encoder`), then it reads
+whole documents ``[CLS] body [SEP]`` of up to ``doc_tokens`` tokens (WikiText articles cut to
+that length) and learns the teacher's windowed view of them
+(:mod:`sparsefinder.training.windowed_teacher`) with the loss
+
+    L = (1 − cos(e_s, e_t)) + w · MSE(h_s, t)
+
+where ``e_s`` is the student's document embedding, ``e_t`` the mean of the teacher's window
+embeddings, ``h_s`` the student's body-token states and ``t`` each token's state in the window
+where it sits most centrally (``w`` is :data:`~sparsefinder.config.ADAPT_HIDDEN_WEIGHT`).
+
+Dense ``n²`` entmax is too slow and too big at these lengths on a CPU, so the student computes
+attention through the sparse path on the **exact support** of each layer
+(:class:`~sparsefinder.predictors.oracle.OracleSupport`, scores computed a chunk of queries at a
+time): keys outside the support have zero probability and zero gradient, so this is dense
+α-entmax, forward and backward, at the cost of the kept pairs. Layers are recomputed in the
+backward pass (gradient checkpointing), so memory holds one layer's gathered keys at a time.
+
+Like ``adapt``: deterministic given the seed (documents visited in a seeded permutation, dropout
+off, token embeddings frozen), a checkpoint every K steps beside the output (``--resume``
+continues on the same trajectory), and a model folder that loads with ``--model`` everywhere, with
+its run record (``long.json``) and model card. The last
+:data:`~sparsefinder.config.LONG_HOLDOUT_DOCS` documents are held out for the record's fidelity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from ..alpha_entmax import check_alpha
+from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_SEED, ADAPT_WARMUP, DEFAULT_ALPHA, LONG_CHECKPOINT_EVERY,
+                      LONG_DOC_TOKENS, LONG_HOLDOUT_DOCS, LONG_LR, LONG_MAX_POSITIONS, LONG_STEPS, LONG_STRIDE,
+                      LONG_WINDOW)
+from ..corpus import check_corpus, iter_articles
+from ..errors import SparsefinderError
+from ..files import atomic_dir, atomic_write_json
+from ..hf.attention import SPARSE_ENTMAX
+from ..model import describe_device, load_encoder, mean_pool, model_info, packaged_model_path, pick_device, resolve_model
+from ..predictors.oracle import OracleSupport
+from ..version import __version__
+from .adapt import batch_indices
+from .checkpoints import check_output, checkpoint_dir, load_checkpoint, save_checkpoint
+from .long_context import extend_encoder
+from .model_card import LONG_JSON, write_long_model_card
+from .windowed_teacher import WindowedTargets, long_fidelity, student_states, windowed_targets
+
+__all__ = ["distil_long", "long_documents", "long_loss"]
+
+
+def long_documents(corpus: str | Path, tokenizer: PreTrainedTokenizerBase, doc_tokens: int, min_tokens: int
+                   ) -> list[list[int]]:
+    """Body token ids of a corpus's long documents: each article cut into consecutive pieces of
+    ``doc_tokens − 2`` tokens, pieces of fewer than ``min_tokens`` tokens dropped."""
+    room = doc_tokens - 2
+    out = []
+    for article in iter_articles(corpus):
+        ids = tokenizer(article, add_special_tokens=False)["input_ids"]
+        out += [ids[s:s + room] for s in range(0, len(ids), room) if len(ids[s:s + room]) >= min_tokens]
+    return out
+
+
+def long_loss(states: Tensor, targets: WindowedTargets, hidden_weight: float = ADAPT_HIDDEN_WEIGHT
+              ) -> tuple[Tensor, dict[str, float]]:
+    """Loss of student states ``(m + 2, D)`` against the windowed teacher's targets; returns it and its two parts."""
+    embedding = mean_pool(states[None], torch.ones(1, states.shape[0], device=states.device))[0]
+    emb_loss = 1 - (embedding * targets.embedding.to(states.device)).sum()
+    mse = ((states[1:-1] - targets.tokens.to(states.device)) ** 2).mean()
+    return emb_loss + hidden_weight * mse, {"embedding": float(emb_loss.detach()), "hidden_mse": float(mse.detach())}
+
+
+def _student(model: Path, alpha: float, max_positions: int, device: str
+             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The student: ``model`` on the sparse path, its positions extended, dropout off, layers recomputed in backward."""
+    student, tokenizer, info = load_encoder(model, SPARSE_ENTMAX, device)
+    if info.max_positions < max_positions:
+        extend_encoder(student, tokenizer, max_positions)
+    student.config.entmax_alpha = alpha
+    student.get_input_embeddings().requires_grad_(False)
+    for module in student.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return student, tokenizer
+
+
+def distil_long(
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    model: str | Path | None = None,
+    teacher: str | Path | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    max_positions: int = LONG_MAX_POSITIONS,
+    doc_tokens: int = LONG_DOC_TOKENS,
+    steps: int = LONG_STEPS,
+    lr: float = LONG_LR,
+    window: int = LONG_WINDOW,
+    stride: int = LONG_STRIDE,
+    seed: int = ADAPT_SEED,
+    checkpoint_every: int = LONG_CHECKPOINT_EVERY,
+    resume: bool = False,
+    stop_after: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` (default: the default model) on the long documents of ``corpus``; save it in ``out``.
+
+    ``teacher`` is the softmax encoder (default: the packaged one) read in windows of ``window``
+    tokens. Returns the run record (also ``out/long.json``); ``out`` already holding the same
+    run returns its record. ``stop_after`` and ``resume`` work as in :func:`~sparsefinder.training.adapt.adapt`.
+    """
+    alpha = check_alpha(alpha)
+    for name, value, low in (("steps", steps, 1), ("checkpoint interval", checkpoint_every, 1), ("stride", stride, 1),
+                             ("window", window, 3)):
+        if value < low:
+            raise SparsefinderError(f"{name} must be at least {low}, got {value}")
+    if not lr > 0:
+        raise SparsefinderError(f"learning rate must be positive, got {lr}")
+    if not window < doc_tokens <= max_positions:
+        raise SparsefinderError(f"document tokens must be above the window ({window}) and at most the positions "
+                                f"({max_positions}), got {doc_tokens}")
+    student_path = resolve_model(model)
+    teacher_info = model_info(teacher if teacher is not None else packaged_model_path())
+    if window > teacher_info.max_positions:
+        raise SparsefinderError(f"window {window} is longer than the teacher's {teacher_info.max_positions} positions")
+    corpus_info = check_corpus(corpus)
+    out = Path(out)
+    key = {"model_id": model_info(student_path).id, "teacher_id": teacher_info.id, "corpus_sha256": corpus_info.sha256,
+           "alpha": alpha, "max_positions": max_positions, "doc_tokens": doc_tokens, "steps": steps, "lr": lr,
+           "window": window, "stride": stride, "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT}
+    done_record = out / LONG_JSON
+    if done_record.is_file() and json.loads(done_record.read_text()).get("key") == key:
+        return json.loads(done_record.read_text())
+    check_output(out)
+    ckpt = checkpoint_dir(out)
+    state = load_checkpoint(ckpt, key, resume)
+
+    device = pick_device(device)
+    torch.manual_seed(seed)
+    teacher_model, _, _ = load_encoder(teacher_info.path, "eager", device)
+    teacher_model.requires_grad_(False)
+    student, tokenizer = _student(student_path, alpha, max_positions, device)
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    docs = long_documents(corpus, tokenizer, doc_tokens, min_tokens=window)
+    holdout = min(LONG_HOLDOUT_DOCS, len(docs) // 5)
+    train, held = docs[:len(docs) - holdout], docs[len(docs) - holdout:]
+    if not train:
+        raise SparsefinderError(f"corpus {corpus} has no document longer than the window ({window} tokens)")
+    oracle = OracleSupport(alpha=alpha).fit(None)
+
+    student.train()
+    student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(ADAPT_WARMUP * steps), steps)
+    start, losses, elapsed = 0, [], 0.0
+    if state is not None:
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    end = steps if stop_after is None else min(steps, start + stop_after)
+    bar = tqdm(total=steps, initial=start, unit="doc", desc=f"distil-long L≤{doc_tokens}", disable=not progress)
+    t0 = time.perf_counter()
+    for step in range(start, end):
+        body = train[batch_indices(step, len(train), 1, seed)[0]]
+        targets = windowed_targets(teacher_model, body, cls_id, sep_id, window, stride)
+        states = student_states(student, body, cls_id, sep_id, attention_predictor=oracle)
+        loss, parts = long_loss(states, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", cos=f"{1 - parts['embedding']:.4f}", n=len(body) + 2)
+        bar.update(1)
+        done = step + 1
+        if done % checkpoint_every == 0 or done == end:
+            save_checkpoint(ckpt, {"key": key, "step": done, "student": student.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                   "rng": torch.get_rng_state(), "losses": losses,
+                                   "elapsed_s": elapsed + time.perf_counter() - t0})
+    bar.close()
+    elapsed += time.perf_counter() - t0
+    record = {"status": "complete" if end == steps else "interrupted", "step": end, "losses": losses,
+              "elapsed_s": elapsed}
+    if end < steps:
+        return record
+
+    student.activation_checkpointing_disable()
+    student.eval()
+    held_fidelity = None
+    if held:
+        targets = [windowed_targets(teacher_model, body, cls_id, sep_id, window, stride) for body in held]
+        before, _ = _student(student_path, alpha, max_positions, device)
+        with torch.no_grad():
+            held_fidelity = {
+                "doc_tokens": [len(b) + 2 for b in held],
+                "before": long_fidelity([student_states(before.eval(), b, cls_id, sep_id, attention_predictor=oracle)
+                                         for b in held], targets),
+                "after": long_fidelity([student_states(student, b, cls_id, sep_id, attention_predictor=oracle)
+                                        for b in held], targets)}
+    record = {
+        **record,
+        "format": 1,
+        "key": key,
+        "base_model": model_info(student_path).to_dict(),
+        "teacher": teacher_info.to_dict(),
+        "alpha": alpha,
+        "corpus": {"path": str(Path(corpus).resolve()), "sha256": corpus_info.sha256, "documents": len(docs),
+                   "train_documents": len(train), "holdout_documents": len(held)},
+        "training": {"steps": steps, "doc_tokens": doc_tokens, "max_positions": max_positions, "window": window,
+                     "stride": stride, "lr": lr, "warmup": ADAPT_WARMUP, "schedule": "linear", "optimizer": "AdamW",
+                     "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT, "dropout": "off",
+                     "frozen": "token embeddings", "attention": "exact support (oracle-support), sparse path",
+                     "loss_first": losses[0], "loss_last": losses[-1]},
+        "cost": {"elapsed_s": round(elapsed, 1), "device": device, "machine": describe_device(device)},
+        "holdout_fidelity": held_fidelity,
+        "sparsefinder_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_dir(out) as tmp:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / LONG_JSON, record)
+        write_long_model_card(tmp, record)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return record

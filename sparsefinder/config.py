@@ -94,6 +94,9 @@ EXTRACT_BATCH: int = 4
 #: One is fastest on a CPU at L = 512 (measured: 7.5 s per sequence against 11.7 s with 4 for four
 #: predictors): several predictors build (B, H, n, n) masks, which leave the cache when B grows.
 EVAL_BATCH: int = 1
+#: Sequences the evaluation reads at a time and goes through layer by layer (positional patterns are predicted once per
+#: layer and length in a chunk).
+EVAL_CHUNK: int = 16
 #: Texts per forward pass of ``sparsefinder encode``, the fidelity report and ``adapt-eval``.
 ENCODE_BATCH: int = 8
 #: Texts of the corpus the fidelity report compares by default (``sparsefinder fidelity --limit``).
@@ -130,7 +133,7 @@ LONG_DOC_TOKENS: int = 2048
 LONG_WINDOW: int = 512
 LONG_STRIDE: int = 256
 LONG_STEPS: int = 60
-LONG_LR: float = 5e-5
+LONG_LR: float = 1e-4
 LONG_CHECKPOINT_EVERY: int = 5
 LONG_HOLDOUT_DOCS: int = 2
 """Last documents of the training corpus kept out of training for the fidelity of the run record."""

@@ -1,9 +1,12 @@
 """Evaluating predictors against gold graphs: recall–sparsity curves (method.md §3).
 
-:func:`evaluate` streams a dataset once, a batch of sequences at a time; for every layer and
-predictor it predicts the patterns of all knob values in one sweep, compares each with the
+:func:`evaluate` streams a dataset once, a chunk of sequences at a time, layer by layer; for
+every predictor it predicts the patterns of all knob values in one sweep, compares each with the
 gold graph (a dense mask built once per batch and layer, read by one gather per kept pair)
-and accumulates macro averages per (layer, head). The result is the report dictionary written by
+and accumulates macro averages per (layer, head). Predictors whose pattern depends only on the
+layer and the sequence lengths (:attr:`~sparsefinder.predictors.base.Predictor.positional`: fixed
+windows, BigBird, Longformer, Attention Pruning, …) predict once per layer and length in a chunk,
+not once per sequence. The result is the report dictionary written by
 :mod:`sparsefinder.report` (schema in that module's docstring).
 """
 
@@ -15,12 +18,16 @@ from dataclasses import dataclass, field
 from collections.abc import Iterator
 from typing import Any
 
+from torch import Tensor
+
 from tqdm.auto import tqdm
 
 from .version import __version__
-from .config import EVAL_BATCH
+from .config import EVAL_BATCH, EVAL_CHUNK
 from .dataset import GoldDataset, Sequence, batch_inputs
+from .inputs import AttentionInputs
 from .metrics import MetricsAccumulator, compare
+from .pattern import Pattern
 from .predictors.base import Predictor
 
 __all__ = ["Candidate", "evaluate", "pareto_front", "summarise_curve"]
@@ -41,6 +48,8 @@ class Candidate:
     fit_seconds: float | None = None
     _accumulators: list[MetricsAccumulator] = field(default_factory=list, repr=False)
     _seconds: list[float] = field(default_factory=list, repr=False)
+    _predicted: int = field(default=0, repr=False)
+    """Sequence-layers actually predicted (positional patterns are reused across a chunk)."""
 
     def settings(self) -> list[Any]:
         knob = self.predictor.knob
@@ -92,38 +101,38 @@ def _batches(dataset: GoldDataset, limit: int | None, size: int) -> Iterator[lis
 
 
 def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | None = None,
-             progress: bool = True, batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+             progress: bool = True, batch_size: int = EVAL_BATCH, chunk: int = EVAL_CHUNK) -> dict[str, Any]:
     """Evaluate every candidate setting on up to ``limit`` sequences of ``dataset``; return the report dict.
 
-    Sequences are read ``batch_size`` at a time; per batch and layer the gold graph becomes a
-    dense mask once, each candidate predicts all its knob values in one
-    :meth:`~sparsefinder.predictors.base.Predictor.predict_sweep`, and every pattern is scored
-    against the mask with one gather per kept pair. A candidate's prediction time is split
-    evenly over its knob values.
+    ``chunk`` sequences are read at a time and evaluated layer by layer, ``batch_size`` sequences
+    per prediction; per batch and layer the gold graph becomes a dense mask once, each candidate
+    predicts all its knob values in one
+    :meth:`~sparsefinder.predictors.base.Predictor.predict_sweep` (a positional predictor once per
+    layer and lengths in the chunk), and every pattern is scored against the mask with one gather
+    per kept pair. A candidate's prediction time is split evenly over its knob values and counted
+    per prediction actually made.
     """
     layers, heads = dataset.num_layers, dataset.num_heads
     gold_acc = MetricsAccumulator(layers, heads)
     for c in candidates:
         c._accumulators = [MetricsAccumulator(layers, heads) for _ in c.settings()]
         c._seconds = [0.0 for _ in c.settings()]
+        c._predicted = 0
     total = min(len(dataset), limit) if limit is not None else len(dataset)
     sequences = 0
     bar = tqdm(total=total, unit="seq", desc="evaluate", disable=not progress)
-    for batch in _batches(dataset, limit, batch_size):
+    for sequences_read in _batches(dataset, limit, max(chunk, batch_size)):
+        batches = [sequences_read[i:i + batch_size] for i in range(0, len(sequences_read), batch_size)]
         for layer in range(layers):
-            inputs, gold = batch_inputs(batch, layer)
-            gold_mask = gold.to_dense()
-            gold_acc.add(layer, compare(gold, gold, gold_mask))
+            golds = []
+            for batch in batches:
+                inputs, gold = batch_inputs(batch, layer)
+                golds.append((inputs, gold, gold.to_dense()))
+                gold_acc.add(layer, compare(gold, gold, golds[-1][2]))
             for c in candidates:
-                values = c.settings()
-                t0 = time.perf_counter()
-                patterns = c.predictor.predict_sweep(inputs, values) if c.predictor.knob else [c.predictor.predict(inputs)]
-                share = (time.perf_counter() - t0) / len(values)
-                for j, pattern in enumerate(patterns):
-                    c._seconds[j] += share
-                    c._accumulators[j].add(layer, compare(pattern, gold, gold_mask))
-        sequences += len(batch)
-        bar.update(len(batch))
+                _evaluate_layer(c, layer, golds)
+        sequences += len(sequences_read)
+        bar.update(len(sequences_read))
     bar.close()
     gold_per_head = gold_acc.per_head()["gold_sparsity"]
     return {
@@ -146,8 +155,29 @@ def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | 
     }
 
 
+def _evaluate_layer(c: Candidate, layer: int, golds: list[tuple[AttentionInputs, Pattern, Tensor]]) -> None:
+    """Add one layer of a chunk to ``c``'s accumulators: ``golds`` holds (inputs, gold, gold mask) per batch."""
+    values = c.settings()
+    reused: dict[tuple, list[Pattern]] = {}
+    for inputs, gold, gold_mask in golds:
+        key = (inputs.length, tuple(inputs.lengths.tolist()))
+        patterns = reused.get(key) if c.predictor.positional else None
+        if patterns is None:
+            t0 = time.perf_counter()
+            patterns = c.predictor.predict_sweep(inputs, values) if c.predictor.knob else [c.predictor.predict(inputs)]
+            share = (time.perf_counter() - t0) / len(values)
+            for j in range(len(values)):
+                c._seconds[j] += share
+            c._predicted += inputs.batch_size
+            if c.predictor.positional:
+                reused[key] = patterns
+        for j, pattern in enumerate(patterns):
+            c._accumulators[j].add(layer, compare(pattern, gold, gold_mask))
+
+
 def _predictor_entry(c: Candidate, sequences: int) -> dict[str, Any]:
     p = c.predictor
+    predicted = max(c._predicted / max(c._accumulators[0].num_layers, 1), 1e-9) if c._accumulators else sequences
     settings = []
     for value, acc, seconds in zip(c.settings(), c._accumulators, c._seconds):
         if p.knob is not None:
@@ -162,7 +192,7 @@ def _predictor_entry(c: Candidate, sequences: int) -> dict[str, Any]:
             "precision": mean["precision"],
             "worst_head_recall": float(per_head["recall"].min()),
             "requested_recall": value if p.knob == RECALL_KNOB else None,
-            "predict_seconds_per_sequence": seconds / sequences,
+            "predict_seconds_per_sequence": seconds / predicted,
             "per_head": {m: per_head[m].tolist() for m in ("recall", "sparsity", "precision")},
         })
     points = [(s["sparsity"], s["recall"]) for s in settings]

@@ -106,3 +106,17 @@ def test_threshold_predictor_kernel_equals_torch_path(torch_path):
     with torch_path:
         ref = predictor.predict_sweep(seq.inputs(1), values)
     assert fast == ref
+
+
+def test_shared_bucket_rows_equal_the_torch_comparison():
+    from sparsefinder.pattern import Pattern
+    from sparsefinder.predictors.bucket_rows import shared_bucket_rows
+
+    g = torch.Generator().manual_seed(3)
+    qb, kb = torch.randint(0, 6, (2, 3, 30, 4), generator=g), torch.randint(0, 6, (2, 3, 30, 4), generator=g)
+    lengths = torch.tensor([30, 17])
+    index, counts = shared_bucket_rows(qb, kb, lengths)
+    valid = torch.arange(30) < lengths[:, None]
+    expected = (qb[:, :, :, None, :] == kb[:, :, None, :, :]).any(-1) & valid[:, None, :, None] & valid[:, None, None, :]
+    pattern = Pattern(index, counts, lengths).validate()
+    assert torch.equal(pattern.to_dense(), expected)

@@ -6,10 +6,12 @@ lowered to 2 where it exists, to stay fast) and checked on a small synthetic dat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
 import pytest
+import torch
 from synthetic import grouped_dataset
 
 from sparsefinder.errors import NotFittedError
@@ -51,3 +53,7 @@ def test_predictor_contract(name, data):
     store = ArtifactStore(f"memory://contract-{uuid.uuid4().hex}")
     info = store.save(predictor, dataset=data, fit_seconds=0.0)
     assert store.load(info.id).predict(inputs) == pattern
+    if cls.positional:  # the evaluation reuses its pattern across sequences of the same lengths
+        other = dataclasses.replace(inputs, queries=torch.randn_like(inputs.queries), keys=torch.randn_like(inputs.keys),
+                                    input_ids=torch.randint(0, 100, inputs.input_ids.shape))
+        assert predictor.predict(other) == pattern, "a positional pattern must not read queries, keys or tokens"

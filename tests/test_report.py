@@ -37,3 +37,25 @@ def test_evaluate_window_writes_consistent_report(tiny_dataset, tmp_path, capsys
     assert (out / "pareto_layers.png").stat().st_size > 1000
     assert [r["id"] for r in list_reports(out.parent)] == ["tiny-window"]
     assert report_csv(load_report(out.parent, "tiny-window")) == (out / "report.csv").read_text()
+
+
+def test_positional_patterns_reused_across_a_chunk_give_the_same_report(tiny_dataset):
+    from sparsefinder.dataset import InMemoryDataset
+    from sparsefinder.evaluation import Candidate, evaluate
+    from sparsefinder.predictors.registry import predictor_from_spec, sweep_values
+
+    seqs = list(tiny_dataset.sequences())
+    data = InMemoryDataset([seqs[0], seqs[1], seqs[0], seqs[1], seqs[0]])  # lengths repeat inside the chunk
+    specs = ["window", "bigbird", "longformer", "lexical", "oracle-topk"]
+
+    def run(chunk: int) -> tuple[list, list[int]]:
+        candidates = [Candidate(predictor_from_spec(s).fit(None), sweep_values(s)) for s in specs]
+        report = evaluate(data, candidates, progress=False, chunk=chunk)
+        numbers = [[(s["recall"], s["sparsity"], s["per_head"]) for s in p["settings"]] for p in report["predictors"]]
+        return numbers, [c._predicted for c in candidates]
+
+    fast, predicted = run(chunk=16)
+    slow, every = run(chunk=1)  # one sequence per chunk: every pattern predicted afresh
+    assert fast == slow
+    assert every == [5 * 6] * 5  # sequences × layers
+    assert predicted == [2 * 6, 2 * 6, 2 * 6, 5 * 6, 5 * 6]  # positional ones once per length and layer

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..config import CPU_KERNELS, THRESHOLD_SEED_KEYS
 
-__all__ = ["available", "certified_rows", "row_thresholds", "select_rows", "sparse_rows", "warm_up"]
+__all__ = ["available", "certified_rows", "row_thresholds", "select_rows", "set_threads", "sparse_rows", "warm_up"]
 
 
 try:  # Numba is a dependency, but the torch path must keep working without it
@@ -242,7 +242,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
 
 
 
-def _threads() -> None:
+def set_threads() -> None:
     """Run Numba's parallel loops on torch's thread count (one knob for both)."""
     _nb.set_num_threads(max(1, min(torch.get_num_threads(), _nb.config.NUMBA_NUM_THREADS)))
 
@@ -254,7 +254,7 @@ def _np(x: Tensor, dtype: torch.dtype) -> np.ndarray:
 def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, scaling: float) -> Tensor:
     """Sparse α-entmax (α = 1.5) attention: ``q`` ``(B, H, n, d)``, ``k``/``v`` ``(B, H, n, d)``,
     ``index`` ``(B, H, n, w)`` and ``counts`` ``(B, H, n)`` → output ``(B, H, n, dv)`` (zeros for empty rows)."""
-    _threads()
+    set_threads()
     batch, heads, n, d = q.shape
     out = np.empty((batch * heads * n, v.shape[-1]), np.float32)
     sparse(_np(q, torch.float32).reshape(-1, d), _np(k, torch.float32).reshape(batch * heads, -1, d),
@@ -274,7 +274,7 @@ def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor],
     zero padded, ``w`` the widest row, ≥ 1) and ``counts`` ``(R,)``: a counting pass, then the
     index at its final width.
     """
-    _threads()
+    set_threads()
     rows = z.shape[0]
     zz, nv = _np(z, torch.float32), _np(nvalid, torch.int64)
     stacked = np.stack([_np(m, torch.float32) for m in margins]) if margins else np.zeros((0, rows), np.float32)
@@ -292,7 +292,7 @@ def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor],
 def row_thresholds(z: Tensor, nvalid: Tensor, seed: int = THRESHOLD_SEED_KEYS) -> Tensor:
     """Exact α-entmax (α = 1.5) threshold of each row of ``z`` ``(R, n)`` over its first ``nvalid`` ``(R,)``
     entries (0 for empty rows), float32 ``(R,)``."""
-    _threads()
+    set_threads()
     rows = z.shape[0]
     t = np.empty(rows, np.float32)
     thresholds(_np(z, torch.float32), _np(nvalid, torch.int64), seed, np.zeros((0, rows), np.float32),
@@ -310,7 +310,7 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
     output ``(R, dv)``, the certified keys (predicted plus added) as ``index`` ``(R, w')`` and
     ``counts`` ``(R,)``, and the keys added per row ``(R,)``.
     """
-    _threads()
+    set_threads()
     rows, n = z.shape
     out = np.empty((rows, v.shape[-1]), np.float32)
     kept = np.zeros((rows, n), np.int64)

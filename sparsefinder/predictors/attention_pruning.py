@@ -43,6 +43,7 @@ def position_pattern(score: Tensor, threshold: float, absolute: bool, inputs: At
 class AttentionPruningPredictor(Predictor):
     """Keep the positions whose gold frequency over the fit corpus exceeds ``threshold``."""
 
+    positional = True
     name: ClassVar[str] = "attention-pruning"
     spec_key = ("pruning",)
     spec_tokens = {"pruning": "threshold", "abs": "absolute"}

@@ -62,6 +62,9 @@ class Predictor:
     learns: ClassVar[bool] = False
     #: Reference curves (oracles that read the true scores) are drawn apart in reports.
     reference: ClassVar[bool] = False
+    #: Whether the pattern depends only on the layer and the sequence lengths (not on queries, keys or tokens):
+    #: evaluations then predict it once per layer and length.
+    positional: ClassVar[bool] = False
     #: Whether evaluations of ``all`` include it (not the gold graph itself: recall 1 at gold sparsity by definition).
     in_reports: ClassVar[bool] = True
     #: Fitted attributes ``<name>_`` that :meth:`state_dict` saves under ``<name>``: tensors, or

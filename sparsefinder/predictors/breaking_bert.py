@@ -71,6 +71,7 @@ class LexicalPredictor(WindowUnion):
 class NeighbourDegreePredictor(Predictor):
     """A window per layer whose degree is the smallest keeping ``target`` of the layer's gold edges."""
 
+    positional = True
     name: ClassVar[str] = "neighbour-degree"
     spec_key = ("degree",)
     spec_tokens = {"degree": "target"}

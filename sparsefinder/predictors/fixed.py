@@ -123,6 +123,7 @@ class WindowUnion(Predictor):
 class WindowPredictor(WindowUnion):
     """Keep keys within ``±width`` positions of the query."""
 
+    positional = True
     name: ClassVar[str] = "window"
     spec_key = ("window",)
     spec_tokens = {"window": "width"}
@@ -141,6 +142,7 @@ class WindowPredictor(WindowUnion):
 class RandomPredictor(Predictor):
     """``keys`` uniformly random keys per query, seeded per (seed, layer)."""
 
+    positional = True
     name: ClassVar[str] = "random"
     spec_key = ("random",)
     spec_tokens = {"random": "keys", "seed": "seed"}
@@ -177,6 +179,7 @@ class RandomPredictor(Predictor):
 class GlobalPredictor(Predictor):
     """``tokens`` global tokens at fixed positions: first, last, then the following ones."""
 
+    positional = True
     name: ClassVar[str] = "global"
     spec_key = ("global",)
     spec_tokens = {"global": "tokens"}
@@ -201,6 +204,7 @@ class GlobalPredictor(Predictor):
 class AttendedGlobalPredictor(Predictor):
     """Global tokens at the ``tokens`` key positions most often in the fit data's gold graphs, per (layer, head)."""
 
+    positional = True
     name: ClassVar[str] = "attended-global"
     spec_key = ("attended", "global")
     spec_tokens = {"attended": None, "global": "tokens"}
@@ -252,6 +256,7 @@ class AttendedGlobalPredictor(Predictor):
 class StridedPredictor(Predictor):
     """Sparse Transformer strided pattern: ``|i−j| < stride`` or ``(i−j) mod stride = 0``."""
 
+    positional = True
     name: ClassVar[str] = "strided"
     spec_key = ("strided",)
     spec_tokens = {"strided": "stride"}
@@ -282,6 +287,7 @@ class StridedPredictor(Predictor):
 class BigBirdPredictor(Predictor):
     """BigBird at token level, scaled by one block size ``b``: window ``±⌊3b/2⌋``, ``3b`` random keys, ``2b`` globals."""
 
+    positional = True
     name: ClassVar[str] = "bigbird"
     spec_key = ("bigbird",)
     spec_tokens = {"bigbird": "block", "seed": "seed"}
@@ -313,6 +319,7 @@ class BigBirdPredictor(Predictor):
 class LongformerPredictor(WindowUnion):
     """Longformer: window ``±width`` plus ``tokens`` global tokens ([CLS], [SEP], …)."""
 
+    positional = True
     name: ClassVar[str] = "longformer"
     spec_key = ("longformer",)
     spec_tokens = {"longformer": "width", "global": "tokens"}

@@ -58,6 +58,7 @@ def train_mask_logits(counts: PositionCounts, penalty: float, steps: int, lr: fl
 class SparseBertDAMPredictor(Predictor):
     """Keep positions whose learned mask probability exceeds ``threshold``."""
 
+    positional = True
     name: ClassVar[str] = "sparsebert-dam"
     spec_key = ("dam",)
     spec_tokens = {"dam": "threshold", "penalty": "penalty", "abs": "absolute"}

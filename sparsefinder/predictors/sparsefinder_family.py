@@ -37,6 +37,7 @@ from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
 from ..pattern import Pattern, compact, query_chunks, width_classes
 from ..inputs import AttentionInputs
+from . import bucket_rows
 from .base import Predictor
 from .buckets import group_pattern
 from .projection import FitSample, Recipe, collect_samples, distance, train_layer
@@ -419,13 +420,16 @@ class QuantizationPredictor(ProjectionPredictor):
         return torch.searchsorted(bounds, flat).reshape(heads, r, batch, n).permute(2, 0, 3, 1)
 
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
-        """Pairs sharing a bucket in some dimension: one comparison per (pair, dimension), a chunk of queries at a time.
+        """Pairs sharing a bucket in some dimension: the compiled row kernel of :mod:`.bucket_rows` on a CPU,
+        else one comparison per (pair, dimension), a chunk of queries at a time.
 
         (Listing the pairs of each bucket would enumerate most pairs once per dimension: sharing
         any one of ``r`` buckets keeps most pairs.)
         """
         batch, heads, n, r = qp.shape
         qb, kb = self.bucket_ids(layer, qp), self.bucket_ids(layer, kp)  # (B, H, n, r)
+        if bucket_rows.available() and not qp.is_cuda:
+            return Pattern(*bucket_rows.shared_bucket_rows(qb, kb, lengths), lengths)
         ok = _key_mask(lengths, n) & (torch.arange(n, device=qp.device) < lengths[:, None])[:, None, :, None]
         starts = query_chunks(n, batch * heads * n * r, config.PREDICT_CHUNK_SCORES)
         pieces = [compact((qb[:, :, s:s + starts.step, None, :] == kb[:, :, None, :, :]).any(-1)

@@ -108,15 +108,38 @@ def test_threshold_predictor_kernel_equals_torch_path(torch_path):
     assert fast == ref
 
 
-def test_shared_bucket_rows_equal_the_torch_comparison():
+def test_shared_group_rows_equal_the_sorting_path(monkeypatch):
     from sparsefinder.pattern import Pattern
-    from sparsefinder.predictors.bucket_rows import shared_bucket_rows
+    from sparsefinder.predictors import buckets, group_rows
 
     g = torch.Generator().manual_seed(3)
-    qb, kb = torch.randint(0, 6, (2, 3, 30, 4), generator=g), torch.randint(0, 6, (2, 3, 30, 4), generator=g)
-    lengths = torch.tensor([30, 17])
-    index, counts = shared_bucket_rows(qb, kb, lengths)
-    valid = torch.arange(30) < lengths[:, None]
-    expected = (qb[:, :, :, None, :] == kb[:, :, None, :, :]).any(-1) & valid[:, None, :, None] & valid[:, None, None, :]
-    pattern = Pattern(index, counts, lengths).validate()
-    assert torch.equal(pattern.to_dense(), expected)
+    qg, kg = torch.randint(-1, 9, (3, 30, 2), generator=g), torch.randint(-1, 9, (3, 30, 3), generator=g)
+    fast = buckets.group_pattern(qg, kg, 8)  # 8 groups: ids -1 and 8 mean "no group"
+    index, counts = group_rows.shared_group_rows(qg, kg, 8, torch.tensor([30, 17, 0]))
+    monkeypatch.setattr(group_rows, "available", lambda: False)
+    slow = buckets.group_pattern(qg, kg, 8)
+    assert fast.validate() == slow and fast.nnz > 0
+    expected = slow.to_dense()[0].clone()
+    expected[1, 17:] = False
+    expected[1, :, 17:] = False
+    expected[2] = False
+    assert torch.equal(Pattern(index[None], counts[None], torch.tensor([30])).to_dense()[0], expected)
+
+
+def test_quantization_and_kmeans_predict_the_same_pairs_with_and_without_the_kernel(monkeypatch):
+    from synthetic import grouped_dataset
+
+    from sparsefinder.predictors import group_rows
+    from sparsefinder.predictors.sparsefinder_family import KMeansPredictor, QuantizationPredictor
+
+    data = grouped_dataset(sequences=3, layers=1, heads=2, length=40, dim=8)
+    seqs = list(data.sequences())
+    from sparsefinder.dataset import batch_inputs
+    inputs, _ = batch_inputs([seqs[0], seqs[1]], 0)
+    for predictor in (QuantizationPredictor(rank=3, epochs=1, buckets=4), KMeansPredictor(rank=3, epochs=1, top=2)):
+        predictor.fit(data)
+        fast = predictor.predict_sweep(inputs, list(predictor.grid)[:4])
+        monkeypatch.setattr(group_rows, "available", lambda: False)
+        slow = predictor.predict_sweep(inputs, list(predictor.grid)[:4])
+        monkeypatch.undo()
+        assert fast == slow and fast[-1].nnz > 0

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from ..pattern import Pattern
+from . import group_rows
 
 __all__ = ["group_pattern"]
 
@@ -30,9 +31,15 @@ def group_pattern(query_groups: Tensor, key_groups: Tensor, num_groups: int) -> 
 
     Returns
     -------
-    Pattern of one sequence, shape ``(1, H, n, n)``. Costs one sort of the ``H·n·t`` key
+    Pattern of one sequence, shape ``(1, H, n, n)``. On a CPU the compiled row kernel of
+    :mod:`.group_rows` builds the rows directly; otherwise it costs one sort of the ``H·n·t`` key
     memberships plus one per kept pair (duplicates from several shared groups are merged).
     """
+    if group_rows.available() and not key_groups.is_cuda:
+        heads, n = query_groups.shape[:2]
+        index, counts = group_rows.shared_group_rows(query_groups, key_groups, num_groups,
+                                                     torch.full((heads,), n, dtype=torch.long))
+        return Pattern(index[None], counts[None], torch.tensor([n], dtype=torch.long))
     heads, n, c = query_groups.shape
     device = key_groups.device
     head_offset = torch.arange(heads, device=device)[:, None, None] * num_groups

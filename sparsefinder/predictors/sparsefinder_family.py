@@ -37,7 +37,7 @@ from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
 from ..pattern import Pattern, compact, query_chunks, width_classes
 from ..inputs import AttentionInputs
-from . import bucket_rows
+from . import group_rows
 from .base import Predictor
 from .buckets import group_pattern
 from .projection import FitSample, Recipe, collect_samples, distance, train_layer
@@ -420,7 +420,7 @@ class QuantizationPredictor(ProjectionPredictor):
         return torch.searchsorted(bounds, flat).reshape(heads, r, batch, n).permute(2, 0, 3, 1)
 
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
-        """Pairs sharing a bucket in some dimension: the compiled row kernel of :mod:`.bucket_rows` on a CPU,
+        """Pairs sharing a bucket in some dimension: the compiled row kernel of :mod:`.group_rows` on a CPU,
         else one comparison per (pair, dimension), a chunk of queries at a time.
 
         (Listing the pairs of each bucket would enumerate most pairs once per dimension: sharing
@@ -428,8 +428,12 @@ class QuantizationPredictor(ProjectionPredictor):
         """
         batch, heads, n, r = qp.shape
         qb, kb = self.bucket_ids(layer, qp), self.bucket_ids(layer, kp)  # (B, H, n, r)
-        if bucket_rows.available() and not qp.is_cuda:
-            return Pattern(*bucket_rows.shared_bucket_rows(qb, kb, lengths), lengths)
+        if group_rows.available() and not qp.is_cuda:  # groups: (coordinate, bucket) pairs
+            coordinate = torch.arange(r, device=qp.device) * self.buckets
+            index, counts = group_rows.shared_group_rows((qb + coordinate).reshape(batch * heads, n, r),
+                                                         (kb + coordinate).reshape(batch * heads, n, r),
+                                                         r * self.buckets, lengths.repeat_interleave(heads))
+            return Pattern(index.view(batch, heads, n, -1), counts.view(batch, heads, n), lengths)
         ok = _key_mask(lengths, n) & (torch.arange(n, device=qp.device) < lengths[:, None])[:, None, :, None]
         starts = query_chunks(n, batch * heads * n * r, config.PREDICT_CHUNK_SCORES)
         pieces = [compact((qb[:, :, s:s + starts.step, None, :] == kb[:, :, None, :, :]).any(-1)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import hit_counts
 from .config import SPARSE_WIDTH_CLASSES
 
 __all__ = ["Pattern", "compact", "pad_width", "query_chunks", "width_classes"]
@@ -347,7 +348,12 @@ class Pattern:
         return Pattern.from_index(index, valid, self.lengths)
 
     def hits(self, gold_mask: Tensor) -> Tensor:
-        """Kept pairs that ``gold_mask`` ``(B, H, n, n)`` also holds, per sequence and head ``(B, H)``."""
+        """Kept pairs that ``gold_mask`` ``(B, H, n, n)`` also holds, per sequence and head ``(B, H)``.
+
+        On a CPU the compiled kernel of :mod:`sparsefinder.hit_counts` reads only the used slots.
+        """
+        if not self.index.is_cuda and hit_counts.available():
+            return hit_counts.pattern_hits(self.index, self.counts, gold_mask.to(torch.bool))
         return (gold_mask.gather(-1, self.index) & self.valid_slots()).sum(-1).sum(-1)
 
     def intersection_per_head(self, other: Pattern) -> Tensor:

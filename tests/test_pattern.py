@@ -158,3 +158,17 @@ def test_validate_rejects_repeated_keys_and_padded_keys():
     padded = Pattern(torch.tensor([[[[1], [0]]]]), torch.tensor([[[1, 0]]]), torch.tensor([1]))
     with pytest.raises(ValueError, match="lengths"):
         padded.validate()
+
+
+def test_hits_kernel_equals_the_gather(monkeypatch):
+    from sparsefinder import hit_counts
+
+    g = torch.Generator().manual_seed(5)
+    mask = torch.rand(2, 3, 20, 20, generator=g) < 0.3
+    pattern = Pattern.from_mask(torch.rand(2, 3, 20, 20, generator=g) < 0.5, torch.tensor([20, 11]))
+    fast = pattern.hits(mask)
+    monkeypatch.setattr(hit_counts, "available", lambda: False)
+    slow = pattern.hits(mask)
+    assert torch.equal(fast, slow) and int(fast.sum()) > 0
+    expected = (pattern.to_dense() & mask).sum((-1, -2))
+    assert torch.equal(fast, expected)

@@ -34,25 +34,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import CPU_KERNELS, THRESHOLD_SEED_KEYS
+from ..config import THRESHOLD_SEED_KEYS
+from ..kernels import available, set_threads
+from ..kernels import numba as _nb
 
-__all__ = ["available", "certified_rows", "row_thresholds", "select_rows", "set_threads", "sparse_rows", "warm_up"]
+__all__ = ["available", "certified_rows", "row_thresholds", "select_rows", "sparse_rows", "warm_up"]
 
-
-try:  # Numba is a dependency, but the torch path must keep working without it
-    import numba as _nb
-except ImportError:  # pragma: no cover - exercised only where Numba is missing
-    _nb = None
 
 #: Rows per parallel task: scratch buffers are allocated once per block, not per row.
 _BLOCK = 64
 #: Reorder sums only: no inf/NaN assumptions (thresholds meet -inf seeds).
 _FAST = {"reassoc", "contract", "arcp", "nsz"}
-
-
-def available() -> bool:
-    """Whether the row kernels can run (Numba installed and not switched off)."""
-    return _nb is not None and CPU_KERNELS
 
 
 if _nb is not None:  # module-level definitions, so Numba caches the compiled code on disk
@@ -240,11 +232,6 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 for s in range(c):
                     predicted[index[r, s]] = False
 
-
-
-def set_threads() -> None:
-    """Run Numba's parallel loops on torch's thread count (one knob for both)."""
-    _nb.set_num_threads(max(1, min(torch.get_num_threads(), _nb.config.NUMBA_NUM_THREADS)))
 
 
 def _np(x: Tensor, dtype: torch.dtype) -> np.ndarray:

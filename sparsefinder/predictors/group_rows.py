@@ -20,16 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attention import cpu_rows
+from ..kernels import available, set_threads
+from ..kernels import numba as _nb
 
 __all__ = ["available", "shared_group_rows"]
-
-try:  # Numba is a dependency, but the torch path must keep working without it
-    import numba as _nb
-except ImportError:  # pragma: no cover - exercised only where Numba is missing
-    _nb = None
-
-available = cpu_rows.available
 
 #: Rows per parallel task (the group marks are allocated once per task).
 _BLOCK = 64
@@ -83,7 +77,7 @@ def shared_group_rows(query_groups: Tensor, key_groups: Tensor, num_groups: int,
     queries and keys. Returns ``index`` ``(G, n, w)`` (increasing keys, zero padded, ``w`` the
     widest row, at least 1) and ``counts`` ``(G, n)``.
     """
-    cpu_rows.set_threads()
+    set_threads()
     groups, n, _ = query_groups.shape
     qg = query_groups.to(torch.int64).contiguous().numpy()
     kg = key_groups.to(torch.int64).contiguous().numpy()

@@ -1,0 +1,29 @@
+"""What every compiled CPU kernel shares: whether Numba runs here, and on how many threads.
+
+The kernels (:mod:`sparsefinder.attention.cpu_rows`, :mod:`sparsefinder.predictors.group_rows`,
+:mod:`sparsefinder.hit_counts`) are module-level Numba functions cached on disk; each caller keeps
+a torch path for when :func:`available` is false (Numba missing, or ``SPARSEFINDER_CPU_KERNELS=0``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import CPU_KERNELS
+
+__all__ = ["available", "numba", "set_threads"]
+
+try:  # Numba is a dependency, but the torch paths must keep working without it
+    import numba
+except ImportError:  # pragma: no cover - exercised only where Numba is missing
+    numba = None
+
+
+def available() -> bool:
+    """Whether the compiled kernels can run (Numba installed and not switched off)."""
+    return numba is not None and CPU_KERNELS
+
+
+def set_threads() -> None:
+    """Run Numba's parallel loops on torch's thread count (one knob for both)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))

@@ -40,7 +40,8 @@ class Engine:
         self.settings = settings
         self.device = pick_device(settings.device)
         self.store = ArtifactStore(settings.store)
-        self.encoder = SparseEncoder(model=settings.model, device=self.device, alpha=settings.alpha)
+        self.encoder = SparseEncoder(model=settings.model, device=self.device, alpha=settings.alpha,
+                                     max_tokens=settings.max_tokens)
         self.model, self.tokenizer, self.info = self.encoder.model, self.encoder.tokenizer, self.encoder.info
         self._cache: OrderedDict[tuple[str, float | None], Predictor] = OrderedDict()
         self._lock = threading.Lock()

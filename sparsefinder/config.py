@@ -135,6 +135,8 @@ LONG_STRIDE: int = 256
 LONG_STEPS: int = 60
 LONG_LR: float = 1e-4
 LONG_CHECKPOINT_EVERY: int = 5
+LONG_SHORT_BATCH: int = 8
+"""Short corpus lines added to every step with ``adapt``'s loss, so short texts keep their fidelity (0: none)."""
 LONG_HOLDOUT_DOCS: int = 2
 """Last documents of the training corpus kept out of training for the fidelity of the run record."""
 
@@ -196,6 +198,11 @@ class Settings(BaseSettings):
     """Bearer token required by state-changing HTTP routes; ``None`` disables them."""
     max_texts: int = 64
     """Most texts in one ``POST /v1/encode``."""
+    max_tokens: int | None = None
+    """Longest text in tokens the service embeds (``None``: the model's positions, 4,096 for a long-document
+    model). Longer texts are refused naming ``texts`` (or cut, with ``truncate``). It bounds the time of one
+    forward pass, so a short request waits behind a long one for at most that pass (the queue is first in,
+    first out and bounded)."""
     max_body_bytes: int = 1_000_000
     """Largest request body the service reads (413 beyond)."""
     queue_size: int = 16

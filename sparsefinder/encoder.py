@@ -63,11 +63,15 @@ class SparseEncoder:
         α of α-entmax for the dense and sparse modes.
     """
 
-    def __init__(self, model: str | Path | None = None, device: str | None = None, alpha: float = DEFAULT_ALPHA):
+    def __init__(self, model: str | Path | None = None, device: str | None = None, alpha: float = DEFAULT_ALPHA,
+                 max_tokens: int | None = None):
         self.device = torch.device(pick_device(device))
         self.alpha = alpha
         self.model, self.tokenizer, self.info = load_encoder(model, attn_implementation=SPARSE_ENTMAX,
                                                              device=self.device)
+        if max_tokens is not None and not 3 <= max_tokens:
+            raise SparsefinderError(f"max tokens must be at least 3, got {max_tokens}")
+        self.max_tokens = max_tokens
         check_layers(getattr(self.model.config, CONFIG_KEY, None), self.info.num_layers, f"config {CONFIG_KEY}")
 
     @property
@@ -76,7 +80,8 @@ class SparseEncoder:
 
     @property
     def max_length(self) -> int:
-        return int(self.info.max_positions)
+        """Longest input in tokens: the model's positions, or ``max_tokens`` when that is lower."""
+        return min(int(self.info.max_positions), self.max_tokens or int(self.info.max_positions))
 
     def tokenize(self, texts: list[str], truncate: bool = False) -> dict[str, Tensor]:
         """Padded token ids and attention mask ``(B, n)``; too long texts raise unless ``truncate``."""
@@ -87,7 +92,8 @@ class SparseEncoder:
         if batch["input_ids"].shape[1] > self.max_length:
             lengths = batch["attention_mask"].sum(1)
             first = int((lengths > self.max_length).nonzero()[0, 0])
-            raise SparsefinderError(f"text {first} has {int(lengths[first])} tokens, more than the model's "
+            limit = "the model's" if self.max_length == self.info.max_positions else "the limit of"
+            raise SparsefinderError(f"text {first} has {int(lengths[first])} tokens, more than {limit} "
                                     f"{self.max_length}; shorten it or pass truncate=True")
         return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
                                                                           "token_type_ids")}

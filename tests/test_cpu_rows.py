@@ -143,3 +143,25 @@ def test_quantization_and_kmeans_predict_the_same_pairs_with_and_without_the_ker
         slow = predictor.predict_sweep(inputs, list(predictor.grid)[:4])
         monkeypatch.undo()
         assert fast == slow and fast[-1].nnz > 0
+
+
+def test_entmax15_rows_matches_entmax15_forward_and_backward():
+    from entmax import entmax15
+
+    from sparsefinder.attention.cpu_rows import entmax15_rows
+
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(3, 4, 50, 50, generator=g) * 3
+    z[..., 40:] = torch.finfo(torch.float32).min  # masked keys, as transformers' additive mask makes them
+    z[0, 0, 0, 30:] = float("-inf")
+    weights = torch.randn(z.shape, generator=g)
+    grads = []
+    for fn in (entmax15_rows, lambda x: entmax15(x, dim=-1)):
+        x = z.clone().requires_grad_(True)
+        p = fn(x)
+        (p * weights).sum().backward()
+        grads.append((p.detach(), x.grad))
+    (p_fast, g_fast), (p_ref, g_ref) = grads
+    assert torch.allclose(p_fast, p_ref, atol=1e-6) and torch.equal(p_fast > 0, p_ref > 0)
+    assert torch.allclose(p_fast.sum(-1), torch.ones(3, 4, 50), atol=1e-5)
+    assert torch.allclose(g_fast, g_ref, atol=1e-5)

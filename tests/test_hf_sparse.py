@@ -63,6 +63,17 @@ def test_too_long_text_needs_truncate(encoder):
     assert encoder.encode([long], "dense", truncate=True).num_tokens == [512]
 
 
+def test_max_tokens_setting_caps_texts_below_the_model(encoder, monkeypatch):
+    monkeypatch.setattr(encoder, "max_tokens", 16)
+    text = " ".join(["word"] * 20)
+    with pytest.raises(SparsefinderError, match="more than the limit of 16"):
+        encoder.encode([text], "dense")
+    assert encoder.encode([text], "dense", truncate=True).num_tokens == [16]
+    assert encoder.encode(["a short text"], "dense").num_tokens == [5]
+    monkeypatch.setattr(encoder, "max_tokens", 4096)  # above the model's positions: the model's 512 stays
+    assert encoder.max_length == 512
+
+
 def test_bad_modes_are_user_errors(encoder):
     with pytest.raises(SparsefinderError):
         encoder.encode(TEXTS, "window4")

@@ -10,7 +10,9 @@ that length) and learns the teacher's windowed view of them
 
 where ``e_s`` is the student's document embedding, ``e_t`` the mean of the teacher's window
 embeddings, ``h_s`` the student's body-token states and ``t`` each token's state in the window
-where it sits most centrally (``w`` is :data:`~sparsefinder.config.ADAPT_HIDDEN_WEIGHT`).
+where it sits most centrally (``w`` is :data:`~sparsefinder.config.ADAPT_HIDDEN_WEIGHT`). So that
+short texts keep their fidelity, each step also adds ``adapt``'s loss on ``short_batch`` lines of
+the corpus (at most :data:`~sparsefinder.config.ADAPT_MAX_LENGTH` tokens, dense α-entmax).
 
 Dense ``n²`` entmax is too slow and too big at these lengths on a CPU, so the student computes
 attention through the sparse path on the **exact support** of each layer
@@ -40,17 +42,17 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from ..alpha_entmax import check_alpha
-from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_SEED, ADAPT_WARMUP, DEFAULT_ALPHA, LONG_CHECKPOINT_EVERY,
-                      LONG_DOC_TOKENS, LONG_HOLDOUT_DOCS, LONG_LR, LONG_MAX_POSITIONS, LONG_STEPS, LONG_STRIDE,
+from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_WARMUP, DEFAULT_ALPHA, LONG_CHECKPOINT_EVERY,
+                      LONG_DOC_TOKENS, LONG_HOLDOUT_DOCS, LONG_LR, LONG_MAX_POSITIONS, LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE,
                       LONG_WINDOW)
-from ..corpus import check_corpus, iter_articles
+from ..corpus import check_corpus, iter_articles, iter_texts
 from ..errors import SparsefinderError
 from ..files import atomic_dir, atomic_write_json
 from ..hf.attention import SPARSE_ENTMAX
 from ..model import describe_device, load_encoder, mean_pool, model_info, packaged_model_path, pick_device, resolve_model
 from ..predictors.oracle import OracleSupport
 from ..version import __version__
-from .adapt import batch_indices
+from .adapt import batch_indices, collate, distillation_loss
 from .checkpoints import check_output, checkpoint_dir, load_checkpoint, save_checkpoint
 from .long_context import extend_encoder
 from .model_card import LONG_JSON, write_long_model_card
@@ -108,6 +110,7 @@ def distil_long(
     window: int = LONG_WINDOW,
     stride: int = LONG_STRIDE,
     seed: int = ADAPT_SEED,
+    short_batch: int = LONG_SHORT_BATCH,
     checkpoint_every: int = LONG_CHECKPOINT_EVERY,
     resume: bool = False,
     stop_after: int | None = None,
@@ -122,7 +125,7 @@ def distil_long(
     """
     alpha = check_alpha(alpha)
     for name, value, low in (("steps", steps, 1), ("checkpoint interval", checkpoint_every, 1), ("stride", stride, 1),
-                             ("window", window, 3)):
+                             ("window", window, 3), ("short batch", short_batch, 0)):
         if value < low:
             raise SparsefinderError(f"{name} must be at least {low}, got {value}")
     if not lr > 0:
@@ -138,7 +141,8 @@ def distil_long(
     out = Path(out)
     key = {"model_id": model_info(student_path).id, "teacher_id": teacher_info.id, "corpus_sha256": corpus_info.sha256,
            "alpha": alpha, "max_positions": max_positions, "doc_tokens": doc_tokens, "steps": steps, "lr": lr,
-           "window": window, "stride": stride, "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT}
+           "window": window, "stride": stride, "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT,
+           "short_batch": short_batch}
     done_record = out / LONG_JSON
     if done_record.is_file() and json.loads(done_record.read_text()).get("key") == key:
         return json.loads(done_record.read_text())
@@ -158,6 +162,7 @@ def distil_long(
     if not train:
         raise SparsefinderError(f"corpus {corpus} has no document longer than the window ({window} tokens)")
     oracle = OracleSupport(alpha=alpha).fit(None)
+    short_ids = tokenizer(list(iter_texts(corpus)), truncation=True, max_length=ADAPT_MAX_LENGTH)["input_ids"]
 
     student.train()
     student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -180,6 +185,13 @@ def distil_long(
         targets = windowed_targets(teacher_model, body, cls_id, sep_id, window, stride)
         states = student_states(student, body, cls_id, sep_id, attention_predictor=oracle)
         loss, parts = long_loss(states, targets)
+        if short_batch:
+            input_ids, mask = collate([short_ids[i] for i in batch_indices(step, len(short_ids), short_batch, seed)],
+                                      tokenizer.pad_token_id, torch.device(device))
+            with torch.no_grad():
+                short_target = teacher_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            short_states = student(input_ids=input_ids, attention_mask=mask, attention_predictor="dense").last_hidden_state
+            loss = loss + distillation_loss(short_states, short_target, mask)[0]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
@@ -227,6 +239,7 @@ def distil_long(
                      "stride": stride, "lr": lr, "warmup": ADAPT_WARMUP, "schedule": "linear", "optimizer": "AdamW",
                      "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT, "dropout": "off",
                      "frozen": "token embeddings", "attention": "exact support (oracle-support), sparse path",
+                     "short_batch": short_batch, "short_max_length": ADAPT_MAX_LENGTH,
                      "loss_first": losses[0], "loss_last": losses[-1]},
         "cost": {"elapsed_s": round(elapsed, 1), "device": device, "machine": describe_device(device)},
         "holdout_fidelity": held_fidelity,

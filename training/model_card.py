@@ -109,7 +109,9 @@ def render_long_model_card(record: dict) -> str:
         f"- data: `{record['corpus']['path']}` (sha256 {record['corpus']['sha256'][:12]}), "
         f"{record['corpus']['train_documents']} documents; last {record['corpus']['holdout_documents']} held out",
         f"- {t['steps']} steps × 1 document, {t['optimizer']} lr {t['lr']} ({t['schedule']}, warm-up {t['warmup']:.0%}), "
-        f"seed {t['seed']}, dropout {t['dropout']}, attention: {t['attention']}",
+        f"seed {t['seed']}, dropout {t['dropout']}, attention: {t['attention']}"
+        + (f"; plus {t['short_batch']} corpus lines of ≤ {t['short_max_length']} tokens per step under `adapt`'s loss "
+           "(short texts keep their fidelity)" if t.get("short_batch") else ""),
         f"- loss `(1 − cos) + {t['hidden_weight']} · MSE(hidden)`: {t['loss_first']:.4f} → {t['loss_last']:.4f}",
         f"- time: {c['elapsed_s'] / 60:.1f} min on {c['machine']} ({c['device']})", "",
         "## Fidelity to the windowed teacher (held-out documents)", "",

@@ -40,7 +40,8 @@ from ..inputs import AttentionInputs
 from ..layers import applies_to_layer
 from .attached import attached_certified, attached_predictor
 from ..attention.certified import certified_entmax_attention
-from ..attention.sparse import sparse_entmax_attention
+from ..attention import cpu_rows
+from ..attention.sparse import row_kernels_apply, sparse_entmax_attention
 
 __all__ = [
     "DENSE_ENTMAX", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of", "entmax_attention",
@@ -80,7 +81,11 @@ def entmax_attention(
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         scores = scores + attention_mask
-    probs = entmax(scores, alpha_of(module, kwargs))
+    alpha = alpha_of(module, kwargs)
+    if alpha == 1.5 and scores.requires_grad and scores.dtype == torch.float32 and row_kernels_apply(scores, alpha):
+        probs = cpu_rows.entmax15_rows(scores)  # training: compiled thresholds, closed-form backward
+    else:
+        probs = entmax(scores, alpha)
     recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
     if recorder is not None:
         recorder(module.layer_idx, query, key, value, probs)

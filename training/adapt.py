@@ -30,14 +30,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from ..version import __version__
 from ..alpha_entmax import check_alpha
@@ -56,10 +53,9 @@ from ..config import (
 )
 from ..corpus import check_corpus, iter_texts
 from ..errors import SparsefinderError
-from ..files import atomic_dir, atomic_write_json
 from ..model import describe_device, load_encoder, mean_pool, model_info, packaged_model_path, pick_device
 from .adapt_eval import embed, embedding_fidelity
-from .checkpoints import check_output, checkpoint_dir, load_checkpoint, save_checkpoint
+from .checkpoints import TrainingRun, check_output, checkpoint_dir, load_checkpoint, save_trained
 from .model_card import ADAPT_JSON, write_model_card
 
 __all__ = ["adapt", "batch_indices", "collate", "distillation_loss"]
@@ -161,47 +157,20 @@ def adapt(
     train_texts, held_texts = texts[:len(texts) - holdout], texts[len(texts) - holdout:]
     train_ids = tokenizer(train_texts, truncation=True, max_length=max_length)["input_ids"]
 
-    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(ADAPT_WARMUP * steps), steps)
-    start, losses, elapsed = 0, [], 0.0
-    if state is not None:
-        student.load_state_dict(state["student"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        start, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
-
-    ckpt.mkdir(parents=True, exist_ok=True)
-    end = steps if stop_after is None else min(steps, start + stop_after)
-    bar = tqdm(total=steps, initial=start, unit="step", desc=f"adapt α={alpha}", disable=not progress)
-    t0 = time.perf_counter()
-    for step in range(start, end):
+    run = TrainingRun(student, key=key, folder=ckpt, steps=steps, lr=lr, checkpoint_every=checkpoint_every,
+                      stop_after=stop_after, state=state, desc=f"adapt α={alpha}", unit="step", progress=progress)
+    for step in run.step_range():
         input_ids, mask = collate([train_ids[i] for i in batch_indices(step, len(train_ids), batch_size, seed)],
                                    tokenizer.pad_token_id, torch.device(device))
         with torch.no_grad():
             target = teacher(input_ids=input_ids, attention_mask=mask).last_hidden_state
         hidden = student(input_ids=input_ids, attention_mask=mask).last_hidden_state
         loss, parts = distillation_loss(hidden, target, mask)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", cos=f"{1 - parts['embedding']:.4f}")
-        bar.update(1)
-        done = step + 1
-        if done % checkpoint_every == 0 or done == end:
-            save_checkpoint(ckpt, {"key": key, "step": done, "student": student.state_dict(),
-                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                    "rng": torch.get_rng_state(), "losses": losses,
-                                    "elapsed_s": elapsed + time.perf_counter() - t0})
-    bar.close()
-    elapsed += time.perf_counter() - t0
-    record = {"status": "complete" if end == steps else "interrupted", "step": end, "losses": losses,
-              "elapsed_s": elapsed}
-    if end < steps:
+        run.update(step, loss, cos=f"{1 - parts['embedding']:.4f}")
+    record = run.finish()
+    if record["status"] == "interrupted":
         return record
+    losses, elapsed = record["losses"], record["elapsed_s"]
 
     student.eval()
     held = None
@@ -230,10 +199,4 @@ def adapt(
         "sparsefinder_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    with atomic_dir(out) as tmp:
-        student.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / ADAPT_JSON, record)
-        write_model_card(tmp, record)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return record
+    return save_trained(out, student, tokenizer, ADAPT_JSON, record, write_model_card)

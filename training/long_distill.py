@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..alpha_entmax import check_alpha
 from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_WARMUP, DEFAULT_ALPHA, LONG_CHECKPOINT_EVERY,
@@ -47,13 +45,12 @@ from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_W
                       LONG_WINDOW)
 from ..corpus import check_corpus, iter_articles, iter_texts
 from ..errors import SparsefinderError
-from ..files import atomic_dir, atomic_write_json
 from ..hf.attention import SPARSE_ENTMAX
 from ..model import describe_device, load_encoder, mean_pool, model_info, packaged_model_path, pick_device, resolve_model
 from ..predictors.oracle import OracleSupport
 from ..version import __version__
 from .adapt import batch_indices, collate, distillation_loss
-from .checkpoints import check_output, checkpoint_dir, load_checkpoint, save_checkpoint
+from .checkpoints import TrainingRun, check_output, checkpoint_dir, load_checkpoint, save_trained
 from .long_context import extend_encoder
 from .model_card import LONG_JSON, write_long_model_card
 from .windowed_teacher import WindowedTargets, long_fidelity, student_states, windowed_targets
@@ -166,21 +163,10 @@ def distil_long(
 
     student.train()
     student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(ADAPT_WARMUP * steps), steps)
-    start, losses, elapsed = 0, [], 0.0
-    if state is not None:
-        student.load_state_dict(state["student"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        start, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
-
-    ckpt.mkdir(parents=True, exist_ok=True)
-    end = steps if stop_after is None else min(steps, start + stop_after)
-    bar = tqdm(total=steps, initial=start, unit="doc", desc=f"distil-long L≤{doc_tokens}", disable=not progress)
-    t0 = time.perf_counter()
-    for step in range(start, end):
+    run = TrainingRun(student, key=key, folder=ckpt, steps=steps, lr=lr, checkpoint_every=checkpoint_every,
+                      stop_after=stop_after, state=state, desc=f"distil-long L≤{doc_tokens}", unit="doc",
+                      progress=progress)
+    for step in run.step_range():
         body = train[batch_indices(step, len(train), 1, seed)[0]]
         targets = windowed_targets(teacher_model, body, cls_id, sep_id, window, stride)
         states = student_states(student, body, cls_id, sep_id, attention_predictor=oracle)
@@ -192,26 +178,11 @@ def distil_long(
                 short_target = teacher_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             short_states = student(input_ids=input_ids, attention_mask=mask, attention_predictor="dense").last_hidden_state
             loss = loss + distillation_loss(short_states, short_target, mask)[0]
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", cos=f"{1 - parts['embedding']:.4f}", n=len(body) + 2)
-        bar.update(1)
-        done = step + 1
-        if done % checkpoint_every == 0 or done == end:
-            save_checkpoint(ckpt, {"key": key, "step": done, "student": student.state_dict(),
-                                   "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                   "rng": torch.get_rng_state(), "losses": losses,
-                                   "elapsed_s": elapsed + time.perf_counter() - t0})
-    bar.close()
-    elapsed += time.perf_counter() - t0
-    record = {"status": "complete" if end == steps else "interrupted", "step": end, "losses": losses,
-              "elapsed_s": elapsed}
-    if end < steps:
+        run.update(step, loss, cos=f"{1 - parts['embedding']:.4f}", n=str(len(body) + 2))
+    record = run.finish()
+    if record["status"] == "interrupted":
         return record
+    losses, elapsed = record["losses"], record["elapsed_s"]
 
     student.activation_checkpointing_disable()
     student.eval()
@@ -246,10 +217,4 @@ def distil_long(
         "sparsefinder_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    with atomic_dir(out) as tmp:
-        student.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / LONG_JSON, record)
-        write_long_model_card(tmp, record)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return record
+    return save_trained(out, student, tokenizer, LONG_JSON, record, write_long_model_card)

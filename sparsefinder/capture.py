@@ -1,4 +1,4 @@
-"""Running the encoder with dense α-entmax and capturing each layer's attention inputs.
+"""Running the encoder with exact α-entmax and capturing each layer's attention inputs.
 
 A recorder passed as the ``attention_recorder`` keyword reaches our registered attention
 function (:mod:`sparsefinder.hf.attention`) in every layer; it keeps the queries, keys,
@@ -15,15 +15,19 @@ from transformers import PreTrainedModel
 
 from .dataset import Sequence
 from .pattern import Pattern
+from .predictors.oracle import OracleSupport
 
 __all__ = ["capture"]
 
 
 @torch.no_grad()
 def capture(model: PreTrainedModel, batch: list[list[int]], alpha: float) -> Iterator[Sequence]:
-    """Run ``model`` (loaded with ``attn_implementation="sparsefinder_entmax"``) on token-id lists.
+    """Run ``model`` on token-id lists and capture every layer's attention inputs and gold graph.
 
-    Yields one :class:`~sparsefinder.dataset.Sequence` per input, padding removed: float16
+    ``model`` is loaded with ``attn_implementation="sparsefinder_entmax"`` (dense α-entmax, the
+    support read off the probabilities) or ``"sparsefinder_sparse"`` (the exact support found a chunk
+    of queries at a time by the ``oracle-support`` predictor, then sparse attention on it: no
+    ``n × n`` tensor, for long sequences). Yields one :class:`~sparsefinder.dataset.Sequence` per input, padding removed: float16
     queries/keys/values of shape (layers, H, n, d) and the gold pattern of every layer.
     """
     device = next(model.parameters()).device
@@ -35,14 +39,14 @@ def capture(model: PreTrainedModel, batch: list[list[int]], alpha: float) -> Ite
         mask[b, :len(ids)] = 1
     captured: dict[int, tuple] = {}
 
-    def record(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor) -> None:
-        captured[layer] = (q.half().cpu(), k.half().cpu(), v.half().cpu(), (probs > 0).cpu())
+    def record(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, support: Pattern) -> None:
+        captured[layer] = (q.half().cpu(), k.half().cpu(), v.half().cpu(), support.to("cpu"))
 
     model(input_ids=input_ids.to(device), attention_mask=mask.to(device), attention_recorder=record,
-          entmax_alpha=alpha)
+          entmax_alpha=alpha, attention_predictor=OracleSupport(alpha=alpha).fit(None))
     layers = sorted(captured)
     for b, ids in enumerate(batch):
         n = len(ids)
         q, k, v = (torch.stack([captured[layer][j][b, :, :n] for layer in layers]) for j in range(3))
-        gold = [Pattern.from_dense(captured[layer][3][b, :, :n, :n]) for layer in layers]
+        gold = [captured[layer][3].sequence(b) for layer in layers]
         yield Sequence(input_ids[b, :n].clone(), q, k, v, gold)

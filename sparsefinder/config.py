@@ -90,6 +90,9 @@ TOKENIZE_LINES: int = 256
 SHARD_SEQUENCES: int = 32
 #: Sequences per model forward pass during extraction.
 EXTRACT_BATCH: int = 4
+#: Longest sequences extracted through dense α-entmax; longer ones run the sparse path on the exact support
+#: (``oracle-support``), which never holds an ``n × n`` tensor per head.
+EXTRACT_DENSE_MAX_LENGTH: int = 1024
 #: Sequences per batch when evaluating predictors (one predict call per batch, layer and predictor).
 #: One is fastest on a CPU at L = 512 (measured: 7.5 s per sequence against 11.7 s with 4 for four
 #: predictors): several predictors build (B, H, n, n) masks, which leave the cache when B grows.

@@ -65,3 +65,19 @@ def test_existing_same_dataset_is_reused(tiny_dataset, tiny_corpus):
     again = extract(tiny_corpus, tiny_dataset.folder, max_length=32, progress=False)
     assert isinstance(again, GoldDataset) and again.manifest["created"] == tiny_dataset.manifest["created"]
     assert tiny_dataset.manifest["key"]["corpus_sha256"] and tiny_dataset.manifest["sparsefinder_version"]
+
+
+def test_long_extraction_through_the_exact_support_equals_dense(tiny_corpus, tiny_dataset, tmp_path, monkeypatch):
+    from sparsefinder.hf.attention import SPARSE_ENTMAX
+    from sparsefinder.training import extract as extract_module
+
+    assert extract_module.extraction_attention(512) == DENSE_ENTMAX
+    assert extract_module.extraction_attention(4096) == SPARSE_ENTMAX
+    monkeypatch.setattr(extract_module, "EXTRACT_DENSE_MAX_LENGTH", 16)  # L = 32 now counts as long
+    sparse = extract_module.extract(tiny_corpus, tmp_path / "sparse", max_length=32, progress=False)
+    pairs = list(zip(tiny_dataset.sequences(), sparse.sequences()))
+    assert len(pairs) == len(tiny_dataset) >= 2
+    for dense_seq, sparse_seq in pairs:
+        assert torch.equal(dense_seq.input_ids, sparse_seq.input_ids)
+        assert torch.allclose(dense_seq.queries.float(), sparse_seq.queries.float(), atol=2e-2)
+        assert all(a == b for a, b in zip(dense_seq.gold, sparse_seq.gold))  # the same gold graph, layer by layer

@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from ..version import __version__
 from ..alpha_entmax import check_alpha
-from ..hf.attention import DENSE_ENTMAX
-from ..config import BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, SHARD_SEQUENCES
+from ..hf.attention import DENSE_ENTMAX, SPARSE_ENTMAX
+from ..config import (BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, EXTRACT_DENSE_MAX_LENGTH,
+                      SHARD_SEQUENCES)
 from ..corpus import CorpusInfo, check_corpus, iter_texts, pack_sequences
 from ..capture import capture
 from ..dataset import MANIFEST, ExtractTotals, GoldDataset, ShardWriter
@@ -50,10 +51,16 @@ def _existing_key(out: Path) -> dict | None:
     return GoldDataset(out).manifest["key"]
 
 
+def extraction_attention(max_length: int) -> str:
+    """The attention extraction runs: dense α-entmax up to :data:`~sparsefinder.config.EXTRACT_DENSE_MAX_LENGTH`
+    tokens, beyond it the sparse path on the exact support (no ``n × n`` tensor per head)."""
+    return DENSE_ENTMAX if max_length <= EXTRACT_DENSE_MAX_LENGTH else SPARSE_ENTMAX
+
+
 def _extract_shards(corpus: str | Path, folder: Path, *, model: str | Path | None, max_length: int, alpha: float,
                     limit: int | None, batch_size: int, totals: ExtractTotals, progress: bool) -> list[dict]:
     """Encode the corpus in this process and write its shards into ``folder``; returns the shard entries."""
-    encoder, tokenizer, _ = load_encoder(model, attn_implementation=DENSE_ENTMAX)
+    encoder, tokenizer, _ = load_encoder(model, attn_implementation=extraction_attention(max_length))
     sequences = pack_sequences(iter_texts(corpus), tokenizer, max_length)
     if limit is not None:
         sequences = islice(sequences, limit)

@@ -5,8 +5,9 @@ attn_implementation="sparsefinder_entmax")`` runs the unchanged encoder with den
 α-entmax in place of softmax. α comes from the ``entmax_alpha`` keyword given to the
 model's forward, else ``config.entmax_alpha``, else the default 1.5. An
 ``attention_recorder`` keyword (a callable) receives, per layer, the attention inputs and
-probabilities: that is how extraction captures queries, keys, values and gold graphs
-without patching modules. Masks use transformers' additive ``eager`` mask function.
+the support as a pattern: that is how extraction captures queries, keys, values and gold graphs
+without patching modules (on the sparse path, the pattern computed on: with the
+``oracle-support`` predictor, the gold graph without an ``n × n`` tensor). Masks use transformers' additive ``eager`` mask function.
 
 ``attn_implementation="sparsefinder_sparse"`` computes each layer on a predicted pattern
 (method.md §5): for the whole right-padded batch at once, the ``attention_predictor`` keyword
@@ -38,6 +39,7 @@ from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..inputs import AttentionInputs
 from ..layers import applies_to_layer
+from ..pattern import Pattern
 from .attached import attached_certified, attached_predictor
 from ..attention.certified import certified_entmax_attention
 from ..attention import cpu_rows
@@ -53,8 +55,9 @@ SPARSE_ENTMAX = "sparsefinder_sparse"
 #: Attention modes that are not predictors: dense α-entmax and the original softmax.
 REFERENCE_MODES = ("dense", "softmax")
 
-#: ``recorder(layer, query, key, value, probs)``; tensors ``(B, H, n, d)`` and probs ``(B, H, n, n)``.
-AttentionRecorder = Callable[[int, Tensor, Tensor, Tensor, Tensor], None]
+#: ``recorder(layer, query, key, value, support)``: tensors ``(B, H, n, d)`` and the pattern ``(B, H, n, n)``
+#: the attention kept (dense α-entmax: its exact support; the sparse path: the pattern it computed on).
+AttentionRecorder = Callable[[int, Tensor, Tensor, Tensor, Pattern], None]
 
 
 def alpha_of(module: nn.Module, kwargs: dict) -> float:
@@ -88,7 +91,8 @@ def entmax_attention(
         probs = entmax(scores, alpha)
     recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
     if recorder is not None:
-        recorder(module.layer_idx, query, key, value, probs)
+        lengths = valid_lengths(attention_mask, query.shape[0], query.shape[2], query.device)
+        recorder(module.layer_idx, query, key, value, Pattern.from_mask(probs > 0, lengths))
     probs_dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs_dropped, value).transpose(1, 2).contiguous()
     return out, probs
@@ -174,6 +178,9 @@ def sparse_attention(
         out, added, pattern = result.output, result.keys_added, result.pattern
     else:
         out = sparse_entmax_attention(query, key, value, pattern, alpha, scaling)
+    recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
+    if recorder is not None:
+        recorder(layer, query, key, value, pattern)
     padded = torch.arange(n, device=query.device) >= lengths[:, None]
     out = out.masked_fill(padded[:, None, :, None], 0.0).transpose(1, 2).contiguous()
     if stats is not None:

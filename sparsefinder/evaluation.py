@@ -151,7 +151,7 @@ def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | 
             "corpus_sha256": dataset.manifest.get("corpus", {}).get("sha256"),
         },
         "gold": {"sparsity": float(gold_per_head.mean()), "per_head": {"gold_sparsity": gold_per_head.tolist()}},
-        "predictors": [_predictor_entry(c, max(sequences, 1)) for c in candidates],
+        "predictors": [_predictor_entry(c) for c in candidates],
     }
 
 
@@ -175,9 +175,9 @@ def _evaluate_layer(c: Candidate, layer: int, golds: list[tuple[AttentionInputs,
             c._accumulators[j].add(layer, compare(pattern, gold, gold_mask))
 
 
-def _predictor_entry(c: Candidate, sequences: int) -> dict[str, Any]:
+def _predictor_entry(c: Candidate) -> dict[str, Any]:
     p = c.predictor
-    predicted = max(c._predicted / max(c._accumulators[0].num_layers, 1), 1e-9) if c._accumulators else sequences
+    predicted = max(c._predicted, 1) / c._accumulators[0].num_layers  # sequences predicted (positional ones are reused)
     settings = []
     for value, acc, seconds in zip(c.settings(), c._accumulators, c._seconds):
         if p.knob is not None:

@@ -19,6 +19,9 @@ root holds one such folder per report; the folder name is the report id.
                      "pareto": [indices into settings, by increasing sparsity],
                      "summary": {"sparsity_at_recall_0.95", "sparsity_at_recall_0.99", "auc"}}]}
 
+``predict_seconds_per_sequence`` is a setting's share of the prediction time per sequence actually predicted
+(positional patterns are predicted once per layer and length in a chunk and reused).
+
 Predictors are grouped by kind (:func:`predictor_kind`: learned, data-informed, fixed,
 reference), each kind with its own palette, marker and line style (:func:`style_predictors`;
 :func:`load_report` adds ``kind`` and ``color`` to every predictor, so the web page draws with

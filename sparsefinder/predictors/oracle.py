@@ -14,9 +14,9 @@ from typing import ClassVar
 
 import torch
 
-from ..alpha_entmax import support
-from ..errors import SparsefinderError
+from ..alpha_entmax import check_alpha, support
 from ..attention import cpu_rows
+from ..attention.sparse import row_kernels_apply
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
 from ..pattern import Pattern, compact, query_chunks
 from ..inputs import AttentionInputs
@@ -81,8 +81,7 @@ class OracleSupport(Predictor):
         self.alpha = alpha
 
     def _validate_params(self) -> None:
-        if not float(self.alpha) > 1.0:
-            raise SparsefinderError(f"alpha must be greater than 1, got {self.alpha!r}")
+        check_alpha(self.alpha)
 
     def predict(self, inputs: AttentionInputs) -> Pattern:
         """The gold graph of ``inputs`` ``(B, H, n, n)``, scored a chunk of queries at a time (no autograd)."""
@@ -97,7 +96,7 @@ class OracleSupport(Predictor):
             z = torch.matmul(q[:, :, s:s + starts.step], k.transpose(-1, -2)) * d**-0.5  # (B, H, c, n)
             c = z.shape[2]
             queries_ok = (torch.arange(s, s + c, device=q.device) < lengths[:, None])[:, None, :]  # (B, 1, c)
-            if cpu_rows.available() and not z.is_cuda and float(self.alpha) == 1.5:
+            if row_kernels_apply(z, float(self.alpha)):
                 nvalid = (lengths[:, None, None] * queries_ok).expand(batch, heads, c).reshape(-1)
                 ((index, counts),) = cpu_rows.select_rows(z.reshape(-1, n), nvalid, [torch.full_like(nvalid, 1e-30,
                                                                                                      dtype=z.dtype)])

@@ -6,7 +6,8 @@ process; every mode runs on the same texts, modes interleaved within each repeat
 over ``--repeats`` is reported, with the thread count and the text lengths.
 
 Whole model (``SparseEncoder.encode``, batch 1 and ``--batch``): ms per text for softmax (the
-original model, SDPA), dense α-entmax, each ``--predictor`` (its prediction included) and each
+original model, SDPA), dense α-entmax, the ``exact`` mode (dense α-entmax by the certified route
+from an empty pattern), each ``--predictor`` (its prediction included) and each
 in certified mode; embedding cosine to dense entmax; the predicted pairs' recall against the
 gold graph of the same texts (macro over heads, mean over layers) and their sparsity.
 Per layer (``--breakdown``): where the time of one layer goes (dense entmax, SDPA, the certified
@@ -144,7 +145,7 @@ def main() -> None:
     store = args.store or get_settings().store
     predictors = {name: resolve_mode(name, store, model_id=encoder.info.id, alpha=encoder.alpha)
                   for name in args.predictor}
-    modes = {"softmax (SDPA)": ("softmax", False), "dense entmax": ("dense", False)}
+    modes = {"softmax (SDPA)": ("softmax", False), "dense entmax": ("dense", False), "exact": ("exact", False)}
     for name, predictor in predictors.items():
         modes[name] = (predictor, False)
         modes[f"{name} certified"] = (predictor, True)

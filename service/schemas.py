@@ -69,13 +69,14 @@ class EncodeRequest(_Strict):
     predictor: str = Field("dense", min_length=1, max_length=200,
                            description='artifact id or id prefix, a predictor spec, "auto" (the stored setting the '
                                        'newest report shows reaching the recall target at the highest sparsity), '
-                                       '"dense" (entmax) or "softmax"')
+                                       '"dense" (entmax), "exact" (the same attention by the certified route: every '
+                                       'score, no sort of full rows) or "softmax"')
     recall: Float = Field(None, gt=0, le=1,
                           description="share of the gold attention graph to keep, e.g. 0.99: sets the predictor's "
                                       "knob (a calibrated target for proj-threshold, else read off the newest "
                                       "report); with auto, the target (default 0.99)")
     certified: StrictBool = Field(False, description="certified-exact mode: recall 1.0 guaranteed (method.md §2); "
-                                                      "dense and softmax compute every pair already")
+                                                      "dense, exact and softmax compute every pair already")
     truncate: StrictBool = Field(False, description="cut texts longer than the model's length instead of refusing them")
     layers: Annotated[list[Layer], AfterValidator(_unique)] = Field(
         None, max_length=256, json_schema_extra={"uniqueItems": True},

@@ -41,8 +41,8 @@ CPU_KERNELS: bool = os.environ.get("SPARSEFINDER_CPU_KERNELS", "1") != "0"
 TRITON_BISECT_ITERATIONS: int = 30
 
 # ---------------------------------------------------------------- predictors: prediction
-#: Predictors that score all pairs work on chunks of queries with at most this many scores (cache-sized).
-PREDICT_CHUNK_SCORES: int = 1 << 20
+#: Predictors that score all pairs work on chunks of queries with at most this many scores (16 MB of float32).
+PREDICT_CHUNK_SCORES: int = 1 << 22
 #: Best keys per query whose α-entmax threshold (a lower bound) selects the threshold predictor's candidates.
 THRESHOLD_SEED_KEYS: int = 8
 #: Share of the misses a recall target allows that the threshold predictor's calibration spends on its

@@ -3,7 +3,8 @@
 :class:`SparseEncoder` loads the model once with the ``sparsefinder_sparse`` attention
 function (:mod:`sparsefinder.hf.attention`); each :meth:`SparseEncoder.encode` call picks the
 mode: a fitted predictor (attention on its predicted pairs, optionally certified exact),
-``"dense"`` (dense α-entmax, the reference) or ``"softmax"`` (the original model). Embeddings
+``"dense"`` (dense α-entmax, the reference), ``"exact"`` (the same attention by the certified
+route from an empty pattern) or ``"softmax"`` (the original model). Embeddings
 are the attention-masked mean of the last hidden states, L2-normalised. A ``layers`` choice
 applies the predictor to some layers only (:mod:`sparsefinder.layers`).
 """
@@ -102,7 +103,8 @@ class SparseEncoder:
     def encode(self, texts: list[str], predictor: Predictor | str = "dense", certified: bool = False,
                truncate: bool = False, keep_attention: bool = False,
                layers: Sequence[int] | None = None) -> EncodeResult:
-        """Embed ``texts`` with attention computed by ``predictor`` (a fitted Predictor, ``"dense"`` or ``"softmax"``).
+        """Embed ``texts`` with attention computed by ``predictor`` (a fitted Predictor or a reference mode:
+        ``"dense"``, ``"exact"``, ``"softmax"``).
 
         Texts longer than the model's positions raise a :class:`SparsefinderError` unless
         ``truncate``; ``keep_attention`` also returns every layer's attention output. ``layers``
@@ -111,9 +113,10 @@ class SparseEncoder:
         """
         layers = check_layers(layers, self.info.num_layers, "layers")
         if isinstance(predictor, str) and predictor not in REFERENCE_MODES:
-            raise SparsefinderError(f"predictor must be a fitted predictor, 'dense' or 'softmax', got {predictor!r}")
+            raise SparsefinderError(f"predictor must be a fitted predictor or one of {', '.join(REFERENCE_MODES)}; "
+                                    f"got {predictor!r}")
         if certified and isinstance(predictor, str):
-            raise SparsefinderError("certified mode needs a predictor (dense and softmax are not sparse)")
+            raise SparsefinderError(f"certified mode needs a predictor ({predictor!r} computes every pair already)")
         if isinstance(predictor, Predictor):
             predictor.check_is_fitted()
         start = time.perf_counter()

@@ -238,6 +238,8 @@ class Pattern:
     @classmethod
     def cat_rows(cls, pieces: Sequence[tuple[Tensor, Tensor]], lengths: Tensor) -> Pattern:
         """Assemble chunks of query rows ``(index (B, H, c, w_c), counts (B, H, c))``, in order along the queries."""
+        if len(pieces) == 1:
+            return cls(*pieces[0], lengths)
         width = max(index.shape[-1] for index, _ in pieces)
         return cls(torch.cat([pad_width(index, width) for index, _ in pieces], 2),
                    torch.cat([counts for _, counts in pieces], 2), lengths)

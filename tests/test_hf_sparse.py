@@ -38,6 +38,22 @@ def test_full_pattern_equals_dense_entmax_model(encoder):
     torch.testing.assert_close(encoder.encode(TEXTS, "dense").embeddings, dense, atol=1e-6, rtol=0)
 
 
+def test_exact_mode_equals_dense_entmax_and_records_its_support(encoder):
+    dense = encoder.encode(TEXTS, "dense")
+    exact = encoder.encode(TEXTS, "exact")
+    torch.testing.assert_close(exact.embeddings, dense.embeddings, atol=1e-5, rtol=0)
+    assert exact.sparsity == [0.0] * 6 and exact.keys_added == [0] * 6  # every score computed, nothing predicted
+    with pytest.raises(SparsefinderError, match="'exact' computes every pair"):
+        encoder.encode(TEXTS, "exact", certified=True)
+    supports = {}
+    batch = encoder.tokenize(TEXTS[:1], False)
+    for mode in ("dense", "exact"):
+        with torch.inference_mode():
+            encoder.model(**batch, attention_predictor=mode, attention_recorder=lambda layer, q, k, v, support:
+                          supports.setdefault(mode, []).append(support))
+    assert supports["exact"] == supports["dense"]  # the exact route's pattern is the gold graph
+
+
 def test_softmax_mode_is_the_original_model(encoder):
     torch.testing.assert_close(encoder.encode(TEXTS, "softmax").embeddings, _reference("eager", encoder.tokenizer),
                                atol=1e-5, rtol=0)

@@ -7,9 +7,10 @@ than the threshold search over full rows that dense α-entmax does), ``t_S`` is 
 the predicted keys only, and every key with ``z_j > t_S`` that the pattern missed is added.
 One round suffices: every key left out has ``z_j ≤ t_S ≤ t_{S'}`` for the enlarged set
 ``S'``, so ``t_{S'}`` is the dense threshold and attention on ``S'`` equals dense α-entmax.
-A query whose predicted row is empty is seeded with its best
-:data:`~sparsefinder.config.THRESHOLD_SEED_KEYS` keys (their threshold is a lower bound too), so
-an empty pattern gives exact dense α-entmax by the same route.
+A query whose predicted row is empty keeps its exact support (``t_S = t``), so an empty
+pattern gives exact dense α-entmax by the same route: on a CPU the compiled kernel finds each
+row's threshold by Newton's method in vectorised passes, without the sort of full rows that
+the ``entmax`` package does (the ``exact`` attention mode).
 
 So the predictor decides how many entries the threshold search sorts (``w`` instead of
 ``n``); the check itself is a comparison per pair. Memory is bounded by chunks of queries.
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
-from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, THRESHOLD_SEED_KEYS
+from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
 from ..pattern import Pattern, compact, query_chunks
 from . import cpu_rows
 from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
@@ -53,10 +54,9 @@ def _certify_chunk(rows: Tensor, index: Tensor, valid: Tensor, key_ok: Tensor, a
     some = valid.any(-1, keepdim=True)
     kept = rows.gather(-1, index).masked_fill(~valid, float("-inf")).masked_fill(~some, 0.0)
     present = rows.masked_fill(~key_ok, float("-inf"))
-    seeds = present.topk(min(THRESHOLD_SEED_KEYS, rows.shape[-1]), dim=-1).values
-    best = seeds[..., :1].nan_to_num(neginf=0.0)  # a padded query's row has no key: any finite seed does
-    seeded = threshold(torch.maximum(seeds, best - 1e4), alpha)  # absent keys stay far below any support
-    t_s = torch.where(some, threshold(kept, alpha), seeded)
+    best = present.amax(-1, keepdim=True).nan_to_num(neginf=0.0)  # a padded query's row has no key: any finite value
+    exact = threshold(torch.maximum(present, best - 1e4), alpha)  # absent keys stay far below any support
+    t_s = torch.where(some, threshold(kept, alpha), exact)
     n = rows.shape[-1]
     predicted = rows.new_zeros(*rows.shape[:-1], n + 1, dtype=torch.bool)
     predicted = predicted.scatter_(-1, torch.where(valid, index, n), True)[..., :n]

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--corpus", help="plain-text file, one text per non-blank line")
     src.add_argument("--text", action="append", help="a text to encode (repeatable)")
     parser.add_argument("--predictor", required=True,
-                        help="predictor ID or spec, 'auto' (the best stored setting for --recall), 'dense' or 'softmax'")
+                        help="predictor ID or spec, 'auto' (the best stored setting for --recall), 'dense', 'exact' or 'softmax'")
     parser.add_argument("--recall", type=float, default=None,
                         help="share of the gold graph to keep, e.g. 0.99 (sets the predictor's knob; with 'auto' "
                              f"picks the setting; default for auto {DEFAULT_RECALL_TARGET})")

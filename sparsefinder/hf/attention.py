@@ -14,7 +14,9 @@ without patching modules (on the sparse path, the pattern computed on: with the
 (a fitted :class:`~sparsefinder.predictors.base.Predictor`) predicts the pattern from the
 layer's own queries and keys, and :func:`~sparsefinder.attention.sparse.sparse_entmax_attention`
 (or the certified mode when ``attention_certified=True``) computes on it. The predictor may
-also be ``"dense"`` (dense α-entmax) or ``"softmax"`` (the original model), so one loaded
+also be ``"dense"`` (dense α-entmax by the ``entmax`` package), ``"exact"`` (the same attention by
+the certified route from an empty pattern: exact score rows, each row's threshold found without
+a sort, no ``n × n`` probability tensor) or ``"softmax"`` (the original model), so one loaded
 model serves every mode. ``attention_input_ids`` ``(B, n)`` reaches lexical predictors
 (``-1`` when absent); an ``attention_stats`` (:class:`SparseAttentionStats`) collects the
 sparsity and added keys of every layer, and the attention output ``(B, n, H, d)`` of each
@@ -46,14 +48,16 @@ from ..attention import cpu_rows
 from ..attention.sparse import row_kernels_apply, sparse_entmax_attention
 
 __all__ = [
-    "DENSE_ENTMAX", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of", "entmax_attention",
+    "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of", "entmax_attention",
     "register_attention", "sparse_attention",
 ]
 
 DENSE_ENTMAX = "sparsefinder_entmax"
 SPARSE_ENTMAX = "sparsefinder_sparse"
 #: Attention modes that are not predictors: dense α-entmax and the original softmax.
-REFERENCE_MODES = ("dense", "softmax")
+REFERENCE_MODES = ("dense", "exact", "softmax")
+#: The reference mode computed by the certified route from an empty pattern.
+EXACT = "exact"
 
 #: ``recorder(layer, query, key, value, support)``: tensors ``(B, H, n, d)`` and the pattern ``(B, H, n, n)``
 #: the attention kept (dense α-entmax: its exact support; the sparse path: the pattern it computed on).
@@ -130,6 +134,12 @@ def valid_lengths(attention_mask: Tensor | None, batch: int, n: int, device: tor
     return lengths
 
 
+def input_ids_of(kwargs: dict, batch: int, n: int, query: Tensor) -> Tensor:
+    """The ``attention_input_ids`` keyword ``(B, n)``, or ``-1`` everywhere when absent."""
+    input_ids = kwargs.get("attention_input_ids")
+    return torch.full((batch, n), -1, dtype=torch.long, device=query.device) if input_ids is None else input_ids
+
+
 def sparse_attention(
     module: nn.Module,
     query: Tensor,
@@ -145,7 +155,7 @@ def sparse_attention(
     The predictor sees the whole right-padded batch of this layer at once and returns one
     batched :class:`~sparsefinder.pattern.Pattern`, which the sparse (or certified) compute
     reads as is; outputs at padded positions are zero. Modes by the ``attention_predictor``
-    keyword: a Predictor, ``"dense"`` or ``"softmax"``. Inference only: attention dropout is
+    keyword: a Predictor, ``"dense"``, ``"exact"`` or ``"softmax"``. Inference only: attention dropout is
     not applied on predicted patterns.
     """
     predictor = kwargs.get("attention_predictor") or attached_predictor(module.config) or "dense"
@@ -153,9 +163,10 @@ def sparse_attention(
     layer = module.layer_idx
     if not isinstance(predictor, str) and not applies_to_layer(layer, kwargs, module.config):
         predictor = "dense"  # a layer outside the ``attention_layers`` choice: dense entmax, nothing skipped
-    if isinstance(predictor, str):
+    if isinstance(predictor, str) and predictor != EXACT:
         if predictor not in REFERENCE_MODES:
-            raise SparsefinderError(f"attention_predictor must be a Predictor, 'dense' or 'softmax', got {predictor!r}")
+            raise SparsefinderError(f"attention_predictor must be a Predictor, 'dense', 'exact' or 'softmax', "
+                                    f"got {predictor!r}")
         forward = entmax_attention if predictor == "dense" else sdpa_attention_forward
         out = forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)[0]
         if stats is not None:
@@ -167,13 +178,11 @@ def sparse_attention(
     scaling = d**-0.5 if scaling is None else scaling
     alpha = alpha_of(module, kwargs)
     lengths = valid_lengths(attention_mask, batch, n, query.device)
-    input_ids = kwargs.get("attention_input_ids")
-    if input_ids is None:
-        input_ids = torch.full((batch, n), -1, dtype=torch.long, device=query.device)
-    inputs = AttentionInputs(layer, query.detach().float(), key.detach().float(), input_ids, lengths)
-    pattern = predictor.predict(inputs)
+    exact = isinstance(predictor, str)  # the only string mode left
+    pattern = Pattern.empty(heads, n, lengths, query.device) if exact else predictor.predict(
+        AttentionInputs(layer, query.detach().float(), key.detach().float(), input_ids_of(kwargs, batch, n, query), lengths))
     added = torch.zeros(batch, heads, dtype=torch.long)
-    if kwargs.get("attention_certified", attached_certified(module.config)):
+    if exact or kwargs.get("attention_certified", attached_certified(module.config)):
         result = certified_entmax_attention(query, key, value, pattern, alpha, scaling)
         out, added, pattern = result.output, result.keys_added, result.pattern
     else:
@@ -184,7 +193,10 @@ def sparse_attention(
     padded = torch.arange(n, device=query.device) >= lengths[:, None]
     out = out.masked_fill(padded[:, None, :, None], 0.0).transpose(1, 2).contiguous()
     if stats is not None:
-        stats.record(layer, pattern.sparsity().mean(-1).tolist(), added.sum(-1).tolist())
+        if exact:  # every score was computed, nothing was predicted
+            stats.record(layer, [0.0] * batch, [0] * batch)
+        else:
+            stats.record(layer, pattern.sparsity().mean(-1).tolist(), added.sum(-1).tolist())
         if stats.keep_outputs:
             stats.outputs[layer] = out.detach()
     return out, None

@@ -46,8 +46,8 @@ _BLOCK = 64
 _FAST = {"reassoc", "contract", "arcp", "nsz"}
 #: Newton steps at most per threshold (a few suffice: the ascent is quadratic once near the root).
 _NEWTON_STEPS = 100
-#: A Newton step below this (half score units) ends the ascent.
-_STEP = 1e-9
+#: A float32 Newton step below this (half score units) ends the ascent.
+_STEP = 1e-6
 
 
 if _nb is not None:  # module-level definitions, so Numba caches the compiled code on disk
@@ -57,28 +57,38 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
     def threshold_from(z, c, lower):  # exact threshold of z[:c] (any order, c ≥ 1), given lower ≤ it (or -inf)
         # Newton on f(τ) = Σ (x − τ)₊² − 1 (convex, decreasing; x = (z − max z)/2) rises monotonically
         # from a lower bound to the root. Each step is one branch-free pass over the row, which the
-        # compiler vectorises; once τ is within _STEP of the root, the closed form on the keys above
-        # τ is the root (a key in (τ, root] changes it by less than _STEP²).
+        # compiler vectorises, in float32 (16 lanes); once a step is below _STEP, τ is within about
+        # _STEP of the root and one float64 pass gives the closed-form root of the keys above τ (a
+        # key between τ and the root changes it by less than _STEP²).
         zmax = z[0]
         for s in range(1, c):
             zmax = max(zmax, z[s])
-        tau = max((lower - zmax) * 0.5, -1.0)  # both are lower bounds: the best key alone has τ = −1
-        s0 = s1 = s2 = 0.0
+        top = np.float32(zmax)
+        half = np.float32(0.5)
+        zero = np.float32(0.0)
+        tau = np.float32(max((lower - zmax) * 0.5, -1.0))  # both are lower bounds: the best key alone has τ = −1
         for _ in range(_NEWTON_STEPS):
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
+            s1 = zero
+            s2 = zero
             for s in range(c):
-                d = max((z[s] - zmax) * 0.5 - tau, 0.0)
-                s0 += 1.0 if d > 0.0 else 0.0
+                d = max((z[s] - top) * half - tau, zero)
                 s1 += d
                 s2 += d * d
-            step = (s2 - 1.0) / (2.0 * s1)
+            step = (s2 - np.float32(1.0)) / (np.float32(2.0) * s1)
             if not step > _STEP:
                 break
             tau += step
-        disc = s1 * s1 - s0 * (s2 - 1.0)
-        return zmax + 2.0 * (tau + (s1 - math.sqrt(disc if disc > 0.0 else 0.0)) / s0)
+        t = np.float64(tau)
+        s0 = 0.0
+        s1d = 0.0
+        s2d = 0.0
+        for s in range(c):
+            d = max((np.float64(z[s]) - np.float64(top)) * 0.5 - t, 0.0)
+            s0 += 1.0 if d > 0.0 else 0.0
+            s1d += d
+            s2d += d * d
+        disc = s1d * s1d - s0 * (s2d - 1.0)
+        return np.float64(top) + 2.0 * (t + (s1d - math.sqrt(disc if disc > 0.0 else 0.0)) / s0)
 
     @_jit(parallel=True, fastmath=_FAST)
     def thresholds(z, nvalid, margins, out, counts):  # z (R, n), nvalid (R,), margins (V, R) → out (R,), counts (V, R)
@@ -104,12 +114,20 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 m += 1 if z[r, j] - t[r] >= margin[r] else 0
             index[r, c:] = 0
 
+    @_jit(parallel=True)
+    def widen(kept, counts, index):  # int32 rows kept (R, ≥ w) → int64 index (R, w), zeros past counts
+        for r in _nb.prange(index.shape[0]):
+            c = counts[r]
+            for s in range(c):
+                index[r, s] = kept[r, s]
+            index[r, c:] = 0
+
     @_jit(parallel=True, fastmath=_FAST)
     def sparse(q, k, v, index, counts, rows_per_head, scaling, out):  # q (R, d), k/v (BH, n, d) → out (R, dv)
         d = q.shape[1]
         rows = q.shape[0]
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
-            z = np.empty(max(index.shape[1], 1))
+            z = np.empty(max(index.shape[1], 1), np.float32)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 c = counts[r]
                 out[r, :] = 0.0
@@ -135,7 +153,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
     def certified(z, index, counts, nvalid, v, rows_per_head, out, kept, kept_counts, added):
         rows, n = z.shape
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
-            buf = np.empty(max(index.shape[1], 1))
+            buf = np.empty(max(index.shape[1], 1), np.float32)
             predicted = np.zeros(n, np.bool_)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 out[r, :] = 0.0
@@ -245,8 +263,8 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
     certified(_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64),
               _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, out, kept, kept_counts, added)
     width = max(int(kept_counts.max()) if rows else 0, 1)
-    certified_index = kept[:, :width].astype(np.int64)
-    certified_index[np.arange(width) >= kept_counts[:, None]] = 0
+    certified_index = np.empty((rows, width), np.int64)
+    widen(kept, kept_counts, certified_index)
     return torch.from_numpy(out), torch.from_numpy(certified_index), torch.from_numpy(kept_counts), torch.from_numpy(added)
 
 

@@ -147,6 +147,12 @@ def distance(qp: Tensor, kp: Tensor, score: bool) -> Tensor:
     return torch.cdist(qp, kp, compute_mode="donot_use_mm_for_euclid_dist").square()
 
 
+def closeness(qp: Tensor, kp: Tensor, score: bool) -> Tensor:
+    """``−distance`` (larger is closer), shape ``(..., m, n)``: the approximate scores ``q'·k'`` themselves
+    under the score objective (no negated copy)."""
+    return qp @ kp.transpose(-1, -2) if score else -distance(qp, kp, score)
+
+
 def _closed_form(sample: FitSample, rank: int) -> tuple[Tensor, Tensor]:
     """Best rank-``r`` bilinear approximation of the scaled scores, per head: (H, d, r) twice."""
     _, h, _, d = sample.queries.shape

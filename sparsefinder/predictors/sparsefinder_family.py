@@ -40,7 +40,7 @@ from ..inputs import AttentionInputs
 from . import group_rows
 from .base import Predictor
 from .buckets import group_pattern
-from .projection import FitSample, Recipe, collect_samples, distance, train_layer
+from .projection import FitSample, Recipe, closeness, collect_samples, distance, train_layer
 
 __all__ = ["KMeansPredictor", "KNNPredictor", "ProjectionPredictor", "QuantizationPredictor", "RadiusPredictor",
            "ThresholdPredictor", "approximate_threshold"]
@@ -567,7 +567,7 @@ class ThresholdPredictor(ProjectionPredictor):
 
     def approximate_scores(self, qp: Tensor, kp: Tensor, key_ok: Tensor) -> Tensor:
         """``z̃`` ``(…, m, n)`` with ``-inf`` at absent keys."""
-        return (-distance(qp, kp, self.score)).masked_fill(~key_ok, float("-inf"))
+        return closeness(qp, kp, self.score).masked_fill(~key_ok, float("-inf"))
 
     def _slack(self, scores: Tensor, alpha: float) -> Tensor:
         return scores - approximate_threshold(scores, alpha)
@@ -604,7 +604,7 @@ class ThresholdPredictor(ProjectionPredictor):
         for s in starts:
             chunk = slice(s, s + starts.step)
             if kernel:  # the threshold and the selection of each row in compiled passes
-                z = (-distance(qp[:, :, chunk], kp, self.score)).reshape(-1, n)
+                z = closeness(qp[:, :, chunk], kp, self.score).reshape(-1, n)
                 c = z.shape[0] // (batch * heads)
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
                 for j, (index, counts) in enumerate(cpu_rows.select_rows(z, rows_valid[:, :, chunk].reshape(-1), rows)):

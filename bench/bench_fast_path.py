@@ -34,7 +34,7 @@ from sparsefinder.attention.certified import certified_entmax_attention
 from sparsefinder.attention.sparse import sparse_entmax_attention
 from sparsefinder.capture import capture
 from sparsefinder.choice import resolve_mode
-from sparsefinder.config import default_data_dir, get_settings
+from sparsefinder.config import DEFAULT_BATCH_TOKENS, default_data_dir, get_settings
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.metrics import compare
 from sparsefinder.pattern import Pattern
@@ -136,10 +136,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
+                        help="padded tokens per forward pass (texts sorted by length; a larger value joins more)")
     parser.add_argument("--breakdown", action="store_true", help="also time each layer's parts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    encoder = SparseEncoder(args.model, device="cpu")
+    encoder = SparseEncoder(args.model, device="cpu", batch_tokens=args.batch_tokens)
     texts = wikitext_texts(encoder.tokenizer, args.texts, args.min_tokens, min(args.max_tokens, encoder.max_length))
     lengths = [min(len(encoder.tokenizer(t)["input_ids"]), encoder.max_length) for t in texts]
     store = args.store or get_settings().store
@@ -149,7 +151,8 @@ def main() -> None:
     for name, predictor in predictors.items():
         modes[name] = (predictor, False)
         modes[f"{name} certified"] = (predictor, True)
-    print(json.dumps({"model": encoder.info.id, "threads": args.threads, "texts": len(texts),
+    print(json.dumps({"model": encoder.info.id, "threads": args.threads, "batch_tokens": args.batch_tokens,
+                      "texts": len(texts),
                       "tokens_min_median_max": [min(lengths), int(statistics.median(lengths)), max(lengths)]}))
     for name, predictor in predictors.items():
         recall, sparsity, gold = recall_and_sparsity(encoder, predictor, texts)

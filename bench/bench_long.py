@@ -2,7 +2,8 @@
 
 The encoder with its position table extended by copying (``sparsefinder extend-positions``; no
 distillation at the new length yet) embeds ``--docs`` documents of ``--tokens`` tokens (consecutive
-``test.txt`` paragraphs joined) with SDPA softmax, dense α-entmax, and each ``--predictor`` on the
+``test.txt`` paragraphs joined) with SDPA softmax, dense α-entmax, the ``exact`` mode (dense α-entmax
+by the certified route from an empty pattern), and each ``--predictor`` on the
 sparse path (its prediction included) and in certified mode. Prints ms per document (median of
 ``--repeats``), cosine to dense entmax, sparsity, and the process's peak RSS. Stored predictors
 are loaded by id (they were fitted at 512 tokens on the unextended model).
@@ -59,6 +60,7 @@ def main() -> None:
     encoder = SparseEncoder(args.model)
     texts = documents(encoder.tokenizer, args.docs, args.tokens)
     modes = [("softmax (SDPA)", "softmax", False)] + ([] if args.no_dense else [("dense entmax", "dense", False)])
+    modes += [("exact", "exact", False)]
     predictors = [predictor_from_spec(spec).fit(None) for spec in args.predictor]
     predictors += [ArtifactStore(args.store).load(artifact) for artifact in args.stored]
     for predictor in predictors:

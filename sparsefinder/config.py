@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_ALPHA: float = 1.5
 #: Sequence length L in tokens, special tokens included.
 DEFAULT_MAX_LENGTH: int = 512
+#: Default padded tokens per forward pass of :class:`~sparsefinder.encoder.SparseEncoder` (``Settings.batch_tokens``).
+DEFAULT_BATCH_TOKENS: int = 512
 #: Iterations of bisection for α ∉ {1.5, 2} (recorded in every manifest).
 BISECT_ITERATIONS: int = 50
 #: Keys partially sorted first by exact entmax (doubled where a support is larger).
@@ -207,6 +209,10 @@ class Settings(BaseSettings):
     model). Longer texts are refused naming ``texts`` (or cut, with ``truncate``). It bounds the time of one
     forward pass, so a short request waits behind a long one for at most that pass (the queue is first in,
     first out and bounded)."""
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    """Padded tokens per forward pass: one encode call is run as groups of texts of similar length
+    (sorted by length), each at most this many tokens padded (a longer text runs alone).
+    bench/bench_fast_path.py measured 512 best on a 2-core CPU; a GPU wants far more."""
     max_body_bytes: int = 1_000_000
     """Largest request body the service reads (413 beyond)."""
     queue_size: int = 16

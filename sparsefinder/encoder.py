@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .hf.attention import REFERENCE_MODES, SPARSE_ENTMAX, SparseAttentionStats
-from .config import DEFAULT_ALPHA
+from .config import DEFAULT_ALPHA, DEFAULT_BATCH_TOKENS
 from .errors import SparsefinderError
 from .layers import CONFIG_KEY, LAYERS_KWARG, check_layers
 from .model import ModelInfo, load_encoder, mean_pool, pick_device
@@ -62,10 +62,15 @@ class SparseEncoder:
         ``"cuda"`` or ``"cpu"``; default CUDA when present.
     alpha : float
         α of α-entmax for the dense and sparse modes.
+    max_tokens : int, optional
+        Longest text in tokens (default: the model's positions).
+    batch_tokens : int
+        Padded tokens per forward pass (:meth:`encode` sorts texts by length and runs groups of at
+        most this many padded tokens; a longer text runs alone).
     """
 
     def __init__(self, model: str | Path | None = None, device: str | None = None, alpha: float = DEFAULT_ALPHA,
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, batch_tokens: int = DEFAULT_BATCH_TOKENS):
         self.device = torch.device(pick_device(device))
         self.alpha = alpha
         self.model, self.tokenizer, self.info = load_encoder(model, attn_implementation=SPARSE_ENTMAX,
@@ -73,6 +78,9 @@ class SparseEncoder:
         if max_tokens is not None and not 3 <= max_tokens:
             raise SparsefinderError(f"max tokens must be at least 3, got {max_tokens}")
         self.max_tokens = max_tokens
+        if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
+            raise SparsefinderError(f"batch tokens must be a positive number of tokens, got {batch_tokens!r}")
+        self.batch_tokens = batch_tokens
         check_layers(getattr(self.model.config, CONFIG_KEY, None), self.info.num_layers, f"config {CONFIG_KEY}")
 
     @property
@@ -86,18 +94,33 @@ class SparseEncoder:
 
     def tokenize(self, texts: list[str], truncate: bool = False) -> dict[str, Tensor]:
         """Padded token ids and attention mask ``(B, n)``; too long texts raise unless ``truncate``."""
+        return self._pad(self._token_ids(texts, truncate))
+
+    def _token_ids(self, texts: list[str], truncate: bool) -> dict[str, list[list[int]]]:
+        """Unpadded token ids (and masks) of each text; a text over :attr:`max_length` raises unless ``truncate``."""
         if not texts:
             raise SparsefinderError("no texts to encode")
-        batch = self.tokenizer(texts, padding=True, truncation=truncate,
-                               max_length=self.max_length if truncate else None, return_tensors="pt")
-        if batch["input_ids"].shape[1] > self.max_length:
-            lengths = batch["attention_mask"].sum(1)
-            first = int((lengths > self.max_length).nonzero()[0, 0])
-            limit = "the model's" if self.max_length == self.info.max_positions else "the limit of"
-            raise SparsefinderError(f"text {first} has {int(lengths[first])} tokens, more than {limit} "
-                                    f"{self.max_length}; shorten it or pass truncate=True")
-        return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
-                                                                          "token_type_ids")}
+        ids = self.tokenizer(texts, truncation=truncate, max_length=self.max_length if truncate else None)
+        for i, row in enumerate(ids["input_ids"]):
+            if len(row) > self.max_length:
+                limit = "the model's" if self.max_length == self.info.max_positions else "the limit of"
+                raise SparsefinderError(f"text {i} has {len(row)} tokens, more than {limit} {self.max_length}; "
+                                        "shorten it or pass truncate=True")
+        return {k: v for k, v in ids.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def _pad(self, ids: dict[str, list[list[int]]]) -> dict[str, Tensor]:
+        batch = self.tokenizer.pad(ids, padding=True, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def groups(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Text indices in forward passes: sorted by length, each pass at most :attr:`batch_tokens` padded tokens."""
+        out: list[list[int]] = []
+        for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+            if out and (len(out[-1]) + 1) * lengths[i] <= self.batch_tokens:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
 
     @torch.inference_mode()
     def encode(self, texts: list[str], predictor: Predictor | str = "dense", certified: bool = False,
@@ -120,19 +143,34 @@ class SparseEncoder:
         if isinstance(predictor, Predictor):
             predictor.check_is_fitted()
         start = time.perf_counter()
-        batch = self.tokenize(texts, truncate)
-        stats = SparseAttentionStats(keep_outputs=keep_attention)
-        hidden = self.model(**batch, attention_predictor=predictor, attention_certified=certified,
-                            attention_input_ids=batch["input_ids"], attention_stats=stats,
-                            entmax_alpha=self.alpha, **{LAYERS_KWARG: layers}).last_hidden_state
-        embeddings = mean_pool(hidden, batch["attention_mask"]).float().cpu()
-        layers = sorted(stats.sparsity)
+        ids = self._token_ids(texts, truncate)
+        lengths = [len(row) for row in ids["input_ids"]]
+        groups = [list(range(len(texts)))] if keep_attention else self.groups(lengths)  # kept outputs share one n
+        embeddings: list[Tensor] = [torch.empty(0)] * len(texts)
+        text_sparsity: list[list[float]] = [[] for _ in texts]
+        keys_added: list[int] = []
+        outputs: list[Tensor] | None = None
+        for group in groups:
+            batch = self._pad({k: [v[i] for i in group] for k, v in ids.items()})
+            stats = SparseAttentionStats(keep_outputs=keep_attention)
+            hidden = self.model(**batch, attention_predictor=predictor, attention_certified=certified,
+                                attention_input_ids=batch["input_ids"], attention_stats=stats,
+                                entmax_alpha=self.alpha, **{LAYERS_KWARG: layers}).last_hidden_state
+            pooled = mean_pool(hidden, batch["attention_mask"]).float().cpu()
+            seen = sorted(stats.sparsity)
+            for b, i in enumerate(group):
+                embeddings[i] = pooled[b]
+                text_sparsity[i] = [stats.sparsity[layer][b] for layer in seen]
+            added = [sum(stats.keys_added[layer]) for layer in seen]
+            keys_added = [a + b for a, b in zip(keys_added, added)] if keys_added else added
+            if keep_attention:
+                outputs = [stats.outputs[layer].float().cpu() for layer in seen]
         return EncodeResult(
-            embeddings=embeddings,
-            sparsity=[sum(stats.sparsity[i]) / len(stats.sparsity[i]) for i in layers],
-            text_sparsity=[[stats.sparsity[i][b] for i in layers] for b in range(len(texts))],
-            keys_added=[sum(stats.keys_added[i]) for i in layers],
+            embeddings=torch.stack(embeddings),
+            sparsity=[sum(column) / len(texts) for column in zip(*text_sparsity)],
+            text_sparsity=text_sparsity,
+            keys_added=keys_added,
             seconds=time.perf_counter() - start,
-            num_tokens=[int(x) for x in batch["attention_mask"].sum(1)],
-            attention_outputs=[stats.outputs[i].float().cpu() for i in layers] if keep_attention else None,
+            num_tokens=lengths,
+            attention_outputs=outputs,
         )

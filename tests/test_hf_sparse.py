@@ -127,3 +127,25 @@ def test_fidelity_report_shows_both_gaps(encoder, tmp_path):
     assert json.loads((tmp_path / "fid" / "fidelity.json").read_text())["texts"] == 3
     assert (tmp_path / "fid" / "fidelity.csv").read_text().count("\n") == 4
     assert (tmp_path / "fid" / "fidelity.png").stat().st_size > 0
+
+
+def test_token_budget_groups_texts_by_length_and_keeps_their_order(encoder):
+    window = predictor_from_spec("window2").fit(None)
+    texts = TEXTS + ["Short.", " ".join(["Sparse attention on a longer text"] * 6)]
+    lengths = [len(ids) for ids in encoder.tokenizer(texts)["input_ids"]]
+    joined_budget = encoder.batch_tokens
+    try:
+        encoder.batch_tokens = max(lengths) * len(texts)  # one forward pass, padded to the longest text
+        joined = encoder.encode(texts, window)
+        encoder.batch_tokens = 2 * sorted(lengths)[1]  # the two shortest texts share a pass, the others run alone
+        assert encoder.groups(lengths) == [sorted(range(5), key=lengths.__getitem__)[:2]] + \
+            [[i] for i in sorted(range(5), key=lengths.__getitem__)[2:]]
+        grouped = encoder.encode(texts, window)
+    finally:
+        encoder.batch_tokens = joined_budget
+    torch.testing.assert_close(grouped.embeddings, joined.embeddings, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(grouped.text_sparsity), torch.tensor(joined.text_sparsity))
+    assert grouped.num_tokens == lengths
+    assert grouped.sparsity == pytest.approx(joined.sparsity)
+    # a window of 2 over n tokens keeps 5n − 6 pairs of n²: each text's own sparsity, whatever it was padded to
+    assert [row[0] for row in grouped.text_sparsity] == pytest.approx([1 - (5 * n - 6) / n**2 for n in lengths])

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         texts, total = iter(args.text), len(args.text)
     if args.limit is not None:
         texts, total = itertools.islice(texts, args.limit), min(total, args.limit)
-    encoder = SparseEncoder(args.model, device=get_settings().device, alpha=args.alpha)
+    settings = get_settings()
+    encoder = SparseEncoder(args.model, device=settings.device, alpha=args.alpha, batch_tokens=settings.batch_tokens)
     mode = resolve_mode(args.predictor, args.store, model_id=encoder.info.id, alpha=args.alpha, recall=args.recall)
     lines, index = [], 0
     with tqdm(total=total, desc="encode", unit="text") as bar:

@@ -1,10 +1,14 @@
 """Throughput and latency of ``POST /v1/encode``: requests/s, p50 and p99.
 
 Grid: batch 1 and 16 texts, L = 128 and 512 tokens per text, 1 / 4 / 16 concurrent clients,
-dense entmax vs a predictor. Starts ``sparsefinder serve`` on a free port (or uses ``--url``),
-prints a Markdown table and writes JSON. Run by hand, for example::
+the ``--mode`` baselines (default dense entmax) vs a predictor. Starts ``sparsefinder serve`` on a
+free port (or uses ``--url``), prints a Markdown table with the server's resident memory after each
+cell (current and peak, from ``/proc``: flat memory shows as a flat column) and writes JSON. Run by
+hand, for example::
 
     .venv/bin/python bench/bench_service.py --requests 4 --predictor window16 --out /tmp/bench.json
+    .venv/bin/python bench/bench_service.py --predictor proj24-thr0.99 --store artifacts/store \
+        --mode dense --mode softmax --mode exact --batch 1 8 --length 512 --clients 1 4 --threads 2
 """
 
 from __future__ import annotations
@@ -65,6 +69,12 @@ async def run_cell(url: str, texts: list[str], predictor: str, clients: int, req
             "p50_s": statistics.median(lat), "p99_s": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]}
 
 
+def rss_mib(pid: int) -> tuple[int, int]:
+    """Resident memory of process ``pid`` now and at its peak (MiB), from ``/proc/<pid>/status``."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) // 1024, int(fields["VmHWM"].split()[0]) // 1024
+
+
 def start_server(queue: int, threads: int | None, store: str | None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,7 +102,9 @@ def start_server(queue: int, threads: int | None, store: str | None) -> tuple[su
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default=None, help="a running service (default: start one)")
-    p.add_argument("--predictor", default="window16", help="predictor to compare with dense (id or spec)")
+    p.add_argument("--predictor", default="window16", help="predictor to compare with the baselines (id or spec)")
+    p.add_argument("--mode", action="append", default=None, help="baseline mode: dense, exact or softmax "
+                                                                 "(repeatable; default dense)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     p.add_argument("--length", type=int, nargs="+", default=[128, 512])
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -104,18 +116,21 @@ def main() -> None:
     proc, url = (None, args.url) if args.url else start_server(queue=max(args.clients) + 1, threads=args.threads,
                                                                     store=args.store)
     rows = []
+    print("| L | batch | clients | mode | requests/s | texts/s | p50 ms | p99 ms | RSS MiB | peak RSS MiB |\n"
+          "|---|---|---|---|---|---|---|---|---|---|", flush=True)
     try:
         for length in args.length:
             pool = texts_of_length(length, max(args.batch))
             for batch in args.batch:
                 for clients in args.clients:
-                    for predictor in ("dense", args.predictor):
+                    for predictor in (*(args.mode or ["dense"]), args.predictor):
                         r = asyncio.run(run_cell(url, pool[:batch], predictor, clients, args.requests))
+                        rss, peak = rss_mib(proc.pid) if proc is not None else (None, None)
                         rows.append({"length": length, "batch": batch, "clients": clients, "predictor": predictor,
-                                     **r})
+                                     **r, "rss_mib": rss, "peak_rss_mib": peak})
                         print(f"| {length} | {batch} | {clients} | {predictor} | {r['requests_per_s']:.2f} | "
-                              f"{r['texts_per_s']:.1f} | {r['p50_s'] * 1000:.0f} | {r['p99_s'] * 1000:.0f} |",
-                              flush=True)
+                              f"{r['texts_per_s']:.1f} | {r['p50_s'] * 1000:.0f} | {r['p99_s'] * 1000:.0f} | "
+                              f"{rss} | {peak} |", flush=True)
     finally:
         if proc is not None:
             proc.terminate()

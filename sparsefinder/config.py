@@ -102,7 +102,11 @@ EVAL_BATCH: int = 1
 #: Sequences the evaluation reads at a time and goes through layer by layer (positional patterns are predicted once per
 #: layer and length in a chunk).
 EVAL_CHUNK: int = 16
-#: Texts per forward pass of ``sparsefinder encode``, the fidelity report and ``adapt-eval``.
+#: At most this many (query, key) pairs per head in one evaluation chunk: ``n²`` per sequence, so 16 sequences at
+#: L = 512 and one at L = 4,096 (its gold mask and every knob value's pattern are held per chunk and layer).
+EVAL_CHUNK_PAIRS: int = 1 << 24
+#: Texts per encode call of ``sparsefinder encode``, the fidelity report and ``adapt-eval`` (each call runs forward
+#: passes of at most ``Settings.batch_tokens`` padded tokens).
 ENCODE_BATCH: int = 8
 #: Texts of the corpus the fidelity report compares by default (``sparsefinder fidelity --limit``).
 FIDELITY_TEXTS: int = 64

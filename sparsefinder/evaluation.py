@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .version import __version__
-from .config import EVAL_BATCH, EVAL_CHUNK
+from .config import EVAL_BATCH, EVAL_CHUNK, EVAL_CHUNK_PAIRS
 from .dataset import GoldDataset, Sequence, batch_inputs
 from .inputs import AttentionInputs
 from .metrics import MetricsAccumulator, compare
@@ -104,7 +104,8 @@ def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | 
              progress: bool = True, batch_size: int = EVAL_BATCH, chunk: int = EVAL_CHUNK) -> dict[str, Any]:
     """Evaluate every candidate setting on up to ``limit`` sequences of ``dataset``; return the report dict.
 
-    ``chunk`` sequences are read at a time and evaluated layer by layer, ``batch_size`` sequences
+    ``chunk`` sequences (fewer when long: :data:`~sparsefinder.config.EVAL_CHUNK_PAIRS`) are read at a
+    time and evaluated layer by layer, ``batch_size`` sequences
     per prediction; per batch and layer the gold graph becomes a dense mask once, each candidate
     predicts all its knob values in one
     :meth:`~sparsefinder.predictors.base.Predictor.predict_sweep` (a positional predictor once per
@@ -113,6 +114,7 @@ def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | 
     per prediction actually made.
     """
     layers, heads = dataset.num_layers, dataset.num_heads
+    chunk = max(1, min(chunk, EVAL_CHUNK_PAIRS // dataset.max_length**2))
     gold_acc = MetricsAccumulator(layers, heads)
     for c in candidates:
         c._accumulators = [MetricsAccumulator(layers, heads) for _ in c.settings()]

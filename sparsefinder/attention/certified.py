@@ -4,18 +4,17 @@ The threshold computed on a subset ``S`` of a query's keys never exceeds the one
 keys (``t_S ≤ t``), so a key with score ``z_j ≤ t_S`` is certainly outside the support. For
 each chunk of queries the exact score rows are one matrix product (on a CPU this costs less
 than the threshold search over full rows that dense α-entmax does), ``t_S`` is computed on
-the predicted keys only, and every key with ``z_j > t_S`` that the pattern missed is added.
-One round suffices: every key left out has ``z_j ≤ t_S ≤ t_{S'}`` for the enlarged set
-``S'``, so ``t_{S'}`` is the dense threshold and attention on ``S'`` equals dense α-entmax.
-A query whose predicted row is empty keeps its exact support (``t_S = t``), so an empty
-pattern gives exact dense α-entmax by the same route: on a CPU the compiled kernel finds each
-row's threshold by Newton's method in vectorised passes, without the sort of full rows that
-the ``entmax`` package does (the ``exact`` attention mode).
+the predicted keys only (on the row's best :data:`~sparsefinder.config.THRESHOLD_SEED_KEYS`
+keys where none is predicted), and the exact threshold ``t`` of the row is found from that
+lower bound: in the torch path on the keys with ``z_j > t_S`` only (every support key is among
+them), in the compiled CPU kernel by Newton's method starting at ``t_S`` in vectorised passes
+over the row (no sort). Attention on the support ``z_j > t`` is dense α-entmax. The certified
+pattern is the predicted keys plus the support keys they missed (``keys_added``: exactly the
+gold pairs the predictor missed), so an empty pattern gives the exact support: the ``exact``
+attention mode is this route with no predictor.
 
-So the predictor decides how many entries the threshold search sorts (``w`` instead of
-``n``); the check itself is a comparison per pair. Memory is bounded by chunks of queries.
-Inference with α = 1.5 on a CPU runs the whole check and the attention of a row in one
-compiled pass (:func:`sparsefinder.attention.cpu_rows.certified_rows`).
+Memory is bounded by chunks of queries. Inference with α = 1.5 on a CPU runs the whole check and
+the attention of a row in one compiled pass (:func:`sparsefinder.attention.cpu_rows.certified_rows`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
-from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
+from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, THRESHOLD_SEED_KEYS
 from ..pattern import Pattern, compact, query_chunks
 from . import cpu_rows
 from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
@@ -49,18 +48,25 @@ class CertifiedOutput:
 def _certify_chunk(rows: Tensor, index: Tensor, valid: Tensor, key_ok: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
     """Keys of a chunk's certified rows: ``rows`` ``(B, H, c, n)`` exact scores, ``index``/``valid`` ``(B, H, c, w)``.
 
-    Returns the certified rows as a boolean mask ``(B, H, c, n)`` and the pairs added per (B, H).
+    Returns the certified rows (the predicted keys and the support keys they missed) as a boolean
+    mask ``(B, H, c, n)`` and the pairs added per (B, H).
     """
     some = valid.any(-1, keepdim=True)
     kept = rows.gather(-1, index).masked_fill(~valid, float("-inf")).masked_fill(~some, 0.0)
     present = rows.masked_fill(~key_ok, float("-inf"))
-    best = present.amax(-1, keepdim=True).nan_to_num(neginf=0.0)  # a padded query's row has no key: any finite value
-    exact = threshold(torch.maximum(present, best - 1e4), alpha)  # absent keys stay far below any support
-    t_s = torch.where(some, threshold(kept, alpha), exact)
+    seeds = present.topk(min(THRESHOLD_SEED_KEYS, rows.shape[-1]), dim=-1).values
+    best = seeds[..., :1].nan_to_num(neginf=0.0)  # a padded query's row has no key: any finite seed does
+    seeded = threshold(torch.maximum(seeds, best - 1e4), alpha)  # absent keys stay far below any support
+    t_s = torch.where(some, threshold(kept, alpha), seeded)  # a lower bound of each row's threshold
+    candidates, counts = compact((rows > t_s) & key_ok)  # every support key is among them
+    scores = rows.gather(-1, candidates).masked_fill(torch.arange(candidates.shape[-1], device=rows.device)
+                                                     >= counts[..., None], float("-inf"))
+    t = threshold(scores.masked_fill((counts[..., None] == 0) & (torch.arange(scores.shape[-1], device=rows.device)
+                                                                  == 0), 0.0), alpha)  # the rows' exact thresholds
     n = rows.shape[-1]
     predicted = rows.new_zeros(*rows.shape[:-1], n + 1, dtype=torch.bool)
     predicted = predicted.scatter_(-1, torch.where(valid, index, n), True)[..., :n]
-    certified = predicted | ((rows > t_s) & key_ok)
+    certified = predicted | ((rows > t) & key_ok)
     return certified, (certified & ~predicted).sum((-1, -2))
 
 

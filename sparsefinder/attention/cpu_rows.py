@@ -11,8 +11,9 @@ These kernels do the same work row by row in compiled loops, parallel over rows
 - :func:`row_thresholds`: the exact α-entmax threshold of each row of a score matrix;
 - :func:`select_rows`: the keys of each row whose score clears its threshold plus a margin,
   as the rows of a :class:`~sparsefinder.pattern.Pattern`;
-- :func:`certified_rows`: exact attention from exact score rows and a predicted pattern
-  (threshold of the predicted keys, every key above it added; recall 1 by construction).
+- :func:`certified_rows`: exact attention from exact score rows and a predicted pattern (the
+  threshold of the predicted keys starts the row's exact threshold; the support keys the pattern
+  missed are added; recall 1 by construction).
 
 Thresholds are exact: Newton's method on ``Σ (x − τ)₊² = 1`` rises monotonically from a lower
 bound (method.md §1) and ends on the closed-form root of the keys above it (no sort). Each step is
@@ -164,22 +165,20 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                     continue
                 g = r // rows_per_head
                 c = counts[r]
-                if c > 0:
+                lower = -np.inf
+                if c > 0:  # the threshold of the predicted keys is a lower bound of the row's
                     for s in range(c):
                         buf[s] = z[r, index[r, s]]
-                    t_s = threshold_from(buf, c, -np.inf)
-                    t = threshold_from(z[r], nv, t_s)
-                else:  # no predicted key: the row's own support certifies it
-                    t = threshold_from(z[r], nv, -np.inf)
-                    t_s = t
+                    lower = threshold_from(buf, c, -np.inf)
+                t = threshold_from(z[r], nv, lower)
                 for s in range(c):
                     predicted[index[r, s]] = True
                 w = 0
                 for j in range(nv):  # branch-free: the slot is overwritten unless the key is kept
-                    above = z[r, j] > t_s
+                    support = z[r, j] > t
                     kept[r, w] = j
-                    w += 1 if above or predicted[j] else 0
-                    added[r] += 1 if above and not predicted[j] else 0
+                    w += 1 if support or predicted[j] else 0
+                    added[r] += 1 if support and not predicted[j] else 0
                 for s in range(w):
                     j = kept[r, s]
                     half = (z[r, j] - t) * 0.5

@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from sparsefinder.attention import cpu_rows
 from sparsefinder.config import default_data_dir
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.predictors.registry import predictor_from_spec
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--no-dense", action="store_true", help="skip dense entmax (slow at long lengths)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    cpu_rows.warm_up()  # compile (or load) the row kernels before anything is timed
     encoder = SparseEncoder(args.model)
     texts = documents(encoder.tokenizer, args.docs, args.tokens)
     modes = [("softmax (SDPA)", "softmax", False)] + ([] if args.no_dense else [("dense entmax", "dense", False)])

@@ -105,6 +105,9 @@ EVAL_CHUNK: int = 16
 #: At most this many (query, key) pairs per head in one evaluation chunk: ``n²`` per sequence, so 16 sequences at
 #: L = 512 and one at L = 4,096 (its gold mask and every knob value's pattern are held per chunk and layer).
 EVAL_CHUNK_PAIRS: int = 1 << 24
+#: A batch with more (head, query, key) triples than this is swept one knob value at a time (each value predicted
+#: alone and scored before the next: at L = 4,096 one value's padded pattern can take gigabytes).
+EVAL_SWEEP_PAIRS: int = 1 << 26
 #: Texts per encode call of ``sparsefinder encode``, the fidelity report and ``adapt-eval`` (each call runs forward
 #: passes of at most ``Settings.batch_tokens`` padded tokens).
 ENCODE_BATCH: int = 8

@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .version import __version__
-from .config import EVAL_BATCH, EVAL_CHUNK, EVAL_CHUNK_PAIRS
+from .config import EVAL_BATCH, EVAL_CHUNK, EVAL_CHUNK_PAIRS, EVAL_SWEEP_PAIRS
 from .dataset import GoldDataset, Sequence, batch_inputs
 from .inputs import AttentionInputs
 from .metrics import MetricsAccumulator, compare
@@ -163,18 +163,27 @@ def _evaluate_layer(c: Candidate, layer: int, golds: list[tuple[AttentionInputs,
     reused: dict[tuple, list[Pattern]] = {}
     for inputs, gold, gold_mask in golds:
         key = (inputs.length, tuple(inputs.lengths.tolist()))
-        patterns = reused.get(key) if c.predictor.positional else None
-        if patterns is None:
-            t0 = time.perf_counter()
-            patterns = c.predictor.predict_sweep(inputs, values) if c.predictor.knob else [c.predictor.predict(inputs)]
-            share = (time.perf_counter() - t0) / len(values)
-            for j in range(len(values)):
-                c._seconds[j] += share
-            c._predicted += inputs.batch_size
-            if c.predictor.positional:
-                reused[key] = patterns
+        if c.predictor.positional and key in reused:
+            for j, pattern in enumerate(reused[key]):
+                c._accumulators[j].add(layer, compare(pattern, gold, gold_mask))
+            continue
+        c._predicted += inputs.batch_size
+        if c.predictor.knob and inputs.batch_size * inputs.num_heads * inputs.length**2 > EVAL_SWEEP_PAIRS:
+            for j, value in enumerate(values):  # long inputs: one knob value's pattern at a time
+                t0 = time.perf_counter()
+                (pattern,) = c.predictor.predict_sweep(inputs, [value])
+                c._seconds[j] += time.perf_counter() - t0
+                c._accumulators[j].add(layer, compare(pattern, gold, gold_mask))
+                del pattern
+            continue
+        t0 = time.perf_counter()
+        patterns = c.predictor.predict_sweep(inputs, values) if c.predictor.knob else [c.predictor.predict(inputs)]
+        share = (time.perf_counter() - t0) / len(values)
         for j, pattern in enumerate(patterns):
+            c._seconds[j] += share
             c._accumulators[j].add(layer, compare(pattern, gold, gold_mask))
+        if c.predictor.positional:
+            reused[key] = patterns
 
 
 def _predictor_entry(c: Candidate) -> dict[str, Any]:

@@ -59,3 +59,22 @@ def test_positional_patterns_reused_across_a_chunk_give_the_same_report(tiny_dat
     assert fast == slow
     assert every == [5 * 6] * 5  # sequences × layers
     assert predicted == [2 * 6, 2 * 6, 2 * 6, 5 * 6, 5 * 6]  # positional ones once per length and layer
+
+
+def test_long_inputs_sweep_one_knob_value_at_a_time_with_the_same_report(tiny_dataset, monkeypatch):
+    import sparsefinder.evaluation as evaluation
+    from sparsefinder.evaluation import Candidate, evaluate
+    from sparsefinder.predictors.registry import predictor_from_spec, sweep_values
+
+    specs = ["window", "oracle-topk", "proj4-score-thr-ep0"]
+    fitted = predictor_from_spec(specs[2]).fit(tiny_dataset)
+
+    def run() -> list:
+        candidates = [Candidate(predictor_from_spec(s).fit(None), sweep_values(s)) for s in specs[:2]]
+        candidates.append(Candidate(fitted, sweep_values(specs[2])))
+        report = evaluate(tiny_dataset, candidates, progress=False)
+        return [[(s["recall"], s["sparsity"], s["per_head"]) for s in p["settings"]] for p in report["predictors"]]
+
+    together = run()
+    monkeypatch.setattr(evaluation, "EVAL_SWEEP_PAIRS", 0)  # every batch counts as long
+    assert run() == together

@@ -162,6 +162,12 @@ PIPELINE_EVAL_SEQUENCES: int = 16
 PIPELINE_FIT_SPECS: tuple[str, ...] = ("proj24-score-thr-ep0", "proj16-score-knn-adapt-ep0", "proj16-score-kmeans16-ep0",
                                       "proj16-score-quant-ep0", "pruning", "dam", "routing", "attended-global",
                                       "degree")
+#: ``pipeline --long``: sequences of the fit and evaluation corpora extracted at the long model's positions.
+PIPELINE_LONG_FIT_SEQUENCES: int = 4
+PIPELINE_LONG_EVAL_SEQUENCES: int = 4
+#: ``pipeline --long``: learned predictors fitted on the long sequences, and what the long report compares.
+PIPELINE_LONG_FIT_SPECS: tuple[str, ...] = ("proj24-score-thr-ep0",)
+PIPELINE_LONG_EVAL_SPECS: tuple[str, ...] = ("proj24-score-thr-ep0", "window")
 
 # ---------------------------------------------------------------- the Ray engine (`--engine ray`)
 #: Sequences per Ray evaluation task (each task evaluates every candidate on its range of sequences).

@@ -166,3 +166,28 @@ def test_bad_options_exit_2_with_one_line(flags, message, corpus, tmp_path, caps
     code = main(["distil-long", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--window", "40", *flags])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "m").exists()
+
+
+def test_pipeline_long_adds_a_report_at_the_long_models_length(tmp_path, monkeypatch):
+    import sparsefinder.cli.pipeline as cli_pipeline
+
+    articles = list(iter_articles(default_data_dir() / "valid.txt"))[:6]
+    corpus = tmp_path / "articles.txt"
+    corpus.write_text("".join(f" = Article {i} = \n {a[:2500]} \n" for i, a in enumerate(articles)))
+    small = dict(LONG_MAX_POSITIONS=1024, LONG_DOC_TOKENS=100, LONG_STEPS=2, LONG_WINDOW=40, LONG_STRIDE=20,
+                 PIPELINE_LONG_FIT_SEQUENCES=2, PIPELINE_LONG_EVAL_SEQUENCES=1)
+    for name, value in small.items():
+        monkeypatch.setattr(cli_pipeline, name, value)
+    monkeypatch.setenv("SPARSEFINDER_WORK_DIR", str(tmp_path / "work"))
+    args = ["pipeline", "--no-adapt", "--long", "--fit-corpus", str(corpus), "--eval-corpus", str(corpus),
+            "--predictors", "proj4-score-thr-ep0", "--max-length", "64", "--fit-sequences", "4",
+            "--eval-sequences", "2", "--store", str(tmp_path / "store"), "--reports", str(tmp_path / "reports")]
+    assert main(args) == 0
+    reports = sorted(p.name for p in (tmp_path / "reports").iterdir())
+    assert reports == ["articles-all-MiniLM-L6-v2-L64-n2", "articles-all-MiniLM-L6-v2-long1k-L1024-n1"]
+    long = json.loads((tmp_path / "reports" / reports[1] / "report.json").read_text())
+    assert long["dataset"]["max_length"] == 1024 and long["dataset"]["model_id"].startswith("all-MiniLM-L6-v2-long1k@")
+    assert [p["spec"] for p in long["predictors"]] == ["proj24-thr", "window"]
+    assert (tmp_path / "work" / "models" / "all-MiniLM-L6-v2-long1k" / "long.json").is_file()
+    assert main(args) == 0  # every step cached: the same two reports
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == reports

@@ -7,6 +7,8 @@ fit the configured learned predictors into the store (skipping families already 
 for the same model and α), evaluate every stored predictor and every baseline on the
 evaluation corpus, and write the report. Every step is cached, so a second run only
 redoes what changed. With ``--serve`` the service starts afterwards on the results and model.
+With ``--long`` a second report is made the same way at 4,096 tokens, on the encoder that
+``distil-long`` trains from the adapted one (cached too).
 With ``--engine ray`` the extractions, fits and the evaluation run on Ray (the one-off
 adaptation stays in this process); the results are the local engine's.
 """
@@ -31,8 +33,12 @@ __all__ = ["pipeline"]
 
 def pipeline(fit_corpus: Path, eval_corpus: Path, *, specs: list[str], max_length: int, fit_sequences: int,
              eval_sequences: int, store_url: str, reports: Path, model: str | None = None,
-             engine: Engine | None = None) -> Path:
-    """Run the main job on ``engine`` (default: this process); returns the report folder."""
+             engine: Engine | None = None, evaluate: list[str] | None = None) -> Path:
+    """Run the main job on ``engine`` (default: this process); returns the report folder.
+
+    ``evaluate`` names what the report compares (default ``["all"]``: every stored predictor of the
+    model and every baseline).
+    """
     settings = get_settings()
     engine = engine or Engine()
     fit_data = dataset_for_corpus(fit_corpus, model=model, max_length=max_length, alpha=settings.alpha,
@@ -50,7 +56,7 @@ def pipeline(fit_corpus: Path, eval_corpus: Path, *, specs: list[str], max_lengt
             todo.append(spec)
     for info in fit_all(engine, fit_data.folder, todo, store_url):
         tqdm.write(f"{info.spec}: fitted in {info.fit_seconds:.1f} s, stored as {info.id}")
-    candidates = build_candidates(["all"], eval_data, store=store)
+    candidates = build_candidates(evaluate or ["all"], eval_data, store=store)
     report = evaluate_sharded(engine, eval_data, candidates)
     model_name = eval_data.model_id.split("@")[0]
     name = f"{eval_corpus.stem}-{model_name}-L{max_length}-n{eval_data.manifest['sequences']}"

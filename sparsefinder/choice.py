@@ -119,7 +119,8 @@ def resolve_choice(name: str, store: ArtifactStore | None, *, model_id: str, alp
 
 def resolve_mode(name: str, store: str | ArtifactStore | None = None, *, model_id: str, alpha: float | None = None,
                  recall: float | None = None) -> Predictor | str:
-    """An attention mode: ``dense``/``softmax`` as they are, else :func:`resolve_choice` on the store.
+    """An attention mode: a reference mode (``dense``, ``exact``, ``softmax``) as it is, else
+    :func:`resolve_choice` on the store.
 
     ``store`` is an :class:`ArtifactStore`, a URL, or ``None`` for the settings' store. The
     reference modes compute every pair, so they meet any ``recall`` target (it is only checked).

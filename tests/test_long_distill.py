@@ -168,7 +168,7 @@ def test_bad_options_exit_2_with_one_line(flags, message, corpus, tmp_path, caps
     assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "m").exists()
 
 
-def test_pipeline_long_adds_a_report_at_the_long_models_length(tmp_path, monkeypatch):
+def test_pipeline_long_adds_a_report_at_the_long_models_length(tmp_path, monkeypatch, capsys):
     import sparsefinder.cli.pipeline as cli_pipeline
 
     articles = list(iter_articles(default_data_dir() / "valid.txt"))[:6]
@@ -191,3 +191,6 @@ def test_pipeline_long_adds_a_report_at_the_long_models_length(tmp_path, monkeyp
     assert (tmp_path / "work" / "models" / "all-MiniLM-L6-v2-long1k" / "long.json").is_file()
     assert main(args) == 0  # every step cached: the same two reports
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == reports
+    monkeypatch.setattr(cli_pipeline, "LONG_STEPS", 3)  # other settings: the encoder already trained is kept
+    assert main(args) == 0
+    assert "using the encoder already trained in" in capsys.readouterr().err

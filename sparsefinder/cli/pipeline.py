@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import (DEFAULT_MAX_LENGTH, LONG_DOC_TOKENS, LONG_MAX_POSITIONS, LONG_STEPS, LONG_STRIDE, LONG_WINDOW, PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES,
                       PIPELINE_FIT_SPECS, PIPELINE_LONG_EVAL_SEQUENCES, PIPELINE_LONG_EVAL_SPECS,
                       PIPELINE_LONG_FIT_SEQUENCES, PIPELINE_LONG_FIT_SPECS, default_data_dir, get_settings)
+from ..errors import ConflictError
 from ..model import adapted_model_path, model_info, packaged_model_path
 from ..service.serve import serve
 from ..training.adapt import adapt
 from ..training.long_distill import distil_long
+from ..training.model_card import ADAPT_JSON, LONG_JSON
 from ..training.pipeline import pipeline
 from .arguments import MODEL_HELP, add_engine_arguments, engine_of
 
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         model = str(packaged_model_path())
     elif model is None:
         model = str(adapted_model_path(settings.work_dir))
-        adapt(args.fit_corpus, model, alpha=settings.alpha)
+        reuse_trained(model, ADAPT_JSON, lambda: adapt(args.fit_corpus, model, alpha=settings.alpha))
     store, reports = args.store or settings.store, args.reports or settings.reports
     outs = [pipeline(args.fit_corpus, args.eval_corpus, specs=args.predictors, max_length=args.max_length,
                      fit_sequences=args.fit_sequences, eval_sequences=args.eval_sequences, store_url=store,
@@ -53,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.long:
         name = model_info(model).id.split("@")[0]
         long_model = str(settings.work_dir / "models" / f"{name}-long{LONG_MAX_POSITIONS // 1024}k")
-        distil_long(args.fit_corpus, long_model, model=model, alpha=settings.alpha, max_positions=LONG_MAX_POSITIONS,
-                    doc_tokens=LONG_DOC_TOKENS, steps=LONG_STEPS, window=LONG_WINDOW, stride=LONG_STRIDE)
+        reuse_trained(long_model, LONG_JSON, lambda: distil_long(
+            args.fit_corpus, long_model, model=model, alpha=settings.alpha, max_positions=LONG_MAX_POSITIONS,
+            doc_tokens=LONG_DOC_TOKENS, steps=LONG_STEPS, window=LONG_WINDOW, stride=LONG_STRIDE))
         outs.append(pipeline(args.fit_corpus, args.eval_corpus, specs=list(PIPELINE_LONG_FIT_SPECS),
                              max_length=LONG_MAX_POSITIONS, fit_sequences=PIPELINE_LONG_FIT_SEQUENCES,
                              eval_sequences=PIPELINE_LONG_EVAL_SEQUENCES, store_url=store, reports=reports,
@@ -64,6 +69,17 @@ def run(args: argparse.Namespace) -> int:
     if args.serve:
         serve(settings.model_copy(update={"store": store, "reports": reports, "model": model}))
     return 0
+
+
+def reuse_trained(folder: str, record: str, train: Callable[[], object]) -> None:
+    """Run ``train`` (cached by its own run record), or keep the encoder a different run finished in ``folder``."""
+    try:
+        train()
+    except ConflictError:
+        if not (Path(folder) / record).is_file():
+            raise
+        print(f"using the encoder already trained in {folder} with other settings (remove the folder to train it "
+              "again with today's)", file=sys.stderr)
 
 
 def print_summary(out: Path) -> None:

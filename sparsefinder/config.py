@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import SparsefinderError
 
 # ---------------------------------------------------------------- the method (method.md)
 #: α of α-entmax; 1.5 is the default of the method (method.md §1).
@@ -222,7 +224,7 @@ class Settings(BaseSettings):
     model). Longer texts are refused naming ``texts`` (or cut, with ``truncate``). It bounds the time of one
     forward pass, so a short request waits behind a long one for at most that pass (the queue is first in,
     first out and bounded)."""
-    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, gt=0)
     """Padded tokens per forward pass: one encode call is run as groups of texts of similar length
     (sorted by length), each at most this many tokens padded (a longer text runs alone).
     bench/bench_fast_path.py measured 512 best on a 2-core CPU; a GPU wants far more."""
@@ -255,5 +257,13 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Settings from the environment (a new object each call, so tests can change the environment)."""
-    return Settings()
+    """Settings from the environment (a new object each call, so tests can change the environment).
+
+    A value that does not parse raises a :class:`~sparsefinder.errors.SparsefinderError` naming the variable.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        bad = "; ".join(f"SPARSEFINDER_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: {e['msg']}"
+                        for e in exc.errors())
+        raise SparsefinderError(f"bad setting in the environment: {bad}") from None

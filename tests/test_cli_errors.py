@@ -103,3 +103,10 @@ def test_unknown_predictor_spec(tiny_dataset, tmp_path, cli):
 def test_evaluate_missing_dataset(tmp_path, cli):
     assert_user_error(cli("evaluate", "--data", str(tmp_path / "none"), "--predictors", "window",
                           "--out", str(tmp_path / "r")), "does not exist")
+
+
+@pytest.mark.parametrize("value, message", [("abc", "SPARSEFINDER_BATCH_TOKENS='abc': Input should be a valid integer"),
+                                            ("0", "SPARSEFINDER_BATCH_TOKENS='0': Input should be greater than 0")])
+def test_a_setting_that_does_not_parse_is_one_line_naming_the_variable(cli, monkeypatch, value, message):
+    monkeypatch.setenv("SPARSEFINDER_BATCH_TOKENS", value)
+    assert_user_error(cli("encode", "--text", "x", "--predictor", "exact", "--out", "unused.jsonl"), message)

@@ -52,7 +52,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # clean up temporary files on `kill` as on Ctrl-C
-    parser = build_parser()
+    try:
+        parser = build_parser()  # option defaults come from the settings, which may not parse
+    except SparsefinderError as exc:
+        print(f"sparsefinder: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)

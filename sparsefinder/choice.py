@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_RECALL_TARGET, get_settings
-from .errors import NotFoundError, SparsefinderError
+from .errors import NotFoundError, SparsefinderError, UnknownSpecError
 from .evaluation import RECALL_KNOB
 from .hf.attention import REFERENCE_MODES
 from .predictors.base import Predictor
@@ -130,4 +130,7 @@ def resolve_mode(name: str, store: str | ArtifactStore | None = None, *, model_i
         return name
     if not isinstance(store, ArtifactStore):
         store = ArtifactStore(store or get_settings().store)
-    return resolve_choice(name, store, model_id=model_id, alpha=alpha, recall=recall)
+    try:
+        return resolve_choice(name, store, model_id=model_id, alpha=alpha, recall=recall)
+    except UnknownSpecError as exc:
+        raise UnknownSpecError(f"{exc}; or an artifact id, {AUTO!r} or a mode: {', '.join(REFERENCE_MODES)}") from None

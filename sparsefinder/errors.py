@@ -14,6 +14,10 @@ class SparsefinderError(Exception):
     status: int = 400
 
 
+class UnknownSpecError(SparsefinderError):
+    """A predictor name or spec that no registered predictor matches."""
+
+
 class NotFoundError(SparsefinderError):
     """A named thing (artifact, report, job, file) does not exist."""
 

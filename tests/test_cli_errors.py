@@ -110,3 +110,10 @@ def test_evaluate_missing_dataset(tmp_path, cli):
 def test_a_setting_that_does_not_parse_is_one_line_naming_the_variable(cli, monkeypatch, value, message):
     monkeypatch.setenv("SPARSEFINDER_BATCH_TOKENS", value)
     assert_user_error(cli("encode", "--text", "x", "--predictor", "exact", "--out", "unused.jsonl"), message)
+
+
+def test_an_unknown_predictor_name_lists_the_specs_and_the_modes(cli, tmp_path):
+    result = cli("encode", "--text", "x", "--predictor", "bogus", "--out", str(tmp_path / "x.jsonl"))
+    assert_user_error(result, "unknown predictor spec 'bogus'; known names: attended-global")
+    assert "; or an artifact id, 'auto' or a mode: dense, exact, softmax" in result.stderr
+    assert not (tmp_path / "x.jsonl").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import SparsefinderError
+from ..errors import SparsefinderError, UnknownSpecError
 from .attention_pruning import AttentionPruningPredictor
 from .base import Predictor
 from .breaking_bert import LexicalPredictor, NeighbourDegreePredictor
@@ -89,7 +89,7 @@ def parse_spec(spec: str) -> tuple[type[Predictor], dict[str, Any]]:
     matches = [c for c in available_predictors().values()
                if set(c.spec_key) <= letters <= set(c.spec_tokens)]
     if not matches:
-        raise SparsefinderError(
+        raise UnknownSpecError(
             f"unknown predictor spec {spec!r}; known names: {', '.join(sorted(available_predictors()))}")
     cls = max(matches, key=lambda c: len(c.spec_key))
     defaults = cls.defaults()

@@ -21,6 +21,7 @@ from ..config import DEFAULT_ALPHA, DEFAULT_RECALL_TARGET, ENCODE_BATCH, get_set
 from ..corpus import check_corpus, iter_texts
 from ..encoder import SparseEncoder
 from ..files import atomic_write_text
+from ..model import model_info
 from .arguments import MODEL_HELP, add_layers_argument, layers_of
 
 
@@ -40,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="alpha of alpha-entmax (> 1)")
     parser.add_argument("--truncate", action="store_true", help="cut texts longer than the model's positions")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N texts")
-    parser.add_argument("--batch-size", type=int, default=ENCODE_BATCH, help="texts per forward pass")
+    parser.add_argument("--batch-size", type=int, default=ENCODE_BATCH,
+                        help="texts per encode call (each runs forward passes of at most SPARSEFINDER_BATCH_TOKENS "
+                             "padded tokens)")
     add_layers_argument(parser)
 
 
@@ -54,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         texts, total = itertools.islice(texts, args.limit), min(total, args.limit)
     settings = get_settings()
+    mode = resolve_mode(args.predictor, args.store, model_id=model_info(args.model).id, alpha=args.alpha,
+                        recall=args.recall)  # a bad name fails before the weights load
     encoder = SparseEncoder(args.model, device=settings.device, alpha=args.alpha, batch_tokens=settings.batch_tokens)
-    mode = resolve_mode(args.predictor, args.store, model_id=encoder.info.id, alpha=args.alpha, recall=args.recall)
     lines, index = [], 0
     with tqdm(total=total, desc="encode", unit="text") as bar:
         while batch := list(itertools.islice(texts, max(1, args.batch_size))):

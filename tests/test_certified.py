@@ -118,3 +118,18 @@ def test_certified_output_is_dense_entmax_whatever_the_pattern(n, heads, share, 
     result = certified_entmax_attention(q, k, v, pattern)
     torch.testing.assert_close(result.output, probs @ v, atol=1e-4, rtol=1e-4)
     assert result.pattern.contains(Pattern.from_dense(probs > 0))
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_without_the_pattern_the_output_and_added_keys_are_the_same(kernels, monkeypatch):
+    from sparsefinder.attention import certified
+
+    if not kernels:  # the torch path
+        monkeypatch.setattr(certified, "row_kernels_apply", lambda *a: False)
+    q, k, v = _qkv(n=40, seed=11)
+    start = Pattern.window(2, 40, 1)
+    kept = certified_entmax_attention(q, k, v, start, chunk_pairs=2 * 40 * 8)  # five chunks of queries
+    lean = certified_entmax_attention(q, k, v, start, chunk_pairs=2 * 40 * 8, keep_pattern=False)
+    assert lean.pattern is None and kept.pattern.contains(Pattern.from_dense(_dense_probs(q, k, 1.5) > 0))
+    torch.testing.assert_close(lean.output, kept.output, atol=0, rtol=0)
+    assert torch.equal(lean.keys_added, kept.keys_added) and int(kept.keys_added.sum()) > 0

@@ -39,8 +39,8 @@ class CertifiedOutput:
 
     output: Tensor
     """Attention output, same shape as the queries: dense α-entmax attention."""
-    pattern: Pattern
-    """The certified pattern: the given one plus the keys that had to be added."""
+    pattern: Pattern | None
+    """The certified pattern: the given one plus the keys that had to be added (``None`` unless kept)."""
     keys_added: Tensor
     """Pairs added per sequence and head, int64 shape ``(B, H)``."""
 
@@ -72,14 +72,15 @@ def _certify_chunk(rows: Tensor, index: Tensor, valid: Tensor, key_ok: Tensor, a
 
 def certified_entmax_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, alpha: float = DEFAULT_ALPHA,
-    scaling: float | None = None, chunk_pairs: int = SPARSE_CHUNK_PAIRS,
+    scaling: float | None = None, chunk_pairs: int = SPARSE_CHUNK_PAIRS, keep_pattern: bool = True,
 ) -> CertifiedOutput:
     """Dense α-entmax attention computed on ``pattern`` plus the keys it provably misses.
 
     ``q, k, v`` have shape ``(B, H, n, d)`` (or ``(H, n, d)`` with a one-sequence pattern); the
     output equals dense α-entmax attention over each sequence's valid keys up to float
     rounding, whatever ``pattern`` is (empty, random or predicted). Gradients flow through
-    the final sparse computation.
+    the final sparse computation. ``keep_pattern=False`` skips assembling the certified pattern
+    (at 4,096 tokens it is padded to the widest row: hundreds of MB a layer).
     """
     alpha = check_alpha(alpha)
     q, k, v, single = as_batched(q, k, v, pattern)
@@ -102,10 +103,11 @@ def certified_entmax_attention(
             out, index, counts, more = cpu_rows.certified_rows(
                 rows.reshape(-1, n), pattern.index[:, :, s:s + step].reshape(-1, pattern.width),
                 pattern.counts[:, :, s:s + step].reshape(-1), rows_valid[:, :, s:s + step].reshape(-1),
-                v.reshape(batch * heads, n, -1), rows.shape[2])
+                v.reshape(batch * heads, n, -1), rows.shape[2], keep_pattern)
             c = rows.shape[2]
             outs.append(out.view(batch, heads, c, -1).to(q.dtype))
-            pieces.append((index.view(batch, heads, c, -1), counts.view(batch, heads, c)))
+            if keep_pattern:
+                pieces.append((index.view(batch, heads, c, -1), counts.view(batch, heads, c)))
             added += more.view(batch, heads, c).sum(-1)
             continue
         query_ok = (torch.arange(s, min(s + step, n), device=q.device) < pattern.lengths[:, None])[:, None, :, None]
@@ -114,7 +116,8 @@ def certified_entmax_attention(
         added += more
         index, counts = compact(mask)
         outs.append(attend_chunk(q[:, :, s:s + step], k, v, index, counts, alpha, scaling, rows=rows))
-        pieces.append((index, counts))
+        if keep_pattern:
+            pieces.append((index, counts))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
-    certified = Pattern.cat_rows(pieces, pattern.lengths)
+    certified = Pattern.cat_rows(pieces, pattern.lengths) if keep_pattern else None
     return CertifiedOutput(out[0] if single else out, certified, added)

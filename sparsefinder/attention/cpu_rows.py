@@ -244,14 +244,14 @@ def row_thresholds(z: Tensor, nvalid: Tensor) -> Tensor:
 
 
 def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: Tensor,
-                   rows_per_head: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                   rows_per_head: int, keep: bool = True) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """Exact α-entmax (α = 1.5) attention of rows of exact scores ``z`` ``(R, n)`` seeded by predicted keys.
 
     ``index``/``counts`` ``(R, w)``/``(R,)`` are the predicted keys (a row with none keeps its exact
     support: the exact route of dense α-entmax), ``nvalid`` ``(R,)`` the keys each
     row may see, ``v`` ``(G, n, dv)`` the values of row group ``r // rows_per_head``. Returns the
-    output ``(R, dv)``, the certified keys (predicted plus added) as ``index`` ``(R, w')`` and
-    ``counts`` ``(R,)``, and the keys added per row ``(R,)``.
+    output ``(R, dv)``, the certified keys (predicted plus added) as ``index`` ``(R, w')`` (``None``
+    unless ``keep``) and ``counts`` ``(R,)``, and the keys added per row ``(R,)``.
     """
     set_threads()
     rows, n = z.shape
@@ -261,10 +261,12 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
     added = np.empty(rows, np.int64)
     certified(_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64),
               _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, out, kept, kept_counts, added)
-    width = max(int(kept_counts.max()) if rows else 0, 1)
-    certified_index = np.empty((rows, width), np.int64)
-    widen(kept, kept_counts, certified_index)
-    return torch.from_numpy(out), torch.from_numpy(certified_index), torch.from_numpy(kept_counts), torch.from_numpy(added)
+    certified_index = None
+    if keep:
+        certified_index = np.empty((rows, max(int(kept_counts.max()) if rows else 0, 1)), np.int64)
+        widen(kept, kept_counts, certified_index)
+        certified_index = torch.from_numpy(certified_index)
+    return torch.from_numpy(out), certified_index, torch.from_numpy(kept_counts), torch.from_numpy(added)
 
 
 class _Entmax15Rows(torch.autograd.Function):

@@ -182,12 +182,13 @@ def sparse_attention(
     pattern = Pattern.empty(heads, n, lengths, query.device) if exact else predictor.predict(
         AttentionInputs(layer, query.detach().float(), key.detach().float(), input_ids_of(kwargs, batch, n, query), lengths))
     added = torch.zeros(batch, heads, dtype=torch.long)
+    recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
     if exact or kwargs.get("attention_certified", attached_certified(module.config)):
-        result = certified_entmax_attention(query, key, value, pattern, alpha, scaling)
+        result = certified_entmax_attention(query, key, value, pattern, alpha, scaling,
+                                            keep_pattern=not exact or recorder is not None)
         out, added, pattern = result.output, result.keys_added, result.pattern
     else:
         out = sparse_entmax_attention(query, key, value, pattern, alpha, scaling)
-    recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
     if recorder is not None:
         recorder(layer, query, key, value, pattern)
     padded = torch.arange(n, device=query.device) >= lengths[:, None]

@@ -8,9 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import (DEFAULT_MAX_LENGTH, LONG_DOC_TOKENS, LONG_MAX_POSITIONS, LONG_STEPS, LONG_STRIDE, LONG_WINDOW, PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES,
-                      PIPELINE_FIT_SPECS, PIPELINE_LONG_EVAL_SEQUENCES, PIPELINE_LONG_EVAL_SPECS,
-                      PIPELINE_LONG_FIT_SEQUENCES, PIPELINE_LONG_FIT_SPECS, default_data_dir, get_settings)
+from ..config import (DEFAULT_MAX_LENGTH, LONG_DOC_TOKENS, LONG_MAX_POSITIONS, LONG_STEPS, LONG_STRIDE, LONG_WINDOW,
+                      PIPELINE_EVAL_SEQUENCES, PIPELINE_FIT_SEQUENCES, PIPELINE_FIT_SPECS, PIPELINE_LONG_EVAL_SEQUENCES,
+                      PIPELINE_LONG_EVAL_SPECS, PIPELINE_LONG_FIT_SEQUENCES, PIPELINE_LONG_FIT_SPECS, default_data_dir,
+                      get_settings)
 from ..errors import ConflictError
 from ..model import adapted_model_path, model_info, packaged_model_path
 from ..service.serve import serve

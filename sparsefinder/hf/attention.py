@@ -48,16 +48,17 @@ from ..attention import cpu_rows
 from ..attention.sparse import row_kernels_apply, sparse_entmax_attention
 
 __all__ = [
-    "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of", "entmax_attention",
-    "register_attention", "sparse_attention",
+    "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of",
+    "entmax_attention", "input_ids_of", "register_attention", "sparse_attention",
 ]
 
 DENSE_ENTMAX = "sparsefinder_entmax"
 SPARSE_ENTMAX = "sparsefinder_sparse"
-#: Attention modes that are not predictors: dense α-entmax and the original softmax.
-REFERENCE_MODES = ("dense", "exact", "softmax")
 #: The reference mode computed by the certified route from an empty pattern.
 EXACT = "exact"
+#: Attention modes that are not predictors: dense α-entmax (the ``entmax`` package, and the exact route) and the
+#: original softmax.
+REFERENCE_MODES = ("dense", EXACT, "softmax")
 
 #: ``recorder(layer, query, key, value, support)``: tensors ``(B, H, n, d)`` and the pattern ``(B, H, n, n)``
 #: the attention kept (dense α-entmax: its exact support; the sparse path: the pattern it computed on).

@@ -92,8 +92,11 @@ DAM_LEARNING_RATE: float = 0.1
 TOKENIZE_LINES: int = 256
 #: Sequences per extraction shard.
 SHARD_SEQUENCES: int = 32
-#: Sequences per model forward pass during extraction.
+#: Sequences per model forward pass during extraction (fewer when long: ``EXTRACT_BATCH_TOKENS``).
 EXTRACT_BATCH: int = 4
+#: At most this many tokens per extraction forward pass (one 4,096-token sequence: each layer's support is held
+#: padded to its widest row until the pass ends).
+EXTRACT_BATCH_TOKENS: int = 2048
 #: Longest sequences extracted through dense α-entmax; longer ones run the sparse path on the exact support
 #: (``oracle-support``), which never holds an ``n × n`` tensor per head.
 EXTRACT_DENSE_MAX_LENGTH: int = 1024

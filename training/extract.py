@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from ..version import __version__
 from ..alpha_entmax import check_alpha
 from ..hf.attention import DENSE_ENTMAX, SPARSE_ENTMAX
-from ..config import (BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, EXTRACT_DENSE_MAX_LENGTH,
-                      SHARD_SEQUENCES)
+from ..config import (BISECT_ITERATIONS, DEFAULT_ALPHA, DEFAULT_MAX_LENGTH, EXTRACT_BATCH, EXTRACT_BATCH_TOKENS,
+                      EXTRACT_DENSE_MAX_LENGTH, SHARD_SEQUENCES)
 from ..corpus import CorpusInfo, check_corpus, iter_texts, pack_sequences
 from ..capture import capture
 from ..dataset import MANIFEST, ExtractTotals, GoldDataset, ShardWriter
@@ -116,6 +116,7 @@ def extract(
     ``engine`` picks where the encoder runs (default: this process); both engines write the
     same sequences in the same order, so the same shards.
 
+    ``batch_size`` sequences run per forward pass, fewer when long (:data:`~sparsefinder.config.EXTRACT_BATCH_TOKENS`).
     If ``out`` already holds the same dataset (same model, corpus, α, L and limit) it is
     returned as is; a different dataset there is a :class:`ConflictError`.
     """
@@ -136,6 +137,7 @@ def extract(
                             f"(corpus sha256 {existing['corpus_sha256'][:12]}, alpha {existing['alpha']}, "
                             f"L {existing['max_length']}); choose another folder")
 
+    batch_size = max(1, min(batch_size, EXTRACT_BATCH_TOKENS // max_length))
     totals = ExtractTotals(torch.zeros(info.num_layers, info.num_heads, dtype=torch.float64))
     with atomic_dir(out) as tmp:
         if engine is not None and engine.is_ray:

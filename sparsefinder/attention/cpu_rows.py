@@ -19,8 +19,8 @@ Thresholds are exact: Newton's method on ``Σ (x − τ)₊² = 1`` rises monoto
 bound (method.md §1) and ends on the closed-form root of the keys above it (no sort). Each step is
 one branch-free pass over the row (``max(x − τ, 0)``), which LLVM turns into SIMD code: about
 seven passes of a 512-key row cost less than one branchy pass did. All thresholds are in score
-units: ``p_j = ((z_j − t) / 2)₊²`` sums to one. Sums are taken in float64. Numba is a dependency; the
-kernels are compiled once and cached on disk next to this module. Without Numba, or with
+units: ``p_j = ((z_j − t) / 2)₊²`` sums to one. The Newton steps sum in float32, the final pass
+in float64. Numba is a dependency; the kernels are compiled once and cached on disk next to this module. Without Numba, or with
 ``SPARSEFINDER_CPU_KERNELS=0``, callers keep the torch path. Hand-written (like the Triton
 kernel) because no library offers a fused sparse α-entmax row kernel for CPUs: AdaSplash and
 the ``entmax`` package's Triton kernels target GPUs.

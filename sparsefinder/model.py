@@ -113,9 +113,16 @@ def _weights_digest(folder: Path) -> str:
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     if not files:
         raise SparsefinderError(f"model folder {folder} has no weights (*.safetensors or *.bin)")
+    return _digest_of(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=32)
+def _digest_of(files: tuple[tuple[str, int, int], ...]) -> str:
+    """SHA-256 prefix of the weight files, hashed once per (path, size, mtime) set: every command
+    describes its model more than once (before and while loading it)."""
     h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
+    for path, _, _ in files:
+        with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
     return h.hexdigest()[:12]

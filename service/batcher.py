@@ -1,13 +1,22 @@
 """Server-side batching of ``POST /v1/encode`` (as michaelfeil/infinity and text-embeddings-inference do).
 
 Concurrent requests with the same mode key (predictor, certified, truncate, layers, recall) are joined into
-one forward pass: the batching task takes the oldest waiting request, waits at most
-``batch_max_wait_ms`` for more of its kind, concatenates up to ``batch_max_texts`` texts, runs
-one ``engine.encode`` on the model thread and splits the result back per request. The queue
-is bounded in requests (``queue_size``) and in texts (``queue_texts``); beyond, 429 with
-``Retry-After``. Certified requests run alone (their ``keys_added`` is a per-batch sum).
-If a joined batch fails on one request's texts (too long), each request is rerun alone so
-that the error reaches only the request at fault.
+one forward pass: the batching task takes the oldest request of the lane that goes next, waits at most
+``batch_max_wait_ms`` for more of its kind, concatenates up to ``batch_max_texts`` texts of that lane, runs
+one ``engine.encode`` on the model thread and splits the result back per request. Certified requests run
+alone (their ``keys_added`` is a per-batch sum). If a joined batch fails on one request's texts (too long),
+each request is rerun alone so that the error reaches only the request at fault.
+
+Long and short requests wait in two lanes (:class:`Lanes`). A request is long when its longest text has
+more than ``long_tokens`` tokens as it will run (cut to the encoder's limit with ``truncate``), counted with
+the engine's tokenizer on a helper thread (neither the event loop nor the model thread) before it joins a
+lane. Long requests join only each other, by the same rules. Short requests go first; the oldest long
+request goes next once ``long_every`` short passes have been taken while long requests waited (the count
+restarts at each long pass), or as soon as no short request waits. So a short request waits behind at most
+the pass already running and one long pass per ``long_every`` short ones, and the k-th long request in
+line behind at most k × ``long_every`` short passes. The queue is bounded over both lanes together (and the
+requests being counted), in requests (``queue_size``) and in texts (``queue_texts``); beyond, 429 with
+``Retry-After``.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from .metrics import ServiceMetrics
 from .schemas import EncodeResponse
 from .worker import ModelWorker, overloaded
 
-__all__ = ["EncodeBatcher"]
+__all__ = ["EncodeBatcher", "Lanes"]
 
 #: What requests must share to join one forward pass: predictor, certified, truncate, layers, recall.
 ModeKey = tuple[str, bool, bool, tuple[int, ...] | None, float | None]
@@ -37,7 +46,62 @@ class _Request:
     key: ModeKey
     texts: list[str]
     future: asyncio.Future
+    long: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Lanes:
+    """The waiting requests in a short and a long lane, and the choice of the next forward pass (no I/O)."""
+
+    def __init__(self, max_texts: int, long_every: int) -> None:
+        self.max_texts = max_texts
+        self.long_every = long_every
+        self.short: deque[_Request] = deque()
+        self.long: deque[_Request] = deque()
+        self.texts = 0
+        self.short_passes = 0
+        """Short passes taken while a long request waited, since the last long pass."""
+
+    def __len__(self) -> int:
+        return len(self.short) + len(self.long)
+
+    def add(self, request: _Request) -> None:
+        (self.long if request.long else self.short).append(request)
+        self.texts += len(request.texts)
+
+    def next_lane(self) -> deque[_Request] | None:
+        """The lane whose oldest request runs next: short first, long after ``long_every`` short passes."""
+        if self.long and (not self.short or self.short_passes >= self.long_every):
+            return self.long
+        return self.short or None
+
+    def full(self) -> bool:
+        """Whether the next pass cannot grow: certified, or ``max_texts`` texts of its mode wait in its lane."""
+        lane = self.next_lane()
+        key = lane[0].key
+        return key[1] or sum(len(r.texts) for r in lane if r.key == key) >= self.max_texts
+
+    def take(self) -> list[_Request]:
+        """The next pass, removed from its lane: the lane's oldest request and the next ones of its mode, up to
+        ``max_texts`` texts in all (a certified request alone); cancelled requests included."""
+        lane = self.next_lane()
+        first = lane[0]
+        if first.key[1]:  # certified: alone
+            chosen = [first]
+        else:
+            chosen, total = [], 0
+            for request in lane:
+                if request.key == first.key and (not chosen or total + len(request.texts) <= self.max_texts):
+                    chosen.append(request)
+                    total += len(request.texts)
+        for request in chosen:
+            lane.remove(request)
+            self.texts -= len(request.texts)
+        if lane is self.long:
+            self.short_passes = 0
+        elif self.long:
+            self.short_passes += 1
+        return chosen
 
 
 class EncodeBatcher:
@@ -48,78 +112,76 @@ class EncodeBatcher:
         self.max_wait = settings.batch_max_wait_ms / 1000
         self.queue_requests = settings.queue_size
         self.queue_texts = settings.queue_texts
+        self.long_tokens = settings.long_tokens
         self.worker = worker
         self.metrics = metrics
-        self.waiting: deque[_Request] = deque()
-        self.waiting_texts = 0
+        self.lanes = Lanes(settings.batch_max_texts, settings.long_every)
+        self.counting = 0
+        """Admitted requests whose tokens are being counted (not yet in a lane)."""
+        self.counting_texts = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
 
     def refusal(self, texts: int = 1) -> ApiError | None:
         """The 429 for a request of ``texts`` texts if the queue cannot take it now, else ``None``."""
-        if len(self.waiting) < self.queue_requests and self.waiting_texts + texts <= self.queue_texts:
+        requests, waiting_texts = len(self.lanes) + self.counting, self.lanes.texts + self.counting_texts
+        if requests < self.queue_requests and waiting_texts + texts <= self.queue_texts:
             return None
-        batches = 1 + self.waiting_texts / max(1, self.max_texts)
-        return overloaded(f"the encode queue is full ({len(self.waiting)} requests, {self.waiting_texts} texts "
-                          "waiting)", self.metrics, batches * self.worker.last_seconds)
+        batches = 1 + waiting_texts / max(1, self.max_texts)
+        return overloaded(f"the encode queue is full ({requests} requests, {waiting_texts} texts waiting)",
+                          self.metrics, batches * self.worker.last_seconds)
 
     async def encode(self, engine: Engine, texts: list[str], predictor: str, certified: bool, truncate: bool,
                      layers: list[int] | None = None, recall: float | None = None) -> EncodeResponse:
         """The response ``engine`` gives for these texts alone, computed in a shared forward pass."""
         if (refused := self.refusal(len(texts))) is not None:
             raise refused
+        admitted = time.perf_counter()
+        self._counting(1, len(texts))
+        try:
+            tokens = await asyncio.to_thread(engine.token_counts, texts, truncate)
+        finally:
+            self._counting(-1, -len(texts))
+        long = max(tokens, default=0) > self.long_tokens
         key = (predictor, certified, truncate, tuple(layers) if layers is not None else None, recall)
-        request = _Request(key, texts, asyncio.get_running_loop().create_future())
-        self.waiting.append(request)
-        self._count(len(texts))
+        request = _Request(key, texts, asyncio.get_running_loop().create_future(), long, admitted)
+        self.lanes.add(request)
+        self._gauge()
+        if long:
+            self.metrics.long_requests.inc()
         self._ensure_running(engine)
         self._wake.set()
         return await request.future
 
     # ------------------------------------------------------------ the batching task
-    def _count(self, texts: int) -> None:
-        self.waiting_texts += texts
-        self.metrics.queue.set(len(self.waiting))
+    def _counting(self, requests: int, texts: int) -> None:
+        self.counting += requests
+        self.counting_texts += texts
+        self._gauge()
+
+    def _gauge(self) -> None:
+        self.metrics.queue.set(len(self.lanes) + self.counting)
 
     def _ensure_running(self, engine: Engine) -> None:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._loop(engine))
 
-    def _take(self) -> list[_Request]:
-        """The oldest request and the next ones of its mode, up to ``max_texts`` texts in all."""
-        first = self.waiting[0]
-        if first.key[1]:  # certified: alone
-            chosen = [first]
-        else:
-            chosen, total = [], 0
-            for request in self.waiting:
-                if request.key == first.key and (not chosen or total + len(request.texts) <= self.max_texts):
-                    chosen.append(request)
-                    total += len(request.texts)
-        for request in chosen:
-            self.waiting.remove(request)
-            self._count(-len(request.texts))
-        return chosen
-
-    def _full(self) -> bool:
-        key = self.waiting[0].key
-        return key[1] or sum(len(r.texts) for r in self.waiting if r.key == key) >= self.max_texts
-
     async def _loop(self, engine: Engine) -> None:
         while True:
-            while not self.waiting:
+            while not self.lanes:
                 self._wake.clear()
                 await self._wake.wait()
-            remaining = self.waiting[0].enqueued + self.max_wait - time.perf_counter()
-            while remaining > 0 and not self._full():
+            remaining = self.lanes.next_lane()[0].enqueued + self.max_wait - time.perf_counter()
+            if remaining > 0 and not self.lanes.full():
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), remaining)
+                    continue  # a request arrived: choose the lane again
                 except asyncio.TimeoutError:
-                    break
-                remaining = self.waiting[0].enqueued + self.max_wait - time.perf_counter()
-            batch = [r for r in self._take() if not r.future.cancelled()]
+                    pass
+            batch = [r for r in self.lanes.take() if not r.future.cancelled()]
+            self._gauge()
             if batch:
                 await self._run(engine, batch)
 

@@ -2,11 +2,13 @@
 
 :class:`Engine` holds the :class:`~sparsefinder.encoder.SparseEncoder` (whose model, in its
 dense mode, also captures gold graphs for ``/v1/attention``), the artifact store and a cache
-of resolved predictors. Its methods block and run on the model thread (:mod:`.worker`).
+of resolved predictors. Its methods block and run on the model thread (:mod:`.worker`), except
+:meth:`Engine.token_counts`, which the batcher calls on a helper thread to tell long requests from short.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import OrderedDict
@@ -45,6 +47,9 @@ class Engine:
         self.model, self.tokenizer, self.info = self.encoder.model, self.encoder.tokenizer, self.encoder.info
         self._cache: OrderedDict[tuple[str, float | None], Predictor] = OrderedDict()
         self._lock = threading.Lock()
+        # a fast tokenizer sets its truncation state on each call: counting uses its own copy, one call at a time
+        self._counter = copy.deepcopy(self.tokenizer)
+        self._counter_lock = threading.Lock()
         cpu_rows.warm_up()  # the first sparse request should not pay the kernels' compilation
         infos, problems = self.store.scan()
         for artifact_id, reason in problems.items():
@@ -84,6 +89,18 @@ class Engine:
                 del self._cache[key]
 
     # ------------------------------------------------------------ work
+    def token_counts(self, texts: list[str], truncate: bool) -> list[int]:
+        """Tokens of each text (special tokens included) as :meth:`encode` runs it: with ``truncate``, at most
+        the encoder's longest input (:attr:`~sparsefinder.encoder.SparseEncoder.max_length`); without, uncut.
+
+        Blocking and thread-safe (its own tokenizer copy, one call at a time); not a model call, so it runs off
+        the model thread.
+        """
+        with self._counter_lock:
+            ids = self._counter(texts)["input_ids"]
+        limit = self.encoder.max_length if truncate else None
+        return [len(row) if limit is None else min(len(row), limit) for row in ids]
+
     def encode(self, texts: list[str], predictor: str, certified: bool, truncate: bool,
                layers: tuple[int, ...] | None = None, recall: float | None = None) -> EncodeResult:
         """Embeddings ``(B, D)`` and per-text sparsity of ``texts``, the predictor applied to ``layers``

@@ -28,6 +28,9 @@ class ServiceMetrics:
                                registry=self.registry)
         self.batch_texts = Histogram("sparsefinder_encode_batch_texts", "texts per /v1/encode forward pass",
                                      registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.long_requests = Counter("sparsefinder_encode_long_requests_total",
+                                     "/v1/encode requests queued in the long lane (longest text over long_tokens)",
+                                     registry=self.registry)
         self.rejected = Counter("sparsefinder_model_rejected_total", "model requests refused with 429 (queue full)",
                                 registry=self.registry)
 

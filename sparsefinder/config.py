@@ -225,8 +225,8 @@ class Settings(BaseSettings):
     max_tokens: int | None = None
     """Longest text in tokens the service embeds (``None``: the model's positions, 4,096 for a long-document
     model). Longer texts are refused naming ``texts`` (or cut, with ``truncate``). It bounds the time of one
-    forward pass, so a short request waits behind a long one for at most that pass (the queue is first in,
-    first out and bounded)."""
+    forward pass. Short requests do not queue behind long ones: those wait in a lane of their own
+    (``long_tokens``, ``long_every``)."""
     batch_tokens: int = Field(DEFAULT_BATCH_TOKENS, gt=0)
     """Padded tokens per forward pass: one encode call is run as groups of texts of similar length
     (sorted by length), each at most this many tokens padded (a longer text runs alone).
@@ -244,6 +244,12 @@ class Settings(BaseSettings):
     """Most texts the encode batcher joins into one forward pass (concurrent requests, same mode)."""
     batch_max_wait_ms: float = 5.0
     """How long the encode batcher waits for more requests before running a partial batch."""
+    long_tokens: int = Field(DEFAULT_BATCH_TOKENS, gt=0)
+    """An encode request whose longest text has more tokens than this (as it runs: cut with ``truncate``) waits
+    in the long lane of the encode queue: it joins only long requests' forward passes; short requests go first."""
+    long_every: int = Field(4, gt=0)
+    """Short forward passes the encode batcher takes while long requests wait before it runs the oldest long one
+    (at once when no short request waits); the count restarts at each long pass, so none starves."""
     trim_memory: bool = False
     """Hand freed heap memory back to the OS after each model call (glibc ``malloc_trim``): about
     190 MB less RSS under load, for about 9 % of the goodput (docs/service-reliability.md)."""

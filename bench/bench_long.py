@@ -3,13 +3,14 @@
 The encoder with its position table extended by copying (``sparsefinder extend-positions``; no
 distillation at the new length yet) embeds ``--docs`` documents of ``--tokens`` tokens (consecutive
 ``test.txt`` paragraphs joined) with SDPA softmax, dense α-entmax, the ``exact`` mode (dense α-entmax
-by the certified route from an empty pattern), and each ``--predictor`` on the
-sparse path (its prediction included) and in certified mode. Prints ms per document (median of
-``--repeats``), cosine to dense entmax, sparsity, and the process's peak RSS. Stored predictors
-are loaded by id (they were fitted at 512 tokens on the unextended model).
+by the certified route from an empty pattern) — or the ``--modes`` named — and each ``--predictor``
+on the sparse path (its prediction included) and in certified mode. Prints ms per document (median
+of ``--repeats``), cosine to dense entmax, sparsity, and the process's peak RSS so far after each
+mode (run one mode per process to read each mode's own peak). Stored predictors are loaded by id.
 
     python bench/bench_long.py --model /tmp/long4k --tokens 4096 --predictor window16 \\
         --stored proj24-thr-<id> --store artifacts/store
+    python bench/bench_long.py --model /tmp/long16k --tokens 16384 --docs 1 --modes exact   # one mode's peak
 """
 
 from __future__ import annotations
@@ -55,14 +56,19 @@ def main() -> None:
     parser.add_argument("--predictor", action="append", default=[], help="spec of a predictor that learns nothing")
     parser.add_argument("--stored", action="append", default=[], help="id of a stored predictor (with --store)")
     parser.add_argument("--store", default="artifacts/store")
-    parser.add_argument("--no-dense", action="store_true", help="skip dense entmax (slow at long lengths)")
+    parser.add_argument("--modes", default="softmax,dense,exact",
+                        help="comma-separated reference modes to run, of softmax, dense, exact ('' for none; "
+                             "dense is slow and needs n² memory at long lengths)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu_rows.warm_up()  # compile (or load) the row kernels before anything is timed
     encoder = SparseEncoder(args.model)
     texts = documents(encoder.tokenizer, args.docs, args.tokens)
-    modes = [("softmax (SDPA)", "softmax", False)] + ([] if args.no_dense else [("dense entmax", "dense", False)])
-    modes += [("exact", "exact", False)]
+    labels = {"softmax": "softmax (SDPA)", "dense": "dense entmax", "exact": "exact"}
+    chosen = [m for m in args.modes.split(",") if m]
+    if unknown := [m for m in chosen if m not in labels]:
+        parser.error(f"--modes: unknown {', '.join(unknown)} (choose from {', '.join(labels)})")
+    modes = [(labels[m], m, False) for m in labels if m in chosen]
     predictors = [predictor_from_spec(spec).fit(None) for spec in args.predictor]
     predictors += [ArtifactStore(args.store).load(artifact) for artifact in args.stored]
     for predictor in predictors:
@@ -82,8 +88,9 @@ def main() -> None:
             cosine = float((emb * reference).sum(-1).min()) if reference is not None else None
             sparsity = statistics.mean(statistics.mean(r.sparsity) for r in result)
             print(json.dumps({"mode": label, "ms_per_doc": round(statistics.median(times) * 1000, 1),
-                              "cosine_to_dense_min": cosine, "sparsity": round(sparsity, 4)}), flush=True)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+                              "cosine_to_dense_min": cosine, "sparsity": round(sparsity, 4),
+                              "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}),
+                  flush=True)
 
 
 if __name__ == "__main__":

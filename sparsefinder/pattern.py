@@ -26,7 +26,7 @@ from torch import Tensor
 from . import hit_counts
 from .config import SPARSE_WIDTH_CLASSES
 
-__all__ = ["Pattern", "compact", "pad_width", "query_chunks", "width_classes"]
+__all__ = ["Pattern", "compact", "pad_width", "query_chunks", "sparsity_of", "width_classes"]
 
 Device = torch.device | str | None
 
@@ -81,6 +81,11 @@ def width_classes(counts: Tensor, widths: tuple[int, ...] = SPARSE_WIDTH_CLASSES
             out.append((rows, high))
         low = high
     return out
+
+
+def sparsity_of(kept: Tensor, lengths: Tensor) -> Tensor:
+    """Share of valid pairs not kept, ``(B, H)``, from kept pairs per sequence and head ``(B, H)`` and lengths ``(B,)``."""
+    return 1.0 - kept.double() / lengths.double().square().clamp(min=1)[:, None]
 
 
 def query_chunks(n: int, per_query: int, budget: int) -> range:
@@ -296,8 +301,7 @@ class Pattern:
 
     def sparsity(self) -> Tensor:
         """Share of valid pairs not computed, per sequence and head, shape ``(B, H)``."""
-        total = self.lengths.double().square().clamp(min=1)[:, None]
-        return 1.0 - self.nnz_per_head().double() / total
+        return sparsity_of(self.nnz_per_head(), self.lengths)
 
     def row_lengths(self) -> Tensor:
         """Kept keys per query of a one-sequence pattern, shape ``(H, n)``."""

@@ -121,7 +121,7 @@ def test_certified_output_is_dense_entmax_whatever_the_pattern(n, heads, share, 
 
 
 @pytest.mark.parametrize("kernels", [True, False])
-def test_without_the_pattern_the_output_and_added_keys_are_the_same(kernels, monkeypatch):
+def test_without_the_pattern_the_output_added_and_kept_keys_are_the_same(kernels, monkeypatch):
     from sparsefinder.attention import certified
 
     if not kernels:  # the torch path
@@ -133,3 +133,4 @@ def test_without_the_pattern_the_output_and_added_keys_are_the_same(kernels, mon
     assert lean.pattern is None and kept.pattern.contains(Pattern.from_dense(_dense_probs(q, k, 1.5) > 0))
     torch.testing.assert_close(lean.output, kept.output, atol=0, rtol=0)
     assert torch.equal(lean.keys_added, kept.keys_added) and int(kept.keys_added.sum()) > 0
+    assert torch.equal(lean.kept, kept.pattern.nnz_per_head()) and torch.equal(kept.kept, lean.kept)

@@ -66,6 +66,7 @@ def test_certified_window_equals_dense_and_window_sparsity_is_hand_counted(encod
     torch.testing.assert_close(certified.embeddings, dense, atol=1e-5, rtol=0)
     assert all(k > 0 for k in certified.keys_added)
     plain = encoder.encode(TEXTS, window)
+    assert all(c < p for c, p in zip(certified.sparsity, plain.sparsity))  # its pattern plus the keys added
     # a band of width 1 over n tokens keeps 3n − 2 pairs of n²
     expected = sum(1 - (3 * n - 2) / n**2 for n in plain.num_tokens) / len(TEXTS)
     assert plain.sparsity == pytest.approx([expected] * 6)

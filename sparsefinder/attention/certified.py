@@ -43,6 +43,8 @@ class CertifiedOutput:
     """The certified pattern: the given one plus the keys that had to be added (``None`` unless kept)."""
     keys_added: Tensor
     """Pairs added per sequence and head, int64 shape ``(B, H)``."""
+    kept: Tensor
+    """Pairs of the certified pattern per sequence and head, int64 shape ``(B, H)`` (also when it is not kept)."""
 
 
 def _certify_chunk(rows: Tensor, index: Tensor, valid: Tensor, key_ok: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
@@ -80,7 +82,8 @@ def certified_entmax_attention(
     output equals dense α-entmax attention over each sequence's valid keys up to float
     rounding, whatever ``pattern`` is (empty, random or predicted). Gradients flow through
     the final sparse computation. ``keep_pattern=False`` skips assembling the certified pattern
-    (at 4,096 tokens it is padded to the widest row: hundreds of MB a layer).
+    (it is padded to the widest row: hundreds of MB a layer at 4,096 tokens, more than 20 GB at 16k);
+    its size per head (``kept``) is counted either way.
     """
     alpha = check_alpha(alpha)
     q, k, v, single = as_batched(q, k, v, pattern)
@@ -93,7 +96,11 @@ def certified_entmax_attention(
     step = starts.step
     outs, pieces = [], []
     added = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
+    kept = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     kernel = not needs_grad(q, k, v) and row_kernels_apply(q, alpha)
+    if kernel:  # once, not per chunk: the model's heads are strided views (copies per chunk were O(n²) at 16k)
+        k = k.contiguous()
+        values = v.reshape(batch * heads, n, -1).contiguous()
     # keys each query row may see: its sequence's length (0 for padded queries), (B, H, n)
     rows_valid = ((torch.arange(n, device=q.device) < pattern.lengths[:, None]) * pattern.lengths[:, None])[:, None, :]
     rows_valid = rows_valid.expand(batch, heads, n)
@@ -103,21 +110,23 @@ def certified_entmax_attention(
             out, index, counts, more = cpu_rows.certified_rows(
                 rows.reshape(-1, n), pattern.index[:, :, s:s + step].reshape(-1, pattern.width),
                 pattern.counts[:, :, s:s + step].reshape(-1), rows_valid[:, :, s:s + step].reshape(-1),
-                v.reshape(batch * heads, n, -1), rows.shape[2], keep_pattern)
+                values, rows.shape[2], keep_pattern)
             c = rows.shape[2]
             outs.append(out.view(batch, heads, c, -1).to(q.dtype))
             if keep_pattern:
                 pieces.append((index.view(batch, heads, c, -1), counts.view(batch, heads, c)))
             added += more.view(batch, heads, c).sum(-1)
+            kept += counts.view(batch, heads, c).sum(-1)
             continue
         query_ok = (torch.arange(s, min(s + step, n), device=q.device) < pattern.lengths[:, None])[:, None, :, None]
         mask, more = _certify_chunk(rows.detach(), pattern.index[:, :, s:s + step], valid[:, :, s:s + step],
                                     key_ok & query_ok, alpha)
         added += more
         index, counts = compact(mask)
+        kept += counts.sum(-1)
         outs.append(attend_chunk(q[:, :, s:s + step], k, v, index, counts, alpha, scaling, rows=rows))
         if keep_pattern:
             pieces.append((index, counts))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     certified = Pattern.cat_rows(pieces, pattern.lengths) if keep_pattern else None
-    return CertifiedOutput(out[0] if single else out, certified, added)
+    return CertifiedOutput(out[0] if single else out, certified, added, kept)

@@ -41,7 +41,7 @@ from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..inputs import AttentionInputs
 from ..layers import applies_to_layer
-from ..pattern import Pattern
+from ..pattern import Pattern, sparsity_of
 from .attached import attached_certified, attached_predictor
 from ..attention.certified import certified_entmax_attention
 from ..attention import cpu_rows
@@ -185,11 +185,12 @@ def sparse_attention(
     added = torch.zeros(batch, heads, dtype=torch.long)
     recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
     if exact or kwargs.get("attention_certified", attached_certified(module.config)):
-        result = certified_entmax_attention(query, key, value, pattern, alpha, scaling,
-                                            keep_pattern=not exact or recorder is not None)
+        result = certified_entmax_attention(query, key, value, pattern, alpha, scaling, keep_pattern=recorder is not None)
         out, added, pattern = result.output, result.keys_added, result.pattern
+        sparsity = sparsity_of(result.kept, lengths)
     else:
         out = sparse_entmax_attention(query, key, value, pattern, alpha, scaling)
+        sparsity = pattern.sparsity()
     if recorder is not None:
         recorder(layer, query, key, value, pattern)
     padded = torch.arange(n, device=query.device) >= lengths[:, None]
@@ -198,7 +199,7 @@ def sparse_attention(
         if exact:  # every score was computed, nothing was predicted
             stats.record(layer, [0.0] * batch, [0] * batch)
         else:
-            stats.record(layer, pattern.sparsity().mean(-1).tolist(), added.sum(-1).tolist())
+            stats.record(layer, sparsity.mean(-1).tolist(), added.sum(-1).tolist())
         if stats.keep_outputs:
             stats.outputs[layer] = out.detach()
     return out, None

@@ -2,8 +2,8 @@
 
 Takes the first ``--docs`` WikiText-2 ``test.txt`` articles with at least ``--tokens`` tokens, cut to
 that length, reads each with the softmax teacher in windows of 512 tokens (stride 256) and with
-every ``--model`` at once, attention on the exact support (``oracle-support``: dense α-entmax,
-computed sparsely) unless ``--predictor`` names another pattern. Prints per model the mean and worst
+every ``--model`` at once, with exact α-entmax attention (the ``exact`` mode: dense α-entmax by the
+certified route) unless ``--predictor`` names another mode or a pattern that learns nothing. Prints per model the mean and worst
 token-state cosine to the teacher's most-central-window states, the document-embedding cosine, and
 for how many documents the model's embedding is nearest to its own teacher embedding.
 
@@ -21,7 +21,7 @@ import torch
 
 from sparsefinder.config import LONG_STRIDE, LONG_WINDOW, default_data_dir
 from sparsefinder.corpus import iter_articles
-from sparsefinder.hf.attention import SPARSE_ENTMAX
+from sparsefinder.hf.attention import EXACT, REFERENCE_MODES, SPARSE_ENTMAX
 from sparsefinder.model import load_encoder, packaged_model_path
 from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.training.windowed_teacher import long_fidelity, student_states, windowed_targets
@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--model", action="append", required=True, help="long-document encoder folder (repeatable)")
     parser.add_argument("--docs", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--predictor", default="oracle-support", help="spec of a pattern that learns nothing")
+    parser.add_argument("--predictor", default=EXACT,
+                        help="an attention mode (exact, dense, softmax) or the spec of a pattern that learns nothing")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,7 +49,7 @@ def main() -> None:
     start = time.perf_counter()
     targets = [windowed_targets(teacher, body, cls_id, sep_id, LONG_WINDOW, LONG_STRIDE) for body in bodies]
     print(json.dumps({"docs": len(bodies), "tokens": args.tokens, "teacher_s": round(time.perf_counter() - start, 1)}))
-    predictor = predictor_from_spec(args.predictor).fit(None)
+    predictor = args.predictor if args.predictor in REFERENCE_MODES else predictor_from_spec(args.predictor).fit(None)
     for path in args.model:
         model, _, info = load_encoder(path, SPARSE_ENTMAX, "cpu")
         start = time.perf_counter()

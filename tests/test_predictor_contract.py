@@ -15,6 +15,7 @@ import torch
 from synthetic import grouped_dataset
 
 from sparsefinder.errors import NotFittedError
+from sparsefinder.pattern import Pattern
 from sparsefinder.predictors.registry import available_predictors, predictor_from_spec
 from sparsefinder.store import ArtifactStore
 
@@ -47,6 +48,9 @@ def test_predictor_contract(name, data):
 
     pattern = predictor.predict(inputs).validate()
     assert pattern.shape == (1, 2, seq.length, seq.length)
+    rows = list(predictor.predict_rows(inputs))  # the same pairs, chunk of queries by chunk
+    assert [start for start, _, _ in rows] == sorted({start for start, _, _ in rows}) and rows[0][0] == 0
+    assert Pattern.cat_rows([(index, counts) for _, index, counts in rows], inputs.lengths) == pattern
 
     assert _new(cls).fit(data).predict(inputs) == pattern, "same seed must give the same pattern"
 

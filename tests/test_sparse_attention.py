@@ -38,6 +38,29 @@ def test_full_pattern_equals_dense_values_and_gradients(alpha):
         torch.testing.assert_close(gs, gd, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kernels", [True, False])
+def test_attending_chunk_by_chunk_equals_the_whole_pattern(kernels, monkeypatch):
+    """What the model's layer does with ``Predictor.predict_rows``: chunks of rows, each padded to its own width."""
+    from sparsefinder.attention import sparse
+
+    if not kernels:  # the torch path
+        monkeypatch.setattr(sparse, "row_kernels_apply", lambda *a: False)
+    q, k, v = (x.unsqueeze(0) for x in _qkv(n=33, seed=4))
+    mask = torch.rand(1, 3, 33, 33, generator=torch.Generator().manual_seed(1)) < 0.2
+    mask[..., 5, :] = True  # one query keeps every key: the whole pattern is 33 wide
+    pattern = Pattern.from_mask(mask)
+    pieces = [(s, *pattern_rows(pattern, s, s + 8)) for s in range(0, 33, 8)]
+    out, kept = sparse.sparse_entmax_rows(q, k, v, pieces, 1.5)
+    torch.testing.assert_close(out, sparse_entmax_attention(q, k, v, pattern), atol=1e-6, rtol=1e-5)
+    assert torch.equal(kept, pattern.nnz_per_head())
+
+
+def pattern_rows(pattern: Pattern, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``start:stop`` of a pattern, padded to their own widest row."""
+    counts = pattern.counts[:, :, start:stop]
+    return pattern.index[:, :, start:stop, :max(int(counts.max()), 1)], counts
+
+
 @pytest.mark.parametrize("alpha", [1.5, 2.0])
 def test_superset_of_gold_equals_dense(alpha):
     q, k, v = _qkv(n=40, seed=1)

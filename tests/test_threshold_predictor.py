@@ -80,6 +80,21 @@ def test_sweep_equals_one_prediction_per_target_and_batches_equal_sequences():
     assert [p.nnz for p in swept] == sorted(p.nnz for p in swept)  # a higher target keeps more
 
 
+def test_rows_by_chunk_are_the_pattern_and_each_chunk_is_only_as_wide_as_its_rows(monkeypatch):
+    from sparsefinder import config
+
+    data = _gaussian_dataset(8, seed=5)
+    predictor = predictor_from_spec("proj4-score-thr0.6-ep0").fit(data)
+    inputs, _ = batch_inputs(list(data.sequences())[:2], 0)
+    whole = predictor.predict(inputs)
+    monkeypatch.setattr(config, "PREDICT_CHUNK_SCORES", 7 * inputs.batch_size * inputs.num_heads * inputs.length)
+    rows = list(predictor.predict_rows(inputs))
+    assert [start for start, _, _ in rows] == list(range(0, inputs.length, 7))
+    assert Pattern.cat_rows([(index, counts) for _, index, counts in rows], inputs.lengths) == whole
+    assert all(index.shape[-1] == max(int(counts.max()), 1) for _, index, counts in rows)
+    assert min(index.shape[-1] for _, index, _ in rows) < whole.width
+
+
 def inputs_seq(seq: Sequence, n: int) -> Sequence:
     return Sequence(seq.input_ids[:n], seq.queries[:, :, :n], seq.keys[:, :, :n], seq.values[:, :, :n], seq.gold)
 

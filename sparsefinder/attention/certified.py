@@ -19,6 +19,7 @@ the attention of a row in one compiled pass (:func:`sparsefinder.attention.cpu_r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,7 @@ from ..pattern import Pattern, compact, query_chunks
 from . import cpu_rows
 from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
 
-__all__ = ["CertifiedOutput", "certified_entmax_attention"]
+__all__ = ["CertifiedOutput", "certified_entmax_attention", "certified_entmax_rows"]
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,32 @@ def certified_entmax_attention(
     rounding, whatever ``pattern`` is (empty, random or predicted). Gradients flow through
     the final sparse computation. ``keep_pattern=False`` skips assembling the certified pattern
     (it is padded to the widest row: hundreds of MB a layer at 4,096 tokens, more than 20 GB at 16k);
-    its size per head (``kept``) is counted either way.
+    its size per head (``kept``) is counted either way. Chunks of at most ``chunk_pairs`` scores.
+    """
+    q, k, v, single = as_batched(q, k, v, pattern)
+    batch, heads, n, _ = q.shape
+    pattern = pattern.to(q.device)
+    starts = query_chunks(n, batch * heads * n, chunk_pairs)
+    rows = ((s, pattern.index[:, :, s:s + starts.step], pattern.counts[:, :, s:s + starts.step]) for s in starts)
+    result = certified_entmax_rows(q, k, v, rows, pattern.lengths, alpha, scaling, keep_pattern)
+    return CertifiedOutput(result.output[0], result.pattern, result.keys_added, result.kept) if single else result
+
+
+def certified_entmax_rows(
+    q: Tensor, k: Tensor, v: Tensor, rows: Iterable[tuple[int, Tensor, Tensor]], lengths: Tensor,
+    alpha: float = DEFAULT_ALPHA, scaling: float | None = None, keep_pattern: bool = True,
+) -> CertifiedOutput:
+    """:func:`certified_entmax_attention` of a predicted pattern given by chunks of queries, as
+    :meth:`~sparsefinder.predictors.base.Predictor.predict_rows` yields it.
+
+    ``q, k, v`` ``(B, H, n, d)``; ``rows`` yields ``(start, index (B, H, c, w), counts (B, H, c))``
+    covering the ``n`` queries in order (each chunk's exact score rows are one matrix product, so
+    chunks should hold a bounded number of scores); ``lengths`` ``(B,)`` are the sequences' valid tokens.
     """
     alpha = check_alpha(alpha)
-    q, k, v, single = as_batched(q, k, v, pattern)
     batch, heads, n, d = q.shape
     scaling = d**-0.5 if scaling is None else scaling
-    pattern = pattern.to(q.device)
-    valid = pattern.valid_slots()
-    key_ok = (torch.arange(n, device=q.device) < pattern.lengths[:, None])[:, None, None, :]  # (B, 1, 1, n)
-    starts = query_chunks(n, batch * heads * n, chunk_pairs)
-    step = starts.step
+    key_ok = (torch.arange(n, device=q.device) < lengths[:, None])[:, None, None, :]  # (B, 1, 1, n)
     outs, pieces = [], []
     added = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     kept = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
@@ -102,31 +118,30 @@ def certified_entmax_attention(
         k = k.contiguous()
         values = v.reshape(batch * heads, n, -1).contiguous()
     # keys each query row may see: its sequence's length (0 for padded queries), (B, H, n)
-    rows_valid = ((torch.arange(n, device=q.device) < pattern.lengths[:, None]) * pattern.lengths[:, None])[:, None, :]
+    rows_valid = ((torch.arange(n, device=q.device) < lengths[:, None]) * lengths[:, None])[:, None, :]
     rows_valid = rows_valid.expand(batch, heads, n)
-    for s in starts:
-        rows = torch.matmul(q[:, :, s:s + step] * scaling, k.transpose(-1, -2))
+    for s, index, counts in rows:
+        c = counts.shape[2]
+        scores = torch.matmul(q[:, :, s:s + c] * scaling, k.transpose(-1, -2))
         if kernel:
             out, index, counts, more = cpu_rows.certified_rows(
-                rows.reshape(-1, n), pattern.index[:, :, s:s + step].reshape(-1, pattern.width),
-                pattern.counts[:, :, s:s + step].reshape(-1), rows_valid[:, :, s:s + step].reshape(-1),
-                values, rows.shape[2], keep_pattern)
-            c = rows.shape[2]
+                scores.reshape(-1, n), index.reshape(-1, index.shape[-1]), counts.reshape(-1),
+                rows_valid[:, :, s:s + c].reshape(-1), values, c, keep_pattern)
             outs.append(out.view(batch, heads, c, -1).to(q.dtype))
             if keep_pattern:
                 pieces.append((index.view(batch, heads, c, -1), counts.view(batch, heads, c)))
             added += more.view(batch, heads, c).sum(-1)
             kept += counts.view(batch, heads, c).sum(-1)
             continue
-        query_ok = (torch.arange(s, min(s + step, n), device=q.device) < pattern.lengths[:, None])[:, None, :, None]
-        mask, more = _certify_chunk(rows.detach(), pattern.index[:, :, s:s + step], valid[:, :, s:s + step],
-                                    key_ok & query_ok, alpha)
+        valid = torch.arange(index.shape[-1], device=q.device) < counts[..., None]
+        query_ok = (torch.arange(s, s + c, device=q.device) < lengths[:, None])[:, None, :, None]
+        mask, more = _certify_chunk(scores.detach(), index, valid, key_ok & query_ok, alpha)
         added += more
         index, counts = compact(mask)
         kept += counts.sum(-1)
-        outs.append(attend_chunk(q[:, :, s:s + step], k, v, index, counts, alpha, scaling, rows=rows))
+        outs.append(attend_chunk(q[:, :, s:s + c], k, v, index, counts, alpha, scaling, rows=scores))
         if keep_pattern:
             pieces.append((index, counts))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
-    certified = Pattern.cat_rows(pieces, pattern.lengths) if keep_pattern else None
-    return CertifiedOutput(out[0] if single else out, certified, added, kept)
+    certified = Pattern.cat_rows(pieces, lengths) if keep_pattern else None
+    return CertifiedOutput(out, certified, added, kept)

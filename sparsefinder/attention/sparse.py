@@ -28,6 +28,8 @@ and :class:`SparseEntmaxAttention` (a thin ``nn.Module``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 
@@ -38,7 +40,7 @@ from . import cpu_rows
 from .triton_entmax import triton_available, triton_sparse_entmax_attention
 
 __all__ = ["SparseEntmaxAttention", "as_batched", "attend_chunk", "entmax_over_slots", "needs_grad", "row_kernels_apply",
-           "sparse_entmax_attention"]
+           "sparse_entmax_attention", "sparse_entmax_rows"]
 
 
 def as_batched(q: Tensor, k: Tensor, v: Tensor, pattern: Pattern) -> tuple[Tensor, Tensor, Tensor, bool]:
@@ -158,6 +160,33 @@ def sparse_entmax_attention(
                           alpha, scaling) for s in starts]
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     return out[0] if single else out
+
+
+def sparse_entmax_rows(
+    q: Tensor, k: Tensor, v: Tensor, rows: Iterable[tuple[int, Tensor, Tensor]], alpha: float = DEFAULT_ALPHA,
+    scaling: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`sparse_entmax_attention` of a pattern given by chunks of queries, as
+    :meth:`~sparsefinder.predictors.base.Predictor.predict_rows` yields it, attended chunk by chunk.
+
+    ``q, k, v`` ``(B, H, n, d)``; ``rows`` yields ``(start, index (B, H, c, w), counts (B, H, c))``
+    covering the ``n`` queries in order. Returns the output ``(B, H, n, dv)`` and the kept pairs per
+    sequence and head ``(B, H)``. Only one chunk's index is held at a time, padded to that chunk's
+    widest row rather than the layer's. Inference on CPU or the torch path (no Triton route).
+    """
+    alpha = check_alpha(alpha)
+    batch, heads, n, d = q.shape
+    scaling = d**-0.5 if scaling is None else scaling
+    kernel = not needs_grad(q, k, v) and row_kernels_apply(q, alpha)
+    if kernel:  # once, not per chunk (the model's heads are strided views)
+        k, v = k.contiguous(), v.contiguous()
+    outs, kept = [], torch.zeros(batch, heads, dtype=torch.long, device=q.device)
+    for start, index, counts in rows:
+        chunk = q[:, :, start:start + counts.shape[2]]
+        outs.append(cpu_rows.sparse_rows(chunk, k, v, index, counts, scaling) if kernel
+                    else attend_chunk(chunk, k, v, index, counts, alpha, scaling))
+        kept += counts.sum(-1)
+    return (outs[0] if len(outs) == 1 else torch.cat(outs, 2)), kept
 
 
 class SparseEntmaxAttention(nn.Module):

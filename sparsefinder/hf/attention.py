@@ -43,9 +43,9 @@ from ..inputs import AttentionInputs
 from ..layers import applies_to_layer
 from ..pattern import Pattern, sparsity_of
 from .attached import attached_certified, attached_predictor
-from ..attention.certified import certified_entmax_attention
+from ..attention.certified import certified_entmax_attention, certified_entmax_rows
 from ..attention import cpu_rows
-from ..attention.sparse import row_kernels_apply, sparse_entmax_attention
+from ..attention.sparse import row_kernels_apply, sparse_entmax_attention, sparse_entmax_rows
 
 __all__ = [
     "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of",
@@ -155,7 +155,9 @@ def sparse_attention(
 
     The predictor sees the whole right-padded batch of this layer at once and returns one
     batched :class:`~sparsefinder.pattern.Pattern`, which the sparse (or certified) compute
-    reads as is; outputs at padded positions are zero. Modes by the ``attention_predictor``
+    reads as is; on a CPU with no recorder the sparse and certified computes read it chunk of queries
+    by chunk instead (:meth:`~sparsefinder.predictors.base.Predictor.predict_rows`, same pairs), so no
+    layer-wide index padded to its widest row is built. Outputs at padded positions are zero. Modes by the ``attention_predictor``
     keyword: a Predictor, ``"dense"``, ``"exact"`` or ``"softmax"``. Inference only: attention dropout is
     not applied on predicted patterns.
     """
@@ -180,16 +182,26 @@ def sparse_attention(
     alpha = alpha_of(module, kwargs)
     lengths = valid_lengths(attention_mask, batch, n, query.device)
     exact = isinstance(predictor, str)  # the only string mode left
-    pattern = Pattern.empty(heads, n, lengths, query.device) if exact else predictor.predict(
-        AttentionInputs(layer, query.detach().float(), key.detach().float(), input_ids_of(kwargs, batch, n, query), lengths))
+    inputs = None if exact else AttentionInputs(layer, query.detach().float(), key.detach().float(),
+                                                input_ids_of(kwargs, batch, n, query), lengths)
     added = torch.zeros(batch, heads, dtype=torch.long)
     recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
+    # on a CPU with no recorder the predictor's rows feed the compute chunk by chunk: no layer-wide pattern
+    rows = predictor.predict_rows(inputs) if not exact and recorder is None and not query.is_cuda else None
     if exact or kwargs.get("attention_certified", attached_certified(module.config)):
-        result = certified_entmax_attention(query, key, value, pattern, alpha, scaling,
-                                            keep_pattern=recorder is not None)
+        if rows is not None:
+            result = certified_entmax_rows(query, key, value, rows, lengths, alpha, scaling, keep_pattern=False)
+        else:
+            pattern = Pattern.empty(heads, n, lengths, query.device) if exact else predictor.predict(inputs)
+            result = certified_entmax_attention(query, key, value, pattern, alpha, scaling,
+                                                keep_pattern=recorder is not None)
         out, added, pattern = result.output, result.keys_added, result.pattern
         sparsity = sparsity_of(result.kept, lengths)
+    elif rows is not None:
+        out, kept = sparse_entmax_rows(query, key, value, rows, alpha, scaling)
+        sparsity = sparsity_of(kept, lengths)
     else:
+        pattern = predictor.predict(inputs)
         out = sparse_entmax_attention(query, key, value, pattern, alpha, scaling)
         sparsity = pattern.sparsity()
     if recorder is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from torch import Tensor
@@ -150,6 +151,15 @@ class Predictor:
     def predict_sequence(self, inputs: AttentionInputs) -> Pattern:  # pragma: no cover - abstract
         """Pattern of one unpadded sequence (``inputs`` with ``B = 1``), shape ``(1, H, n, n)``."""
         raise NotImplementedError(f"{type(self).__name__} implements neither predict nor predict_sequence")
+
+    def predict_rows(self, inputs: AttentionInputs) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The pattern of :meth:`predict` by chunks of queries, for consumers that attend chunk by chunk:
+        ``(start, index (B, H, c, w), counts (B, H, c))`` in order, covering the ``n`` queries, each
+        chunk padded to its own widest row only. This default yields the whole pattern as one chunk;
+        predictors that compute by chunks anyway yield them (at 4,096 tokens the widest row of a layer is
+        hundreds of times wider than most)."""
+        pattern = self.predict(inputs)
+        yield 0, pattern.index, pattern.counts
 
     def predict_sweep(self, inputs: AttentionInputs, values: list[Any]) -> list[Pattern]:
         """Patterns for each value of the knob (the knob is left at the last value)."""

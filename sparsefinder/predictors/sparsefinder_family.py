@@ -23,6 +23,7 @@ tokens, ``ep<e>`` training epochs, ``seed<s>`` the seed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -591,15 +592,34 @@ class ThresholdPredictor(ProjectionPredictor):
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
         return self._sweep_projected(layer, qp, kp, lengths, [self.recall])[0]
 
+    def predict_rows(self, inputs: AttentionInputs) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """The pattern by the chunks of queries it is computed in (:meth:`Predictor.predict_rows`)."""
+        if self.window or self.glob:  # the extras are joined to whole patterns
+            yield from super().predict_rows(inputs)
+            return
+        qp, kp = self.project(inputs)
+        for start, pieces in self._chunks(inputs.layer, qp, kp, inputs.lengths, [self.recall]):
+            yield start, *pieces[0]
+
     def _sweep_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any]) -> list[Pattern]:
         """The slack of every pair once; each recall target is one comparison with its margins."""
+        pieces: list[list[tuple[Tensor, Tensor]]] = [[] for _ in values]
+        for _, chunk in self._chunks(layer, qp, kp, lengths, values):
+            for j, piece in enumerate(chunk):
+                pieces[j].append(piece)
+        self.set_params(recall=values[-1])
+        return [Pattern.cat_rows(p, lengths) for p in pieces]
+
+    def _chunks(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any]
+                ) -> Iterator[tuple[int, list[tuple[Tensor, Tensor]]]]:
+        """Per chunk of queries (at most ``PREDICT_CHUNK_SCORES`` scores, so they stay in cache): its start and,
+        for each recall target in ``values``, the kept keys ``index`` ``(B, H, c, w)`` and ``counts`` ``(B, H, c)``."""
         batch, heads, n, _ = qp.shape
         valid = _key_mask(lengths, n)
         query_ok = (torch.arange(n, device=qp.device) < lengths[:, None])[:, None, :, None]
         margins = [self.margins(layer, value).to(qp)[None, :, None, None] for value in values]
-        pieces: list[list[tuple[Tensor, Tensor]]] = [[] for _ in values]
         kernel = float(self.alpha_) == 1.5 and row_kernels_apply(qp, 1.5)
-        starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)  # chunks stay in cache
+        starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)
         rows_valid = (valid[:, 0, 0, :] * lengths[:, None])[:, None, :].expand(batch, heads, n)  # keys per query row
         for s in starts:
             chunk = slice(s, s + starts.step)
@@ -607,12 +627,9 @@ class ThresholdPredictor(ProjectionPredictor):
                 z = closeness(qp[:, :, chunk], kp, self.score).reshape(-1, n)
                 c = z.shape[0] // (batch * heads)
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
-                for j, (index, counts) in enumerate(cpu_rows.select_rows(z, rows_valid[:, :, chunk].reshape(-1), rows)):
-                    pieces[j].append((index.view(batch, heads, c, -1), counts.view(batch, heads, c)))
+                yield s, [(index.view(batch, heads, c, -1), counts.view(batch, heads, c))
+                          for index, counts in cpu_rows.select_rows(z, rows_valid[:, :, chunk].reshape(-1), rows)]
                 continue
             slack = self._slack(self.approximate_scores(qp[:, :, chunk], kp, valid), float(self.alpha_))
             ok = valid & query_ok[:, :, chunk]
-            for j, margin in enumerate(margins):
-                pieces[j].append(compact((slack >= margin - config.MARGIN_TOLERANCE) & ok))
-        self.set_params(recall=values[-1])
-        return [Pattern.cat_rows(p, lengths) for p in pieces]
+            yield s, [compact((slack >= margin - config.MARGIN_TOLERANCE) & ok) for margin in margins]

@@ -19,7 +19,7 @@ the attention of a row in one compiled pass (:func:`sparsefinder.attention.cpu_r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -87,24 +87,23 @@ def certified_entmax_attention(
     its size per head (``kept``) is counted either way. Chunks of at most ``chunk_pairs`` scores.
     """
     q, k, v, single = as_batched(q, k, v, pattern)
-    batch, heads, n, _ = q.shape
     pattern = pattern.to(q.device)
-    starts = query_chunks(n, batch * heads * n, chunk_pairs)
-    rows = ((s, pattern.index[:, :, s:s + starts.step], pattern.counts[:, :, s:s + starts.step]) for s in starts)
-    result = certified_entmax_rows(q, k, v, rows, pattern.lengths, alpha, scaling, keep_pattern)
+    result = certified_entmax_rows(q, k, v, [(0, pattern.index, pattern.counts)], pattern.lengths, alpha, scaling,
+                                   keep_pattern, chunk_pairs)
     return CertifiedOutput(result.output[0], result.pattern, result.keys_added, result.kept) if single else result
 
 
 def certified_entmax_rows(
     q: Tensor, k: Tensor, v: Tensor, rows: Iterable[tuple[int, Tensor, Tensor]], lengths: Tensor,
     alpha: float = DEFAULT_ALPHA, scaling: float | None = None, keep_pattern: bool = True,
+    chunk_pairs: int = SPARSE_CHUNK_PAIRS,
 ) -> CertifiedOutput:
     """:func:`certified_entmax_attention` of a predicted pattern given by chunks of queries, as
     :meth:`~sparsefinder.predictors.base.Predictor.predict_rows` yields it.
 
     ``q, k, v`` ``(B, H, n, d)``; ``rows`` yields ``(start, index (B, H, c, w), counts (B, H, c))``
-    covering the ``n`` queries in order (each chunk's exact score rows are one matrix product, so
-    chunks should hold a bounded number of scores); ``lengths`` ``(B,)`` are the sequences' valid tokens.
+    covering the ``n`` queries in order, split further so that each matrix product of exact score rows
+    holds at most ``chunk_pairs`` scores; ``lengths`` ``(B,)`` are the sequences' valid tokens.
     """
     alpha = check_alpha(alpha)
     batch, heads, n, d = q.shape
@@ -120,7 +119,7 @@ def certified_entmax_rows(
     # keys each query row may see: its sequence's length (0 for padded queries), (B, H, n)
     rows_valid = ((torch.arange(n, device=q.device) < lengths[:, None]) * lengths[:, None])[:, None, :]
     rows_valid = rows_valid.expand(batch, heads, n)
-    for s, index, counts in rows:
+    for s, index, counts in _split(rows, query_chunks(n, batch * heads * n, chunk_pairs).step):
         c = counts.shape[2]
         scores = torch.matmul(q[:, :, s:s + c] * scaling, k.transpose(-1, -2))
         if kernel:
@@ -145,3 +144,10 @@ def certified_entmax_rows(
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     certified = Pattern.cat_rows(pieces, lengths) if keep_pattern else None
     return CertifiedOutput(out, certified, added, kept)
+
+
+def _split(rows: Iterable[tuple[int, Tensor, Tensor]], most: int) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """The chunks of ``rows``, each cut into chunks of at most ``most`` queries."""
+    for start, index, counts in rows:
+        for s in range(0, counts.shape[2], most):
+            yield start + s, index[:, :, s:s + most], counts[:, :, s:s + most]

@@ -142,29 +142,17 @@ def sparse_entmax_attention(
     """
     alpha = check_alpha(alpha)
     q, k, v, single = as_batched(q, k, v, pattern)
-    batch, heads, n, d = q.shape
-    scaling = d**-0.5 if scaling is None else scaling
     pattern = pattern.to(q.device)
-    if not needs_grad(q, k, v):
-        if q.is_cuda and triton_available():
-            out = triton_sparse_entmax_attention(q, k, v, pattern, alpha, scaling)
-            return out[0] if single else out
-        if row_kernels_apply(q, alpha):
-            out = cpu_rows.sparse_rows(q, k, v, pattern.index, pattern.counts, scaling)
-            return out[0] if single else out
-    width = pattern.width
-    per_query = width * d if gathers(n, width) else n
-    starts = query_chunks(n, batch * heads * per_query, chunk_pairs)
-    step = starts.step
-    outs = [attend_chunk(q[:, :, s:s + step], k, v, pattern.index[:, :, s:s + step], pattern.counts[:, :, s:s + step],
-                          alpha, scaling) for s in starts]
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
+    if q.is_cuda and triton_available() and not needs_grad(q, k, v):
+        out = triton_sparse_entmax_attention(q, k, v, pattern, alpha, q.shape[-1] ** -0.5 if scaling is None else scaling)
+    else:
+        out, _ = sparse_entmax_rows(q, k, v, [(0, pattern.index, pattern.counts)], alpha, scaling, chunk_pairs)
     return out[0] if single else out
 
 
 def sparse_entmax_rows(
     q: Tensor, k: Tensor, v: Tensor, rows: Iterable[tuple[int, Tensor, Tensor]], alpha: float = DEFAULT_ALPHA,
-    scaling: float | None = None,
+    scaling: float | None = None, chunk_pairs: int = SPARSE_CHUNK_PAIRS,
 ) -> tuple[Tensor, Tensor]:
     """:func:`sparse_entmax_attention` of a pattern given by chunks of queries, as
     :meth:`~sparsefinder.predictors.base.Predictor.predict_rows` yields it, attended chunk by chunk.
@@ -172,7 +160,8 @@ def sparse_entmax_rows(
     ``q, k, v`` ``(B, H, n, d)``; ``rows`` yields ``(start, index (B, H, c, w), counts (B, H, c))``
     covering the ``n`` queries in order. Returns the output ``(B, H, n, dv)`` and the kept pairs per
     sequence and head ``(B, H)``. Only one chunk's index is held at a time, padded to that chunk's
-    widest row rather than the layer's. Inference on CPU or the torch path (no Triton route).
+    widest row rather than the layer's. The compiled CPU kernel takes a chunk at once; the torch path
+    splits it further into chunks of at most ``chunk_pairs`` scores (or gathered pairs).
     """
     alpha = check_alpha(alpha)
     batch, heads, n, d = q.shape
@@ -182,9 +171,13 @@ def sparse_entmax_rows(
         k, v = k.contiguous(), v.contiguous()
     outs, kept = [], torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     for start, index, counts in rows:
-        chunk = q[:, :, start:start + counts.shape[2]]
-        outs.append(cpu_rows.sparse_rows(chunk, k, v, index, counts, scaling) if kernel
-                    else attend_chunk(chunk, k, v, index, counts, alpha, scaling))
+        c, width = counts.shape[2], index.shape[-1]
+        if kernel:
+            outs.append(cpu_rows.sparse_rows(q[:, :, start:start + c], k, v, index, counts, scaling))
+        else:
+            sub = query_chunks(c, batch * heads * (width * d if gathers(n, width) else n), chunk_pairs)
+            outs += [attend_chunk(q[:, :, start + s:start + min(s + sub.step, c)], k, v, index[:, :, s:s + sub.step],
+                                  counts[:, :, s:s + sub.step], alpha, scaling) for s in sub]
         kept += counts.sum(-1)
     return (outs[0] if len(outs) == 1 else torch.cat(outs, 2)), kept
 

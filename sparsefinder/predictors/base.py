@@ -157,7 +157,7 @@ class Predictor:
         ``(start, index (B, H, c, w), counts (B, H, c))`` in order, covering the ``n`` queries, each
         chunk padded to its own widest row only. This default yields the whole pattern as one chunk;
         predictors that compute by chunks anyway yield them (at 4,096 tokens the widest row of a layer is
-        hundreds of times wider than most)."""
+        tens of times the mean). Consumers split chunks further to bound their own memory."""
         pattern = self.predict(inputs)
         yield 0, pattern.index, pattern.counts
 

@@ -75,7 +75,8 @@ def rss_mib(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]) // 1024, int(fields["VmHWM"].split()[0]) // 1024
 
 
-def start_server(queue: int, threads: int | None, store: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(queue: int, threads: int | None, store: str | None, **settings: str) -> tuple[subprocess.Popen, str]:
+    """``sparsefinder serve`` on a free port of 127.0.0.1, with ``SPARSEFINDER_<NAME>`` = value for each setting."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -84,6 +85,7 @@ def start_server(queue: int, threads: int | None, store: str | None) -> tuple[su
                SPARSEFINDER_MAX_BODY_BYTES="10000000")
     if threads:
         env["SPARSEFINDER_TORCH_THREADS"] = str(threads)
+    env.update({f"SPARSEFINDER_{name.upper()}": value for name, value in settings.items()})
     proc = subprocess.Popen([sys.executable, "-m", "sparsefinder.cli", "serve", "--port", str(port),
                              "--store", store or f"{tmp}/store", "--reports", f"{tmp}/reports"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,11 +10,12 @@ each request is rerun alone so that the error reaches only the request at fault.
 Long and short requests wait in two lanes (:class:`Lanes`). A request is long when its longest text has
 more than ``long_tokens`` tokens as it will run (cut to the encoder's limit with ``truncate``), counted with
 the engine's tokenizer on a helper thread (neither the event loop nor the model thread) before it joins a
-lane. Long requests join only each other, by the same rules. Short requests go first; the oldest long
-request goes next once ``long_every`` short passes have been taken while long requests waited (the count
-restarts at each long pass), or as soon as no short request waits. So a short request waits behind at most
-the pass already running and one long pass per ``long_every`` short ones, and the k-th long request in
-line behind at most k × ``long_every`` short passes. The queue is bounded over both lanes together (and the
+lane. A long request runs in a pass of its own (joining buys nothing: a text longer than ``batch_tokens``
+runs alone in the encoder anyway, and a joined pass would hold short requests back longer). Short requests
+go first; the oldest long request goes next once ``long_every`` short passes have been taken while long
+requests waited (the count restarts at each long pass), or as soon as no short request waits. So a short
+request waits behind at most the pass already running and one long request per ``long_every`` short
+passes, and the k-th long request in line behind at most k × ``long_every`` short passes. The queue is bounded over both lanes together (and the
 requests being counted), in requests (``queue_size``) and in texts (``queue_texts``); beyond, 429 with
 ``Retry-After``.
 """
@@ -76,17 +77,17 @@ class Lanes:
         return self.short or None
 
     def full(self) -> bool:
-        """Whether the next pass cannot grow: certified, or ``max_texts`` texts of its mode wait in its lane."""
+        """Whether the next pass cannot grow: long or certified, or ``max_texts`` texts of its mode wait."""
         lane = self.next_lane()
         key = lane[0].key
-        return key[1] or sum(len(r.texts) for r in lane if r.key == key) >= self.max_texts
+        return lane is self.long or key[1] or sum(len(r.texts) for r in lane if r.key == key) >= self.max_texts
 
     def take(self) -> list[_Request]:
-        """The next pass, removed from its lane: the lane's oldest request and the next ones of its mode, up to
-        ``max_texts`` texts in all (a certified request alone); cancelled requests included."""
+        """The next pass, removed from its lane: the lane's oldest request and the next short ones of its mode, up
+        to ``max_texts`` texts in all (a certified or long request alone); cancelled requests included."""
         lane = self.next_lane()
         first = lane[0]
-        if first.key[1]:  # certified: alone
+        if first.key[1] or lane is self.long:  # alone: a long text runs in a pass of its own anyway (batch_tokens)
             chosen = [first]
         else:
             chosen, total = [], 0

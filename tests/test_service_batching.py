@@ -114,7 +114,7 @@ async def _completion_order(url: str, bodies: dict[str, dict]) -> tuple[list[str
 
 
 def test_a_short_request_does_not_wait_for_the_long_ones_ahead(lanes):
-    # 9 texts each: two long requests never share a pass (18 > batch_max_texts 16)
+    # long requests never share a pass (9 texts each: nor could two of them, 18 > batch_max_texts 16)
     bodies = {f"long{i}": {"texts": [f"{LONG} ({i}, {j})" for j in range(9)]} for i in range(3)}
     bodies["short"] = {"texts": TEXTS[0]}
     with httpx.Client(base_url=lanes, timeout=120) as c:
@@ -142,7 +142,7 @@ def test_a_long_request_is_not_starved_by_a_stream_of_short_ones(lanes):
     assert order.index("long") <= LONG_EVERY + 1, order
 
 
-def test_a_bad_request_in_a_long_batch_fails_alone(lanes):
+def test_a_bad_long_request_fails_alone(lanes):
     bodies = {"fine": {"texts": [LONG]}, "bad": {"texts": ["word " * 600]}, "also fine": {"texts": [LONG, LONG]}}
     _, together = asyncio.run(_completion_order(lanes, bodies))
     assert {name: r.status_code for name, r in together.items()} == {"fine": 200, "bad": 400, "also fine": 200}
@@ -165,16 +165,18 @@ def _request(name: str, long: bool = False, mode: str = "dense", texts: int = 1)
 
 def test_lanes_take_short_passes_first_and_a_long_one_after_long_every():
     shorts = [_request(f"s{k}", mode=f"window{k}") for k in range(4)]  # four modes: four passes
-    longs = [_request("l0", long=True), _request("l1", long=True)]  # one mode: one pass
+    longs = [_request("l0", long=True), _request("l1", long=True)]  # one mode, yet a pass each
     assert _pass_order(Lanes(max_texts=16, long_every=2), longs + shorts) == [
-        ["s0"], ["s1"], ["l0", "l1"], ["s2"], ["s3"]]
+        ["s0"], ["s1"], ["l0"], ["s2"], ["s3"], ["l1"]]
     assert _pass_order(Lanes(max_texts=16, long_every=1), longs + shorts) == [
-        ["s0"], ["l0", "l1"], ["s1"], ["s2"], ["s3"]]
+        ["s0"], ["l0"], ["s1"], ["l1"], ["s2"], ["s3"]]
     # a long request never joins a short one of its mode; with no short one waiting it runs at once
     assert _pass_order(Lanes(max_texts=16, long_every=4), [_request("l", long=True), _request("s")]) == [
         ["s"], ["l"]]
     assert _pass_order(Lanes(max_texts=16, long_every=4), [_request("l", long=True)]) == [["l"]]
-    # long requests join by mode up to max_texts, in their lane
+    # long requests never join (short ones join by mode up to max_texts)
     assert _pass_order(Lanes(max_texts=4, long_every=4),
                        [_request("a", long=True, texts=3), _request("b", long=True, texts=2),
-                        _request("c", long=True, texts=1)]) == [["a", "c"], ["b"]]
+                        _request("c", long=True, texts=1)]) == [["a"], ["b"], ["c"]]
+    assert _pass_order(Lanes(max_texts=4, long_every=4),
+                       [_request("a", texts=3), _request("b", texts=2), _request("c", texts=1)]) == [["a", "c"], ["b"]]

@@ -10,12 +10,13 @@ each request is rerun alone so that the error reaches only the request at fault.
 Long and short requests wait in two lanes (:class:`Lanes`). A request is long when its longest text has
 more than ``long_tokens`` tokens as it will run (cut to the encoder's limit with ``truncate``), counted with
 the engine's tokenizer on a helper thread (neither the event loop nor the model thread) before it joins a
-lane. A long request runs in a pass of its own (joining buys nothing: a text longer than ``batch_tokens``
-runs alone in the encoder anyway, and a joined pass would hold short requests back longer). Short requests
-go first; the oldest long request goes next once ``long_every`` short passes have been taken while long
-requests waited (the count restarts at each long pass), or as soon as no short request waits. So a short
-request waits behind at most the pass already running and one long request per ``long_every`` short
-passes, and the k-th long request in line behind at most k × ``long_every`` short passes. The queue is bounded over both lanes together (and the
+lane. A long request runs one text per pass (chunked scheduling: a text longer than ``batch_tokens`` runs
+alone in the encoder anyway, so splitting costs nothing) and is answered when its last text has run.
+Short requests go first; the oldest long request's next text goes next once ``long_every`` short passes
+have been taken while long requests waited (the count restarts at each long pass), or as soon as no
+short request waits. So a short request waits behind at most the pass already running and one long
+text per ``long_every`` short passes, and a long request's j-th text waits for at most j × ``long_every``
+short passes. The queue is bounded over both lanes together (and the
 requests being counted), in requests (``queue_size``) and in texts (``queue_texts``); beyond, 429 with
 ``Retry-After``.
 """
@@ -49,6 +50,10 @@ class _Request:
     future: asyncio.Future
     long: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
+    taken: int = 0
+    """Texts of a long request handed to passes so far (a long request runs a text per pass)."""
+    parts: list[EncodeResult] = field(default_factory=list)
+    """Results of a long request's passes so far."""
 
 
 class Lanes:
@@ -87,7 +92,14 @@ class Lanes:
         to ``max_texts`` texts in all (a certified or long request alone); cancelled requests included."""
         lane = self.next_lane()
         first = lane[0]
-        if first.key[1] or lane is self.long:  # alone: a long text runs in a pass of its own anyway (batch_tokens)
+        if lane is self.long:  # its next text alone: a long text runs in a pass of its own anyway (batch_tokens)
+            first.taken += 1
+            self.texts -= 1
+            if first.taken == len(first.texts):
+                lane.popleft()
+            self.short_passes = 0
+            return [first]
+        if first.key[1]:  # certified: alone
             chosen = [first]
         else:
             chosen, total = [], 0
@@ -98,11 +110,15 @@ class Lanes:
         for request in chosen:
             lane.remove(request)
             self.texts -= len(request.texts)
-        if lane is self.long:
-            self.short_passes = 0
-        elif self.long:
+        if self.long:
             self.short_passes += 1
         return chosen
+
+    def drop(self, request: _Request) -> None:
+        """Remove a long request whose pass failed, with the texts it had left."""
+        if request in self.long:
+            self.long.remove(request)
+            self.texts -= len(request.texts) - request.taken
 
 
 class EncodeBatcher:
@@ -187,6 +203,9 @@ class EncodeBatcher:
                 await self._run(engine, batch)
 
     async def _run(self, engine: Engine, batch: list[_Request]) -> None:
+        if batch[0].long:
+            await self._run_long(engine, batch[0])
+            return
         predictor, certified, truncate, layers, recall = batch[0].key
         texts = [t for r in batch for t in r.texts]
         try:
@@ -211,6 +230,24 @@ class EncodeBatcher:
             if not request.future.done():
                 request.future.set_result(_response(result, part, predictor, len(texts),
                                                     done - request.enqueued - result.seconds))
+
+    async def _run_long(self, engine: Engine, request: _Request) -> None:
+        """The pass of a long request's next text; its answer once its last text has run."""
+        try:
+            result = await self.worker.call(engine.encode, request.texts[request.taken - 1:request.taken],
+                                            *request.key)
+        except Exception as exc:  # noqa: BLE001 - goes back to the request (4xx or 500 there)
+            self.lanes.drop(request)
+            self._gauge()
+            _fail([request], exc)
+            return
+        self.metrics.batches.inc()
+        self.metrics.batch_texts.observe(1)
+        request.parts.append(result)
+        if len(request.parts) == len(request.texts) and not request.future.done():
+            whole = EncodeResult.join(request.parts)
+            request.future.set_result(_response(whole, slice(None), request.key[0], 1,
+                                                time.perf_counter() - request.enqueued - whole.seconds))
 
     def shutdown(self) -> None:
         if self._task is not None:

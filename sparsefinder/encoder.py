@@ -49,6 +49,18 @@ class EncodeResult:
     """Per layer, the attention output ``(B, n, H, d)`` (padded positions zero or arbitrary); only
     with ``keep_attention=True``."""
 
+    @classmethod
+    def join(cls, parts: list[EncodeResult]) -> EncodeResult:
+        """The texts of ``parts`` in order as one result: rows and per-text figures concatenated, per-layer
+        sparsity averaged over all the texts, keys added and seconds summed (no attention outputs)."""
+        texts = sum(len(p.num_tokens) for p in parts)
+        return cls(embeddings=torch.cat([p.embeddings for p in parts]),
+                   sparsity=[sum(p.sparsity[layer] * len(p.num_tokens) for p in parts) / texts
+                             for layer in range(len(parts[0].sparsity))],
+                   text_sparsity=[row for p in parts for row in p.text_sparsity],
+                   keys_added=[sum(layer) for layer in zip(*(p.keys_added for p in parts))],
+                   seconds=sum(p.seconds for p in parts), num_tokens=[n for p in parts for n in p.num_tokens])
+
 
 class SparseEncoder:
     """The encoder loaded once, run with any attention mode.

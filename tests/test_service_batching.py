@@ -134,12 +134,21 @@ def test_a_short_request_does_not_wait_for_the_long_ones_ahead(lanes):
 
 def test_a_long_request_is_not_starved_by_a_stream_of_short_ones(lanes):
     # each short request has its own mode (predictor), so each takes a forward pass of its own
-    bodies = {"long": {"texts": [LONG] * 4}} | {f"short{k}": {"texts": ["the cat sat on the mat"],
+    bodies = {"long": {"texts": [LONG] * 2}} | {f"short{k}": {"texts": ["the cat sat on the mat"],
                                                                 "predictor": f"window{k}"} for k in range(1, 7)}
+    with httpx.Client(base_url=lanes, timeout=120) as c:
+        alone = c.post("/v1/encode", json=bodies["long"]).json()
     order, together = asyncio.run(_completion_order(lanes, bodies))
     assert {name: r.status_code for name, r in together.items()} == dict.fromkeys(bodies, 200)
-    # at most LONG_EVERY short passes taken while it waited, and one taken before it arrived
-    assert order.index("long") <= LONG_EVERY + 1, order
+    # a text per pass: at most LONG_EVERY short passes before each of its 2 texts, and one before it arrived
+    assert order.index("long") <= 2 * LONG_EVERY + 1, order
+    # and shorts ran between its two texts; its answer is that of the request sent alone
+    assert order.index("long") >= 1, order
+    joined = together["long"].json()
+    assert joined["num_tokens"] == alone["num_tokens"] and joined["batch_texts"] == 1
+    assert joined["sparsity"] == pytest.approx(alone["sparsity"], abs=1e-6)
+    for a, b in zip(alone["embeddings"], joined["embeddings"]):
+        assert b == pytest.approx(a, abs=1e-5)
 
 
 def test_a_bad_long_request_fails_alone(lanes):
@@ -164,19 +173,26 @@ def _request(name: str, long: bool = False, mode: str = "dense", texts: int = 1)
 
 
 def test_lanes_take_short_passes_first_and_a_long_one_after_long_every():
-    shorts = [_request(f"s{k}", mode=f"window{k}") for k in range(4)]  # four modes: four passes
-    longs = [_request("l0", long=True), _request("l1", long=True)]  # one mode, yet a pass each
-    assert _pass_order(Lanes(max_texts=16, long_every=2), longs + shorts) == [
+    def shorts(count: int = 4) -> list[_Request]:  # fresh requests each time: a long one counts its passes
+        return [_request(f"s{k}", mode=f"window{k}") for k in range(count)]  # their own modes: a pass each
+
+    def longs() -> list[_Request]:
+        return [_request("l0", long=True), _request("l1", long=True)]  # one mode, yet a pass each
+
+    assert _pass_order(Lanes(max_texts=16, long_every=2), longs() + shorts()) == [
         ["s0"], ["s1"], ["l0"], ["s2"], ["s3"], ["l1"]]
-    assert _pass_order(Lanes(max_texts=16, long_every=1), longs + shorts) == [
+    assert _pass_order(Lanes(max_texts=16, long_every=1), longs() + shorts()) == [
         ["s0"], ["l0"], ["s1"], ["l1"], ["s2"], ["s3"]]
     # a long request never joins a short one of its mode; with no short one waiting it runs at once
     assert _pass_order(Lanes(max_texts=16, long_every=4), [_request("l", long=True), _request("s")]) == [
         ["s"], ["l"]]
     assert _pass_order(Lanes(max_texts=16, long_every=4), [_request("l", long=True)]) == [["l"]]
-    # long requests never join (short ones join by mode up to max_texts)
+    # long requests never join and run a text per pass (short ones join by mode up to max_texts)
     assert _pass_order(Lanes(max_texts=4, long_every=4),
                        [_request("a", long=True, texts=3), _request("b", long=True, texts=2),
-                        _request("c", long=True, texts=1)]) == [["a"], ["b"], ["c"]]
+                        _request("c", long=True, texts=1)]) == [["a"], ["a"], ["a"], ["b"], ["b"], ["c"]]
+    # short passes come between a long request's texts
+    assert _pass_order(Lanes(max_texts=16, long_every=1), [_request("l", long=True, texts=3)] + shorts(2)) == [
+        ["s0"], ["l"], ["s1"], ["l"], ["l"]]
     assert _pass_order(Lanes(max_texts=4, long_every=4),
                        [_request("a", texts=3), _request("b", texts=2), _request("c", texts=1)]) == [["a", "c"], ["b"]]

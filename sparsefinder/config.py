@@ -154,6 +154,8 @@ LONG_STEPS: int = 60
 LONG_LR: float = 1e-4
 LONG_CHECKPOINT_EVERY: int = 5
 LONG_SHORT_BATCH: int = 8
+LONG_TOKEN_WEIGHT: float = 0.0
+"""Weight of the mean token-state ``1 − cos`` (the fidelity measure itself) in ``distil-long``'s loss (0: none)."""
 """Short corpus lines added to every step with ``adapt``'s loss, so short texts keep their fidelity (0: none)."""
 LONG_HOLDOUT_DOCS: int = 2
 """Last documents of the training corpus kept out of training for the fidelity of the run record."""

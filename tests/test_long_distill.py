@@ -91,6 +91,20 @@ def test_loss_and_fidelity_are_perfect_on_the_teachers_own_states():
     exact = torch.cat([t.tokens[:1], t.tokens, t.tokens[-1:]])
     fid = long_fidelity([exact], [t])
     assert fid["token_cosine_mean"] == pytest.approx(1.0, abs=1e-6) and fid["nearest_own"] == 1
+    assert long_loss(exact, t)[1]["token"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_token_term_is_the_mean_token_state_distance_to_the_teacher():
+    body = list(range(1000, 1030))
+    t = windowed_targets(PositionTeacher(), body, cls_id=1, sep_id=2, window=12, stride=5)
+    states = torch.cat([t.tokens[:1], t.tokens, t.tokens[-1:]]).double()  # the MSE term is large: exact sums
+    states[1:-1:2, 0] = -states[1:-1:2, 0]  # every other token state turned (almost) opposite to its target
+    expected = 1 - nn.functional.cosine_similarity(states[1:-1], t.tokens, dim=-1).mean()
+    assert 0.9 < float(expected) < 1.1
+    plain, parts = long_loss(states, t)
+    weighted, weighted_parts = long_loss(states, t, token_weight=2.5)
+    assert parts["token"] == weighted_parts["token"] == pytest.approx(float(expected), rel=1e-6)
+    assert float(weighted - plain) == pytest.approx(2.5 * float(expected), rel=1e-5)
 
 
 @pytest.mark.parametrize("kernels", [True, False])
@@ -161,6 +175,7 @@ def test_resume_continues_on_the_same_trajectory_and_the_folder_loads(corpus, st
     (["--doc-tokens", "30"], "above the window"),
     (["--window", "600"], "longer than the teacher"),
     (["--steps", "0"], "steps must be at least 1"),
+    (["--token-weight", "-1"], "token weight must be at least 0"),
 ])
 def test_bad_options_exit_2_with_one_line(flags, message, corpus, tmp_path, capsys):
     code = main(["distil-long", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--window", "40", *flags])

@@ -6,11 +6,12 @@ whole documents ``[CLS] body [SEP]`` of up to ``doc_tokens`` tokens (WikiText ar
 that length) and learns the teacher's windowed view of them
 (:mod:`sparsefinder.training.windowed_teacher`) with the loss
 
-    L = (1 − cos(e_s, e_t)) + w · MSE(h_s, t)
+    L = (1 − cos(e_s, e_t)) + w · MSE(h_s, t) + w_c · mean_i (1 − cos(h_s,i, t_i))
 
 where ``e_s`` is the student's document embedding, ``e_t`` the mean of the teacher's window
 embeddings, ``h_s`` the student's body-token states and ``t`` each token's state in the window
-where it sits most centrally (``w`` is :data:`~sparsefinder.config.ADAPT_HIDDEN_WEIGHT`). So that
+where it sits most centrally (``w`` is :data:`~sparsefinder.config.ADAPT_HIDDEN_WEIGHT`, ``w_c`` the
+token weight, :data:`~sparsefinder.config.LONG_TOKEN_WEIGHT` by default). So that
 short texts keep their fidelity, each step also adds ``adapt``'s loss on ``short_batch`` lines of
 the corpus (at most :data:`~sparsefinder.config.ADAPT_MAX_LENGTH` tokens, dense α-entmax).
 
@@ -41,7 +42,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..alpha_entmax import check_alpha
 from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_WARMUP, DEFAULT_ALPHA, LONG_CHECKPOINT_EVERY,
                       LONG_DOC_TOKENS, LONG_HOLDOUT_DOCS, LONG_LR, LONG_MAX_POSITIONS, LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE,
-                      LONG_WINDOW)
+                      LONG_TOKEN_WEIGHT, LONG_WINDOW)
 from ..corpus import check_corpus, iter_articles, iter_texts
 from ..errors import SparsefinderError
 from ..hf.attention import SPARSE_ENTMAX
@@ -69,13 +70,17 @@ def long_documents(corpus: str | Path, tokenizer: PreTrainedTokenizerBase, doc_t
     return out
 
 
-def long_loss(states: Tensor, targets: WindowedTargets, hidden_weight: float = ADAPT_HIDDEN_WEIGHT
-              ) -> tuple[Tensor, dict[str, float]]:
-    """Loss of student states ``(m + 2, D)`` against the windowed teacher's targets; returns it and its two parts."""
+def long_loss(states: Tensor, targets: WindowedTargets, hidden_weight: float = ADAPT_HIDDEN_WEIGHT,
+              token_weight: float = LONG_TOKEN_WEIGHT) -> tuple[Tensor, dict[str, float]]:
+    """Loss of student states ``(m + 2, D)`` against the windowed teacher's targets; returns it and its three
+    parts (embedding ``1 − cos``, hidden MSE, mean token ``1 − cos``)."""
     embedding = mean_pool(states[None], torch.ones(1, states.shape[0], device=states.device))[0]
     emb_loss = 1 - (embedding * targets.embedding.to(states.device)).sum()
-    mse = ((states[1:-1] - targets.tokens.to(states.device)) ** 2).mean()
-    return emb_loss + hidden_weight * mse, {"embedding": float(emb_loss.detach()), "hidden_mse": float(mse.detach())}
+    tokens = targets.tokens.to(states.device)
+    mse = ((states[1:-1] - tokens) ** 2).mean()
+    token_loss = 1 - torch.nn.functional.cosine_similarity(states[1:-1], tokens, dim=-1).mean()
+    return emb_loss + hidden_weight * mse + token_weight * token_loss, {
+        "embedding": float(emb_loss.detach()), "hidden_mse": float(mse.detach()), "token": float(token_loss.detach())}
 
 
 def _student(model: Path, alpha: float, max_positions: int, device: str
@@ -107,6 +112,7 @@ def distil_long(
     stride: int = LONG_STRIDE,
     seed: int = ADAPT_SEED,
     short_batch: int = LONG_SHORT_BATCH,
+    token_weight: float = LONG_TOKEN_WEIGHT,
     checkpoint_every: int = LONG_CHECKPOINT_EVERY,
     resume: bool = False,
     stop_after: int | None = None,
@@ -126,6 +132,8 @@ def distil_long(
             raise SparsefinderError(f"{name} must be at least {low}, got {value}")
     if not lr > 0:
         raise SparsefinderError(f"learning rate must be positive, got {lr}")
+    if not token_weight >= 0:
+        raise SparsefinderError(f"token weight must be at least 0, got {token_weight}")
     if not window < doc_tokens <= max_positions:
         raise SparsefinderError(f"document tokens must be above the window ({window}) and at most the positions "
                                 f"({max_positions}), got {doc_tokens}")
@@ -138,7 +146,7 @@ def distil_long(
     key = {"model_id": model_info(student_path).id, "teacher_id": teacher_info.id, "corpus_sha256": corpus_info.sha256,
            "alpha": alpha, "max_positions": max_positions, "doc_tokens": doc_tokens, "steps": steps, "lr": lr,
            "window": window, "stride": stride, "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT,
-           "short_batch": short_batch}
+           "short_batch": short_batch, "token_weight": token_weight}
     done_record = out / LONG_JSON
     if done_record.is_file() and json.loads(done_record.read_text()).get("key") == key:
         return json.loads(done_record.read_text())
@@ -169,7 +177,7 @@ def distil_long(
         body = train[batch_indices(step, len(train), 1, seed)[0]]
         targets = windowed_targets(teacher_model, body, cls_id, sep_id, window, stride)
         states = student_states(student, body, cls_id, sep_id, attention_predictor=oracle)
-        loss, parts = long_loss(states, targets)
+        loss, parts = long_loss(states, targets, token_weight=token_weight)
         if short_batch:
             input_ids, mask = collate([short_ids[i] for i in batch_indices(step, len(short_ids), short_batch, seed)],
                                       tokenizer.pad_token_id, torch.device(device))
@@ -177,7 +185,8 @@ def distil_long(
                 short_target = teacher_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             short_states = student(input_ids=input_ids, attention_mask=mask, attention_predictor="dense").last_hidden_state
             loss = loss + distillation_loss(short_states, short_target, mask)[0]
-        run.update(step, loss, cos=f"{1 - parts['embedding']:.4f}", n=str(len(body) + 2))
+        run.update(step, loss, cos=f"{1 - parts['embedding']:.4f}", tok=f"{1 - parts['token']:.4f}",
+                   n=str(len(body) + 2))
     record = run.finish()
     if record["status"] == "interrupted":
         return record
@@ -207,7 +216,8 @@ def distil_long(
                    "train_documents": len(train), "holdout_documents": len(held)},
         "training": {"steps": steps, "doc_tokens": doc_tokens, "max_positions": max_positions, "window": window,
                      "stride": stride, "lr": lr, "warmup": ADAPT_WARMUP, "schedule": "linear", "optimizer": "AdamW",
-                     "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT, "dropout": "off",
+                     "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT, "token_weight": token_weight,
+                     "dropout": "off",
                      "frozen": "token embeddings", "attention": "exact support (oracle-support), sparse path",
                      "short_batch": short_batch, "short_max_length": ADAPT_MAX_LENGTH,
                      "loss_first": losses[0], "loss_last": losses[-1]},

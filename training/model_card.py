@@ -112,7 +112,9 @@ def render_long_model_card(record: dict) -> str:
         f"seed {t['seed']}, dropout {t['dropout']}, attention: {t['attention']}"
         + (f"; plus {t['short_batch']} corpus lines of ≤ {t['short_max_length']} tokens per step under `adapt`'s loss "
            "(short texts keep their fidelity)" if t.get("short_batch") else ""),
-        f"- loss `(1 − cos) + {t['hidden_weight']} · MSE(hidden)`: {t['loss_first']:.4f} → {t['loss_last']:.4f}",
+        f"- loss `(1 − cos) + {t['hidden_weight']} · MSE(hidden)"
+        + (f" + {t['token_weight']} · mean token (1 − cos)" if t.get("token_weight") else "")
+        + f"`: {t['loss_first']:.4f} → {t['loss_last']:.4f}",
         f"- time: {c['elapsed_s'] / 60:.1f} min on {c['machine']} ({c['device']})", "",
         "## Fidelity to the windowed teacher (held-out documents)", "",
         "| model | token cosine mean | token cosine worst | embedding cosine | nearest is own |", "|---|---|---|---|---|",

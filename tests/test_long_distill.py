@@ -101,7 +101,7 @@ def test_the_token_term_is_the_mean_token_state_distance_to_the_teacher():
     states[1:-1:2, 0] = -states[1:-1:2, 0]  # every other token state turned (almost) opposite to its target
     expected = 1 - nn.functional.cosine_similarity(states[1:-1], t.tokens, dim=-1).mean()
     assert 0.9 < float(expected) < 1.1
-    plain, parts = long_loss(states, t)
+    plain, parts = long_loss(states, t, token_weight=0.0)
     weighted, weighted_parts = long_loss(states, t, token_weight=2.5)
     assert parts["token"] == weighted_parts["token"] == pytest.approx(float(expected), rel=1e-6)
     assert float(weighted - plain) == pytest.approx(2.5 * float(expected), rel=1e-5)

@@ -234,8 +234,7 @@ class EncodeBatcher:
     async def _run_long(self, engine: Engine, request: _Request) -> None:
         """The pass of a long request's next text; its answer once its last text has run."""
         try:
-            result = await self.worker.call(engine.encode, request.texts[request.taken - 1:request.taken],
-                                            *request.key)
+            result = await self.worker.call(engine.encode, [request.texts[len(request.parts)]], *request.key)
         except Exception as exc:  # noqa: BLE001 - goes back to the request (4xx or 500 there)
             self.lanes.drop(request)
             self._gauge()

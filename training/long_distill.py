@@ -78,7 +78,7 @@ def long_loss(states: Tensor, targets: WindowedTargets, hidden_weight: float = A
     emb_loss = 1 - (embedding * targets.embedding.to(states.device)).sum()
     tokens = targets.tokens.to(states.device)
     mse = ((states[1:-1] - tokens) ** 2).mean()
-    token_loss = 1 - torch.nn.functional.cosine_similarity(states[1:-1], tokens, dim=-1).mean()
+    token_loss = 1 - nn.functional.cosine_similarity(states[1:-1], tokens, dim=-1).mean()
     return emb_loss + hidden_weight * mse + token_weight * token_loss, {
         "embedding": float(emb_loss.detach()), "hidden_mse": float(mse.detach()), "token": float(token_loss.detach())}
 

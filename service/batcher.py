@@ -115,7 +115,7 @@ class Lanes:
         return chosen
 
     def drop(self, request: _Request) -> None:
-        """Remove a long request whose pass failed, with the texts it had left."""
+        """Remove a long request (its pass failed, or it was cancelled) with the texts it had left."""
         if request in self.long:
             self.long.remove(request)
             self.texts -= len(request.texts) - request.taken
@@ -197,7 +197,11 @@ class EncodeBatcher:
                     continue  # a request arrived: choose the lane again
                 except asyncio.TimeoutError:
                     pass
-            batch = [r for r in self.lanes.take() if not r.future.cancelled()]
+            taken = self.lanes.take()
+            for request in taken:
+                if request.future.cancelled():
+                    self.lanes.drop(request)  # a long one's texts still waiting go with it
+            batch = [r for r in taken if not r.future.cancelled()]
             self._gauge()
             if batch:
                 await self._run(engine, batch)

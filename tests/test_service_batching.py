@@ -196,3 +196,15 @@ def test_lanes_take_short_passes_first_and_a_long_one_after_long_every():
         ["s0"], ["l"], ["s1"], ["l"], ["l"]]
     assert _pass_order(Lanes(max_texts=4, long_every=4),
                        [_request("a", texts=3), _request("b", texts=2), _request("c", texts=1)]) == [["a", "c"], ["b"]]
+
+
+def test_lanes_drop_a_long_request_with_the_texts_it_had_left():
+    queue = Lanes(max_texts=16, long_every=1)
+    long, short = _request("l", long=True, texts=3), _request("s")
+    for request in (long, short):
+        queue.add(request)
+    assert queue.take() == [short] and queue.take() == [long] and queue.texts == 2
+    queue.drop(long)  # cancelled (or failed) after its first text: the other two never run
+    assert not queue and queue.texts == 0 and queue.next_lane() is None
+    queue.drop(short)  # not waiting: nothing changes
+    assert queue.texts == 0

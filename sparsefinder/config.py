@@ -158,12 +158,6 @@ LONG_SHORT_BATCH: int = 8
 LONG_TOKEN_WEIGHT: float = 4.0
 """Weight of the mean token-state ``1 − cos`` (the fidelity measure itself) in ``distil-long``'s loss (0: none).
 At 4,096 tokens (20 ``test.txt`` articles): 0 → 0.737, 1 → 0.780, 4 → 0.796 after 60 steps, 4 → 0.820 after 180."""
-LONG_POSITION_LR_SCALE: float = 1.0
-"""Multiple of the learning rate for the position table in ``distil-long``: the copied rows alias positions
-512 apart, and attention can only learn distance through them."""
-LONG_SHIFT_POSITIONS: bool = False
-"""Move each training document's body to a seeded random start, so documents shorter than the table train
-every position (without it, positions past ``LONG_DOC_TOKENS`` stay copies)."""
 LONG_HOLDOUT_DOCS: int = 2
 """Last documents of the training corpus kept out of training for the fidelity of the run record."""
 

@@ -23,9 +23,9 @@ from sparsefinder.inputs import AttentionInputs
 from sparsefinder.model import load_encoder
 from sparsefinder.predictors.oracle import OracleSupport
 from sparsefinder.predictors.registry import predictor_from_spec
-from sparsefinder.training.checkpoints import TrainingRun, checkpoint_dir
-from sparsefinder.training.long_distill import POSITION_TABLE, body_shift, distil_long, long_loss
-from sparsefinder.training.windowed_teacher import (central_window, long_fidelity, student_states, window_starts,
+from sparsefinder.training.checkpoints import checkpoint_dir
+from sparsefinder.training.long_distill import distil_long, long_loss
+from sparsefinder.training.windowed_teacher import (central_window, long_fidelity, window_starts,
                                                     windowed_targets)
 
 # windows of 40 tokens (stride 20) over documents of 100: every document needs four teacher windows
@@ -171,60 +171,11 @@ def test_resume_continues_on_the_same_trajectory_and_the_folder_loads(corpus, st
     assert json.loads((out / "long.json").read_text())["training"]["window"] == 40
 
 
-def test_unshifted_training_leaves_rows_past_the_documents_copies_and_shifting_trains_them(corpus, straight,
-                                                                                          tmp_path):
-    straight_table = load_file(straight[0] / "model.safetensors")[POSITION_TABLE]
-    # documents of 100 tokens and short lines of ≤ 128 train rows 0–127 only: rows 640–1023 still copy rows 128–511
-    assert torch.equal(straight_table[640:1024], straight_table[128:512])
-    assert not torch.equal(straight_table[:100], straight_table[512:612])
-    out = tmp_path / "shifted"
-    record = distil_long(corpus, out, **{**RUN, "shift_positions": True, "position_lr_scale": 10.0})
-    shifted = load_file(out / "model.safetensors")[POSITION_TABLE]
-    moved = (shifted[128:] != straight_table[128:]).any(dim=1).nonzero().flatten() + 128
-    # every document holds 98 body tokens: step t's body and [SEP] sit at positions shift_t + 1 … shift_t + 99
-    used = {p for step in range(RUN["steps"]) for p in range(body_shift(step, 100, 1024, 0) + 1,
-                                                               body_shift(step, 100, 1024, 0) + 100)}
-    assert int(moved.max()) >= 640 and set(moved.tolist()) <= used
-    assert record["training"]["shift_positions"] is True and record["training"]["position_lr_scale"] == 10.0
-    assert "position table at 10.0 × lr" in (out / "README.md").read_text()
-
-
-def test_body_shift_is_seeded_and_keeps_the_document_inside_the_table():
-    shifts = [body_shift(step, 100, 1024, 0) for step in range(200)]
-    assert shifts == [body_shift(step, 100, 1024, 0) for step in range(200)]
-    assert min(shifts) >= 0 and max(shifts) <= 924 and len(set(shifts)) > 100
-    assert body_shift(0, 1024, 1024, 0) == 0
-
-
-def test_student_states_shift_moves_the_body_and_sep_but_not_cls():
-    model, tokenizer, _ = load_encoder(None, "sparsefinder_entmax")
-    body = tokenizer("a short text about positions", add_special_tokens=False)["input_ids"]
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    ids = torch.tensor([[cls_id, *body, sep_id]])
-    with torch.no_grad():
-        plain = student_states(model, body, cls_id, sep_id)
-        shifted = student_states(model, body, cls_id, sep_id, shift=7)
-        positions = torch.tensor([[0, *range(8, 8 + len(body) + 1)]])
-        manual = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions).last_hidden_state[0]
-        default = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[0]
-    assert torch.equal(plain, default) and torch.equal(shifted, manual) and not torch.allclose(plain, shifted)
-
-
-def test_training_run_gives_named_parameters_their_learning_rate_scale(tmp_path):
-    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
-    run = TrainingRun(model, key={}, folder=tmp_path / "ckpt", steps=10, lr=0.5, checkpoint_every=5, stop_after=None,
-                      state=None, desc="t", unit="step", progress=False, lr_scales={"1.weight": 4.0})
-    groups = {id(p): g["initial_lr"] for g in run.optimizer.param_groups for p in g["params"]}
-    assert groups == {id(model[0].weight): 0.5, id(model[0].bias): 0.5, id(model[1].weight): 2.0,
-                      id(model[1].bias): 0.5}
-
-
 @pytest.mark.parametrize("flags,message", [
     (["--doc-tokens", "30"], "above the window"),
     (["--window", "600"], "longer than the teacher"),
     (["--steps", "0"], "steps must be at least 1"),
     (["--token-weight", "-1"], "token weight must be at least 0"),
-    (["--position-lr-scale", "0"], "position learning-rate scale must be positive"),
 ])
 def test_bad_options_exit_2_with_one_line(flags, message, corpus, tmp_path, capsys):
     code = main(["distil-long", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--window", "40", *flags])

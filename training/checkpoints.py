@@ -78,23 +78,17 @@ class TrainingRun:
 
     AdamW (no weight decay) on the trainable parameters of ``model`` with a linear warm-up over
     :data:`~sparsefinder.config.ADAPT_WARMUP` of the steps, then linear decay; gradients clipped
-    to norm 1. ``lr_scales`` maps parameter names to a multiple of ``lr`` for them (the rest: ``lr``). ``state`` (from :func:`load_checkpoint`) restores weights, optimizer, schedule, RNG
+    to norm 1. ``state`` (from :func:`load_checkpoint`) restores weights, optimizer, schedule, RNG
     and losses, so a resumed run follows the same trajectory. A checkpoint is written every
     ``checkpoint_every`` steps and at the last step of this call (``stop_after`` steps at most).
     """
 
     def __init__(self, model: torch.nn.Module, *, key: dict, folder: Path, steps: int, lr: float,
                  checkpoint_every: int, stop_after: int | None, state: dict | None, desc: str, unit: str,
-                 progress: bool, lr_scales: dict[str, float] | None = None) -> None:
+                 progress: bool) -> None:
         self.model, self.key, self.folder, self.steps = model, key, folder, steps
         self.checkpoint_every = checkpoint_every
-        scales = lr_scales or {}
-        groups: dict[float, list[torch.nn.Parameter]] = {}
-        for name, param in model.named_parameters():
-            if param.requires_grad:
-                groups.setdefault(lr * scales.get(name, 1.0), []).append(param)
-        self.optimizer = torch.optim.AdamW([{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()],
-                                           lr=lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(ADAPT_WARMUP * steps), steps)
         self.start, self.losses, self.elapsed = 0, [], 0.0
         if state is not None:

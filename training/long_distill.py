@@ -41,8 +41,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..alpha_entmax import check_alpha
 from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_WARMUP, DEFAULT_ALPHA, LONG_CHECKPOINT_EVERY,
-                      LONG_DOC_TOKENS, LONG_HOLDOUT_DOCS, LONG_LR, LONG_MAX_POSITIONS, LONG_POSITION_LR_SCALE,
-                      LONG_SHIFT_POSITIONS, LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE, LONG_TOKEN_WEIGHT, LONG_WINDOW)
+                      LONG_DOC_TOKENS, LONG_HOLDOUT_DOCS, LONG_LR, LONG_MAX_POSITIONS, LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE,
+                      LONG_TOKEN_WEIGHT, LONG_WINDOW)
 from ..corpus import check_corpus, iter_articles, iter_texts
 from ..errors import SparsefinderError
 from ..hf.attention import SPARSE_ENTMAX
@@ -55,17 +55,7 @@ from .long_context import extend_encoder
 from .model_card import LONG_JSON, write_long_model_card
 from .windowed_teacher import WindowedTargets, long_fidelity, student_states, windowed_targets
 
-__all__ = ["POSITION_TABLE", "body_shift", "distil_long", "long_documents", "long_loss"]
-
-#: The student's learned position table (trained at ``position_lr_scale`` times the learning rate).
-POSITION_TABLE = "embeddings.position_embeddings.weight"
-
-
-def body_shift(step: int, n: int, max_positions: int, seed: int) -> int:
-    """Positions the body of step ``step``'s document of ``n`` tokens moves right: seeded, uniform in
-    ``[0, max_positions − n]``, so documents shorter than the table train every position."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + step)
-    return int(torch.randint(0, max_positions - n + 1, (1,), generator=generator))
+__all__ = ["distil_long", "long_documents", "long_loss"]
 
 
 def long_documents(corpus: str | Path, tokenizer: PreTrainedTokenizerBase, doc_tokens: int, min_tokens: int
@@ -123,8 +113,6 @@ def distil_long(
     seed: int = ADAPT_SEED,
     short_batch: int = LONG_SHORT_BATCH,
     token_weight: float = LONG_TOKEN_WEIGHT,
-    position_lr_scale: float = LONG_POSITION_LR_SCALE,
-    shift_positions: bool = LONG_SHIFT_POSITIONS,
     checkpoint_every: int = LONG_CHECKPOINT_EVERY,
     resume: bool = False,
     stop_after: int | None = None,
@@ -146,8 +134,6 @@ def distil_long(
         raise SparsefinderError(f"learning rate must be positive, got {lr}")
     if not token_weight >= 0:
         raise SparsefinderError(f"token weight must be at least 0, got {token_weight}")
-    if not position_lr_scale > 0:
-        raise SparsefinderError(f"position learning-rate scale must be positive, got {position_lr_scale}")
     if not window < doc_tokens <= max_positions:
         raise SparsefinderError(f"document tokens must be above the window ({window}) and at most the positions "
                                 f"({max_positions}), got {doc_tokens}")
@@ -160,8 +146,7 @@ def distil_long(
     key = {"model_id": model_info(student_path).id, "teacher_id": teacher_info.id, "corpus_sha256": corpus_info.sha256,
            "alpha": alpha, "max_positions": max_positions, "doc_tokens": doc_tokens, "steps": steps, "lr": lr,
            "window": window, "stride": stride, "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT,
-           "short_batch": short_batch, "token_weight": token_weight,
-           "position_lr_scale": position_lr_scale, "shift_positions": shift_positions}
+           "short_batch": short_batch, "token_weight": token_weight}
     done_record = out / LONG_JSON
     if done_record.is_file() and json.loads(done_record.read_text()).get("key") == key:
         return json.loads(done_record.read_text())
@@ -187,12 +172,11 @@ def distil_long(
     student.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     run = TrainingRun(student, key=key, folder=ckpt, steps=steps, lr=lr, checkpoint_every=checkpoint_every,
                       stop_after=stop_after, state=state, desc=f"distil-long L≤{doc_tokens}", unit="doc",
-                      progress=progress, lr_scales={POSITION_TABLE: position_lr_scale})
+                      progress=progress)
     for step in run.step_range():
         body = train[batch_indices(step, len(train), 1, seed)[0]]
         targets = windowed_targets(teacher_model, body, cls_id, sep_id, window, stride)
-        shift = body_shift(step, len(body) + 2, max_positions, seed) if shift_positions else 0
-        states = student_states(student, body, cls_id, sep_id, shift=shift, attention_predictor=oracle)
+        states = student_states(student, body, cls_id, sep_id, attention_predictor=oracle)
         loss, parts = long_loss(states, targets, token_weight=token_weight)
         if short_batch:
             input_ids, mask = collate([short_ids[i] for i in batch_indices(step, len(short_ids), short_batch, seed)],
@@ -233,7 +217,6 @@ def distil_long(
         "training": {"steps": steps, "doc_tokens": doc_tokens, "max_positions": max_positions, "window": window,
                      "stride": stride, "lr": lr, "warmup": ADAPT_WARMUP, "schedule": "linear", "optimizer": "AdamW",
                      "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT, "token_weight": token_weight,
-                     "position_lr_scale": position_lr_scale, "shift_positions": shift_positions,
                      "dropout": "off",
                      "frozen": "token embeddings", "attention": "exact support (oracle-support), sparse path",
                      "short_batch": short_batch, "short_max_length": ADAPT_MAX_LENGTH,

@@ -110,9 +110,6 @@ def render_long_model_card(record: dict) -> str:
         f"{record['corpus']['train_documents']} documents; last {record['corpus']['holdout_documents']} held out",
         f"- {t['steps']} steps × 1 document, {t['optimizer']} lr {t['lr']} ({t['schedule']}, warm-up {t['warmup']:.0%}), "
         f"seed {t['seed']}, dropout {t['dropout']}, attention: {t['attention']}"
-        + (f"; position table at {t['position_lr_scale']} × lr" if t.get("position_lr_scale", 1.0) != 1.0 else "")
-        + ("; each document's body at a seeded random start (every position trained)" if t.get("shift_positions")
-           else "")
         + (f"; plus {t['short_batch']} corpus lines of ≤ {t['short_max_length']} tokens per step under `adapt`'s loss "
            "(short texts keep their fidelity)" if t.get("short_batch") else ""),
         f"- loss `(1 − cos) + {t['hidden_weight']} · MSE(hidden)"

@@ -81,18 +81,11 @@ def windowed_targets(teacher: PreTrainedModel, body: list[int], cls_id: int, sep
     return WindowedTargets(states[owner, offset], torch.nn.functional.normalize(embedding, dim=-1), len(starts))
 
 
-def student_states(student: PreTrainedModel, body: list[int], cls_id: int, sep_id: int, shift: int = 0,
-                   **kwargs) -> Tensor:
-    """Last hidden states ``(m + 2, D)`` of the student reading ``[CLS] body [SEP]`` at once (``kwargs`` reach attention).
-
-    ``shift`` moves the body and ``[SEP]`` that many positions right (``[CLS]`` stays at 0): positions
-    ``0, 1 + shift, …, m + 1 + shift``."""
+def student_states(student: PreTrainedModel, body: list[int], cls_id: int, sep_id: int, **kwargs) -> Tensor:
+    """Last hidden states ``(m + 2, D)`` of the student reading ``[CLS] body [SEP]`` at once (``kwargs`` reach attention)."""
     device = next(student.parameters()).device
     ids = torch.tensor([[cls_id, *body, sep_id]], device=device)
-    positions = torch.arange(ids.shape[1], device=device)
-    positions[1:] += shift
-    return student(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions[None],
-                   **kwargs).last_hidden_state[0]
+    return student(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs).last_hidden_state[0]
 
 
 def long_fidelity(states: list[Tensor], targets: list[WindowedTargets]) -> dict[str, float]:

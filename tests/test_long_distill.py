@@ -24,7 +24,7 @@ from sparsefinder.model import load_encoder
 from sparsefinder.predictors.oracle import OracleSupport
 from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.training.checkpoints import checkpoint_dir
-from sparsefinder.training.long_distill import distil_long, long_loss
+from sparsefinder.training.long_distill import distil_long, long_loss, student_attention
 from sparsefinder.training.windowed_teacher import (central_window, long_fidelity, window_starts,
                                                     windowed_targets)
 
@@ -171,11 +171,36 @@ def test_resume_continues_on_the_same_trajectory_and_the_folder_loads(corpus, st
     assert json.loads((out / "long.json").read_text())["training"]["window"] == 40
 
 
+def test_student_attention_is_the_exact_support_or_the_band():
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(1, 2, 30, 8, generator=g) * 2, torch.randn(1, 2, 30, 8, generator=g) * 2
+    inputs = AttentionInputs(0, q, k, torch.full((1, 30), -1), torch.tensor([30]))
+    exact, reading = student_attention(1.5, 0)
+    assert torch.equal(exact.predict(inputs).to_dense()[0], support(q[0] @ k[0].transpose(-1, -2) / 8**0.5, 1.5))
+    assert reading.startswith("exact support")
+    band, reading = student_attention(1.5, 3)
+    offsets = (torch.arange(30)[:, None] - torch.arange(30)[None, :]).abs()
+    assert torch.equal(band.predict(inputs).to_dense()[0], (offsets <= 3).expand(2, 30, 30))
+    assert reading.startswith("±3 window (window3)")
+
+
+def test_a_banded_student_trains_and_is_read_through_its_band(corpus, straight, tmp_path):
+    out = tmp_path / "banded"
+    record = distil_long(corpus, out, **{**RUN, "attention_window": 8})
+    assert record["training"]["attention_window"] == 8 and record["training"]["attention"].startswith("±8 window")
+    # the same starting model read through the band (before) is not the exact reading of the straight run
+    before, exact_before = record["holdout_fidelity"]["before"], straight[1]["holdout_fidelity"]["before"]
+    assert before["token_cosine_mean"] != pytest.approx(exact_before["token_cosine_mean"], abs=1e-4)
+    assert record["losses"] != straight[1]["losses"]
+    assert "`--predictor window8`" in (out / "README.md").read_text()
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--doc-tokens", "30"], "above the window"),
     (["--window", "600"], "longer than the teacher"),
     (["--steps", "0"], "steps must be at least 1"),
     (["--token-weight", "-1"], "token weight must be at least 0"),
+    (["--attention-window", "-1"], "attention window must be at least 0"),
 ])
 def test_bad_options_exit_2_with_one_line(flags, message, corpus, tmp_path, capsys):
     code = main(["distil-long", "--corpus", str(corpus), "--out", str(tmp_path / "m"), "--window", "40", *flags])

@@ -40,13 +40,15 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..alpha_entmax import check_alpha
-from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_WARMUP, DEFAULT_ALPHA, LONG_CHECKPOINT_EVERY,
-                      LONG_DOC_TOKENS, LONG_HOLDOUT_DOCS, LONG_LR, LONG_MAX_POSITIONS, LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE,
-                      LONG_TOKEN_WEIGHT, LONG_WINDOW)
+from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_WARMUP, DEFAULT_ALPHA,
+                      LONG_ATTENTION_WINDOW, LONG_CHECKPOINT_EVERY, LONG_DOC_TOKENS, LONG_HOLDOUT_DOCS, LONG_LR,
+                      LONG_MAX_POSITIONS, LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE, LONG_TOKEN_WEIGHT, LONG_WINDOW)
 from ..corpus import check_corpus, iter_articles, iter_texts
 from ..errors import SparsefinderError
 from ..hf.attention import SPARSE_ENTMAX
 from ..model import describe_device, load_encoder, mean_pool, model_info, packaged_model_path, pick_device, resolve_model
+from ..predictors.base import Predictor
+from ..predictors.fixed import WindowPredictor
 from ..predictors.oracle import OracleSupport
 from ..version import __version__
 from .adapt import batch_indices, collate, distillation_loss
@@ -55,7 +57,7 @@ from .long_context import extend_encoder
 from .model_card import LONG_JSON, write_long_model_card
 from .windowed_teacher import WindowedTargets, long_fidelity, student_states, windowed_targets
 
-__all__ = ["distil_long", "long_documents", "long_loss"]
+__all__ = ["distil_long", "long_documents", "long_loss", "student_attention"]
 
 
 def long_documents(corpus: str | Path, tokenizer: PreTrainedTokenizerBase, doc_tokens: int, min_tokens: int
@@ -81,6 +83,15 @@ def long_loss(states: Tensor, targets: WindowedTargets, hidden_weight: float = A
     token_loss = 1 - nn.functional.cosine_similarity(states[1:-1], tokens, dim=-1).mean()
     return emb_loss + hidden_weight * mse + token_weight * token_loss, {
         "embedding": float(emb_loss.detach()), "hidden_mse": float(mse.detach()), "token": float(token_loss.detach())}
+
+
+def student_attention(alpha: float, attention_window: int) -> tuple[Predictor, str]:
+    """The pattern the student reads documents through, and its description: the exact support of every
+    layer (``attention_window`` 0: dense α-entmax), else the ``±attention_window`` band (α-entmax within it)."""
+    if attention_window:
+        window = WindowPredictor(width=attention_window).fit(None)
+        return window, f"±{attention_window} window (window{attention_window}), sparse path"
+    return OracleSupport(alpha=alpha).fit(None), "exact support (oracle-support), sparse path"
 
 
 def _student(model: Path, alpha: float, max_positions: int, device: str
@@ -113,6 +124,7 @@ def distil_long(
     seed: int = ADAPT_SEED,
     short_batch: int = LONG_SHORT_BATCH,
     token_weight: float = LONG_TOKEN_WEIGHT,
+    attention_window: int = LONG_ATTENTION_WINDOW,
     checkpoint_every: int = LONG_CHECKPOINT_EVERY,
     resume: bool = False,
     stop_after: int | None = None,
@@ -127,7 +139,8 @@ def distil_long(
     """
     alpha = check_alpha(alpha)
     for name, value, low in (("steps", steps, 1), ("checkpoint interval", checkpoint_every, 1), ("stride", stride, 1),
-                             ("window", window, 3), ("short batch", short_batch, 0)):
+                             ("window", window, 3), ("short batch", short_batch, 0),
+                             ("attention window", attention_window, 0)):
         if value < low:
             raise SparsefinderError(f"{name} must be at least {low}, got {value}")
     if not lr > 0:
@@ -146,7 +159,7 @@ def distil_long(
     key = {"model_id": model_info(student_path).id, "teacher_id": teacher_info.id, "corpus_sha256": corpus_info.sha256,
            "alpha": alpha, "max_positions": max_positions, "doc_tokens": doc_tokens, "steps": steps, "lr": lr,
            "window": window, "stride": stride, "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT,
-           "short_batch": short_batch, "token_weight": token_weight}
+           "short_batch": short_batch, "token_weight": token_weight, "attention_window": attention_window}
     done_record = out / LONG_JSON
     if done_record.is_file() and json.loads(done_record.read_text()).get("key") == key:
         return json.loads(done_record.read_text())
@@ -165,7 +178,7 @@ def distil_long(
     train, held = docs[:len(docs) - holdout], docs[len(docs) - holdout:]
     if not train:
         raise SparsefinderError(f"corpus {corpus} has no document longer than the window ({window} tokens)")
-    oracle = OracleSupport(alpha=alpha).fit(None)
+    reader, reading = student_attention(alpha, attention_window)
     short_ids = tokenizer(list(iter_texts(corpus)), truncation=True, max_length=ADAPT_MAX_LENGTH)["input_ids"]
 
     student.train()
@@ -176,7 +189,7 @@ def distil_long(
     for step in run.step_range():
         body = train[batch_indices(step, len(train), 1, seed)[0]]
         targets = windowed_targets(teacher_model, body, cls_id, sep_id, window, stride)
-        states = student_states(student, body, cls_id, sep_id, attention_predictor=oracle)
+        states = student_states(student, body, cls_id, sep_id, attention_predictor=reader)
         loss, parts = long_loss(states, targets, token_weight=token_weight)
         if short_batch:
             input_ids, mask = collate([short_ids[i] for i in batch_indices(step, len(short_ids), short_batch, seed)],
@@ -201,9 +214,9 @@ def distil_long(
         with torch.no_grad():
             held_fidelity = {
                 "doc_tokens": [len(b) + 2 for b in held],
-                "before": long_fidelity([student_states(before.eval(), b, cls_id, sep_id, attention_predictor=oracle)
+                "before": long_fidelity([student_states(before.eval(), b, cls_id, sep_id, attention_predictor=reader)
                                          for b in held], targets),
-                "after": long_fidelity([student_states(student, b, cls_id, sep_id, attention_predictor=oracle)
+                "after": long_fidelity([student_states(student, b, cls_id, sep_id, attention_predictor=reader)
                                         for b in held], targets)}
     record = {
         **record,
@@ -218,7 +231,7 @@ def distil_long(
                      "stride": stride, "lr": lr, "warmup": ADAPT_WARMUP, "schedule": "linear", "optimizer": "AdamW",
                      "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT, "token_weight": token_weight,
                      "dropout": "off",
-                     "frozen": "token embeddings", "attention": "exact support (oracle-support), sparse path",
+                     "frozen": "token embeddings", "attention": reading, "attention_window": attention_window,
                      "short_batch": short_batch, "short_max_length": ADAPT_MAX_LENGTH,
                      "loss_first": losses[0], "loss_last": losses[-1]},
         "cost": {"elapsed_s": round(elapsed, 1), "device": device, "machine": describe_device(device)},

@@ -102,7 +102,9 @@ def render_long_model_card(record: dict) -> str:
         f"up to {t['doc_tokens']:,} tokens from the softmax teacher `{record['teacher']['id']}` reading them in windows "
         f"of {t['window']} tokens (stride {t['stride']}): each token's state in the window where it is most central, "
         "and the mean of the window embeddings.", "",
-        "Load it with our attention; past 512 tokens use the sparse path (`--predictor`):", "",
+        ("Load it with our attention; past 512 tokens use the sparse path (`--predictor`):" if not t.get("attention_window")
+         else f"It was trained to attend within ±{t['attention_window']} positions: read it with `--predictor "
+              f"window{t['attention_window']}` (α-entmax within the band):"), "",
         "```python", "from sparsefinder.model import load_encoder",
         "model, tokenizer, info = load_encoder(PATH, attn_implementation=\"sparsefinder_sparse\")", "```", "",
         "## Training", "",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import (ADAPT_SEED, DEFAULT_ALPHA, LONG_CHECKPOINT_EVERY, LONG_DOC_TOKENS, LONG_LR, LONG_MAX_POSITIONS,
-                      LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE, LONG_TOKEN_WEIGHT, LONG_WINDOW)
+from ..config import (ADAPT_SEED, DEFAULT_ALPHA, LONG_ATTENTION_WINDOW, LONG_CHECKPOINT_EVERY, LONG_DOC_TOKENS, LONG_LR,
+                      LONG_MAX_POSITIONS, LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE, LONG_TOKEN_WEIGHT, LONG_WINDOW)
 from ..training.long_distill import distil_long
 from .arguments import MODEL_HELP, interrupted_training
 
@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="short corpus lines per step under adapt's loss, to keep short-text fidelity (0: none)")
     parser.add_argument("--token-weight", type=float, default=LONG_TOKEN_WEIGHT,
                         help="weight of the mean token-state 1 - cos to the teacher in the loss (0: none)")
+    parser.add_argument("--attention-window", type=int, default=LONG_ATTENTION_WINDOW,
+                        help="attend to keys within ±W positions only (Longformer's local attention; read the model "
+                             "with --predictor windowW); 0: every key")
     parser.add_argument("--checkpoint-every", type=int, default=LONG_CHECKPOINT_EVERY, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue the run from <out>.checkpoint")
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         record = distil_long(args.corpus, args.out, model=args.model, teacher=args.teacher, alpha=args.alpha,
                              max_positions=args.max_positions, doc_tokens=args.doc_tokens, window=args.window,
                              stride=args.stride, steps=args.steps, lr=args.lr, seed=args.seed, short_batch=args.short_batch,
-                             token_weight=args.token_weight,
+                             token_weight=args.token_weight, attention_window=args.attention_window,
                              checkpoint_every=args.checkpoint_every, resume=args.resume)
     except KeyboardInterrupt:
         return interrupted_training("distil-long", args.out)

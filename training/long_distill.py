@@ -21,6 +21,9 @@ attention through the sparse path on the **exact support** of each layer
 time): keys outside the support have zero probability and zero gradient, so this is dense
 α-entmax, forward and backward, at the cost of the kept pairs. Layers are recomputed in the
 backward pass (gradient checkpointing), so memory holds one layer's gathered keys at a time.
+With ``attention_window`` ``W`` the student attends within ``±W`` positions instead (the ``windowW``
+pattern: Longformer's local attention, α-entmax within the band), in training and in the record's
+fidelity; the copied position table then never puts two positions 512 apart in one query's reach.
 
 Like ``adapt``: deterministic given the seed (documents visited in a seeded permutation, dropout
 off, token embeddings frozen), a checkpoint every K steps beside the output (``--resume``
@@ -159,7 +162,8 @@ def distil_long(
     key = {"model_id": model_info(student_path).id, "teacher_id": teacher_info.id, "corpus_sha256": corpus_info.sha256,
            "alpha": alpha, "max_positions": max_positions, "doc_tokens": doc_tokens, "steps": steps, "lr": lr,
            "window": window, "stride": stride, "seed": seed, "hidden_weight": ADAPT_HIDDEN_WEIGHT,
-           "short_batch": short_batch, "token_weight": token_weight, "attention_window": attention_window}
+           "short_batch": short_batch, "token_weight": token_weight,
+           **({"attention_window": attention_window} if attention_window else {})}  # runs before the option keep their key
     done_record = out / LONG_JSON
     if done_record.is_file() and json.loads(done_record.read_text()).get("key") == key:
         return json.loads(done_record.read_text())

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import islice
 
 import torch
 
 from sparsefinder.alpha_entmax import entmax
 from sparsefinder.capture import capture
 from sparsefinder.config import DEFAULT_ALPHA, default_data_dir
-from sparsefinder.corpus import iter_articles
+from sparsefinder.corpus import long_article_ids
 from sparsefinder.hf.attention import SPARSE_ENTMAX
 from sparsefinder.model import load_encoder
 
@@ -50,9 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer, info = load_encoder(args.model, SPARSE_ENTMAX, "cpu")
-    long_enough = (ids for article in iter_articles(default_data_dir() / "test.txt")
-                   if len(ids := tokenizer(article, add_special_tokens=False)["input_ids"]) >= args.tokens - 2)
-    body = next(ids for i, ids in enumerate(long_enough) if i == args.article)[:args.tokens - 2]
+    body = next(islice(long_article_ids(default_data_dir() / "test.txt", tokenizer, args.tokens - 2), args.article, None))
     seq = next(capture(model, [[tokenizer.cls_token_id, *body, tokenizer.sep_token_id]], DEFAULT_ALPHA))
     masks = offset_masks(args.tokens, args.period, args.band)
     alias_share = float(masks["alias"].sum() / masks["far"].sum())

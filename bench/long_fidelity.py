@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from itertools import islice
 
 import torch
 
 from sparsefinder.config import LONG_STRIDE, LONG_WINDOW, default_data_dir
-from sparsefinder.corpus import iter_articles
+from sparsefinder.corpus import long_article_ids
 from sparsefinder.hf.attention import EXACT, REFERENCE_MODES, SPARSE_ENTMAX
 from sparsefinder.model import load_encoder, packaged_model_path
 from sparsefinder.predictors.registry import predictor_from_spec
@@ -40,13 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     teacher, tokenizer, _ = load_encoder(packaged_model_path(), "eager", "cpu")
-    bodies = []
-    for article in iter_articles(default_data_dir() / "test.txt"):
-        ids = tokenizer(article, add_special_tokens=False)["input_ids"]
-        if len(ids) >= args.tokens - 2:
-            bodies.append(ids[:args.tokens - 2])
-        if len(bodies) == args.docs:
-            break
+    bodies = list(islice(long_article_ids(default_data_dir() / "test.txt", tokenizer, args.tokens - 2), args.docs))
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     start = time.perf_counter()
     targets = [windowed_targets(teacher, body, cls_id, sep_id, LONG_WINDOW, LONG_STRIDE) for body in bodies]

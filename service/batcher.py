@@ -197,11 +197,12 @@ class EncodeBatcher:
                     continue  # a request arrived: choose the lane again
                 except asyncio.TimeoutError:
                     pass
-            taken = self.lanes.take()
-            for request in taken:
+            batch = []
+            for request in self.lanes.take():
                 if request.future.cancelled():
                     self.lanes.drop(request)  # a long one's texts still waiting go with it
-            batch = [r for r in taken if not r.future.cancelled()]
+                else:
+                    batch.append(request)
             self._gauge()
             if batch:
                 await self._run(engine, batch)

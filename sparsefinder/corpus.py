@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from .config import TOKENIZE_LINES
 from .errors import NotFoundError, SparsefinderError
 
-__all__ = ["CorpusInfo", "check_corpus", "iter_articles", "iter_texts", "pack_sequences", "pack_token_ids", "tokenize_texts"]
+__all__ = ["CorpusInfo", "check_corpus", "iter_articles", "iter_texts", "long_article_ids", "pack_sequences", "pack_token_ids", "tokenize_texts"]
 
 #: Bytes read at a time while hashing a corpus.
 _CHUNK = 1 << 20
@@ -99,6 +99,15 @@ def iter_articles(path: str | Path) -> Iterator[str]:
             paragraphs.append(text)
     if paragraphs:
         yield " ".join(paragraphs)
+
+
+def long_article_ids(path: str | Path, tokenizer: PreTrainedTokenizerBase, body_tokens: int) -> Iterator[list[int]]:
+    """Body token ids (no special tokens) of the articles of ``path`` with at least ``body_tokens`` tokens, each cut
+    to its first ``body_tokens``, in corpus order."""
+    for article in iter_articles(path):
+        ids = tokenizer(article, add_special_tokens=False)["input_ids"]
+        if len(ids) >= body_tokens:
+            yield ids[:body_tokens]
 
 
 def pack_sequences(texts: Iterator[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> Iterator[list[int]]:

@@ -17,10 +17,10 @@ from sparsefinder.attention import cpu_rows
 from sparsefinder.attention.sparse import sparse_entmax_attention
 from sparsefinder.cli import main
 from sparsefinder.config import default_data_dir
-from sparsefinder.corpus import iter_articles
+from sparsefinder.corpus import iter_articles, long_article_ids
 from sparsefinder.errors import ConflictError
 from sparsefinder.inputs import AttentionInputs
-from sparsefinder.model import load_encoder
+from sparsefinder.model import load_encoder, packaged_model_path
 from sparsefinder.predictors.oracle import OracleSupport
 from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.training.checkpoints import checkpoint_dir
@@ -44,6 +44,20 @@ class PositionTeacher(nn.Module):
         b, n = input_ids.shape
         pos = torch.arange(n).expand(b, n)
         return SimpleNamespace(last_hidden_state=torch.stack([input_ids.float(), pos.float(), torch.ones(b, n)], -1))
+
+
+def test_long_article_ids_keep_the_long_articles_cut_in_order(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_model_path())
+    path = tmp_path / "articles.txt"
+    path.write_text(" = Short = \n a cat sat \n = Long = \n one two three four five six \n = = Part = = \n seven eight \n"
+                    " = Also long = \n alpha beta gamma delta epsilon zeta eta \n")
+    every = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in iter_articles(path)]
+    assert [len(ids) for ids in every] == [3, 8, 7]
+    assert list(long_article_ids(path, tokenizer, 5)) == [every[1][:5], every[2][:5]]
+    assert list(long_article_ids(path, tokenizer, 8)) == [every[1]]
+    assert list(long_article_ids(path, tokenizer, 9)) == []
 
 
 def test_window_starts_cover_the_document_and_end_at_its_end():

@@ -93,7 +93,7 @@ def student_attention(alpha: float, attention_window: int) -> tuple[Predictor, s
     layer (``attention_window`` 0: dense α-entmax), else the ``±attention_window`` band (α-entmax within it)."""
     if attention_window:
         window = WindowPredictor(width=attention_window).fit(None)
-        return window, f"±{attention_window} window (window{attention_window}), sparse path"
+        return window, f"±{attention_window} window ({window.spec}), sparse path"
     return OracleSupport(alpha=alpha).fit(None), "exact support (oracle-support), sparse path"
 
 

@@ -14,8 +14,8 @@ import torch
 from transformers import PreTrainedModel
 
 from .dataset import Sequence
+from .hf.attention import EXACT
 from .pattern import Pattern
-from .predictors.oracle import OracleSupport
 
 __all__ = ["capture"]
 
@@ -25,9 +25,9 @@ def capture(model: PreTrainedModel, batch: list[list[int]], alpha: float) -> Ite
     """Run ``model`` on token-id lists and capture every layer's attention inputs and gold graph.
 
     ``model`` is loaded with ``attn_implementation="sparsefinder_entmax"`` (dense α-entmax, the
-    support read off the probabilities) or ``"sparsefinder_sparse"`` (the exact support found a chunk
-    of queries at a time by the ``oracle-support`` predictor, then sparse attention on it: no
-    ``n × n`` tensor, for long sequences). Yields one :class:`~sparsefinder.dataset.Sequence` per input, padding removed: float16
+    support read off the probabilities) or ``"sparsefinder_sparse"`` (the ``exact`` route: exact score
+    rows a chunk of queries at a time, each row's threshold and support, no ``n × n`` tensor, for long
+    sequences). A banded model's gold graph is its support within the band. Yields one :class:`~sparsefinder.dataset.Sequence` per input, padding removed: float16
     queries/keys/values of shape (layers, H, n, d) and the gold pattern of every layer.
     """
     device = next(model.parameters()).device
@@ -43,7 +43,7 @@ def capture(model: PreTrainedModel, batch: list[list[int]], alpha: float) -> Ite
         captured[layer] = (q.half().cpu(), k.half().cpu(), v.half().cpu(), support.to("cpu"))
 
     model(input_ids=input_ids.to(device), attention_mask=mask.to(device), attention_recorder=record,
-          entmax_alpha=alpha, attention_predictor=OracleSupport(alpha=alpha).fit(None))
+          entmax_alpha=alpha, attention_predictor=EXACT)
     layers = sorted(captured)
     for b, ids in enumerate(batch):
         n = len(ids)

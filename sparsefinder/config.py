@@ -36,6 +36,10 @@ DEFAULT_RECALL_TARGET: float = 0.99
 SPARSE_CHUNK_PAIRS: int = 1 << 22
 #: Sparse attention gathers kept keys when rows keep fewer than n / ratio keys, else reads them off score rows.
 SPARSE_GATHER_RATIO: int = 16
+#: Added to the scores of the pairs outside a banded model's band by its dense and softmax modes: far enough below
+#: any real score that α-entmax (α ≥ 1.01) and softmax give them exactly zero weight in every row whose own key is valid;
+#: finite and moderate, so a padded query whose band holds only padded keys keeps finite weights and gradients.
+BAND_OFFSET: float = -1e4
 #: Row widths by which sparse attention groups its rows (each group padded to its own width).
 SPARSE_WIDTH_CLASSES: tuple[int, ...] = (8, 32, 128)
 #: Run α = 1.5 inference on a CPU through the compiled row kernels (:mod:`sparsefinder.attention.cpu_rows`,
@@ -98,7 +102,7 @@ EXTRACT_BATCH: int = 4
 #: padded to its widest row until the pass ends).
 EXTRACT_BATCH_TOKENS: int = 2048
 #: Longest sequences extracted through dense α-entmax; longer ones run the sparse path on the exact support
-#: (``oracle-support``), which never holds an ``n × n`` tensor per head.
+#: (the ``exact`` route), which never holds an ``n × n`` tensor per head.
 EXTRACT_DENSE_MAX_LENGTH: int = 1024
 #: Sequences per batch when evaluating predictors (one predict call per batch, layer and predictor).
 #: One is fastest on a CPU at L = 512 (measured: 7.5 s per sequence against 11.7 s with 4 for four
@@ -158,13 +162,12 @@ LONG_SHORT_BATCH: int = 8
 LONG_TOKEN_WEIGHT: float = 4.0
 """Weight of the mean token-state ``1 − cos`` (the fidelity measure itself) in ``distil-long``'s loss (0: none).
 At 4,096 tokens (20 ``test.txt`` articles): 0 → 0.737, 1 → 0.780, 4 → 0.796 after 60 steps, 4 → 0.820 after 180."""
-LONG_ATTENTION_WINDOW: int = 0
-"""What the student attends to in ``distil-long``: 0, every key (exact α-entmax); ``W``, keys within ``±W``
-positions (Longformer's local attention, α-entmax within the band; read the model with ``--predictor windowW``).
-At 4,096 tokens (8 ``test.txt`` articles, 60 steps) ``W`` = 256 read through the band: token cosine 0.882
-against 0.799 for 0 read exactly; 180 steps: 0.904 on 20 articles (0 read exactly: 0.820). The copied position
-table aliases keys 512 apart (docs/long-documents.md). 0 by default: extraction, predictors and the ``exact``
-mode read every key."""
+LONG_ATTENTION_WINDOW: int = 256
+"""What the student attends to in ``distil-long``: keys within ``±W`` positions (Longformer's local attention,
+α-entmax within the band; the model declares it in its config and every mode reads it through the band), or
+0: every key. At 4,096 tokens (8 ``test.txt`` articles, 60 steps) ``W`` = 256: token cosine 0.882 against 0.799
+for 0; 180 steps: 0.904 on 20 articles (0: 0.820). With every key the copied position table aliases keys 512
+apart (docs/long-documents.md)."""
 LONG_HOLDOUT_DOCS: int = 2
 """Last documents of the training corpus kept out of training for the fidelity of the run record."""
 

@@ -203,6 +203,11 @@ class GoldDataset:
     def head_dim(self) -> int:
         return int(self.manifest["model"]["head_dim"])
 
+    @property
+    def attention_window(self) -> int:
+        """The band of the model the gold graphs come from (``±W`` keys; 0: every key)."""
+        return int(self.manifest["model"].get("attention_window", 0))
+
     def __len__(self) -> int:
         total = int(self.manifest["sequences"])
         return total if self.limit is None else min(total, self.limit)

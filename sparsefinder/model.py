@@ -24,7 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
-from .hf.attention import register_attention  # noqa: E402
+from .hf.attention import CONFIG_WINDOW, register_attention  # noqa: E402
 from .config import ADAPTED_MODEL_NAME, get_settings  # noqa: E402
 from .errors import SparsefinderError  # noqa: E402
 
@@ -41,12 +41,15 @@ class ModelInfo:
     """What every artifact records about the encoder it came from."""
 
     id: str
-    """``<folder name>@<first 12 hex of the weights' sha256>``: changes when the weights change."""
+    """``<folder name>@<first 12 hex of the weights' sha256>``, then ``-band<W>`` for a banded model: changes when the
+    weights or the band change."""
     path: str
     num_layers: int
     num_heads: int
     head_dim: int
     max_positions: int
+    attention_window: int = 0
+    """A banded model's ``±W`` (``config.sparsefinder_attention_window``, :mod:`sparsefinder.hf.attention`); 0: every key."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,13 +144,18 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
     try:
         cfg = json.loads(cfg_file.read_text())
         heads = int(cfg["num_attention_heads"])
+        window = int(cfg.get(CONFIG_WINDOW) or 0)
+        if window < 0:
+            raise ValueError(f"{CONFIG_WINDOW} must be at least 0, got {window}")
+        name = PACKAGED_MODEL_NAME if folder == packaged_model_path() else folder.name
         info = ModelInfo(
-            id=f"{PACKAGED_MODEL_NAME if folder == packaged_model_path() else folder.name}@{_weights_digest(folder)}",
+            id=f"{name}@{_weights_digest(folder)}" + (f"-band{window}" if window else ""),
             path=str(folder),
             num_layers=int(cfg["num_hidden_layers"]),
             num_heads=heads,
             head_dim=int(cfg["hidden_size"]) // heads,
             max_positions=int(cfg.get("max_position_embeddings", 512)),
+            attention_window=window,
         )
     except FileNotFoundError:
         raise SparsefinderError(f"model folder {folder} has no config.json: not a Hugging Face model folder") from None

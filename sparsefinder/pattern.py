@@ -26,7 +26,8 @@ from torch import Tensor
 from . import hit_counts
 from .config import SPARSE_WIDTH_CLASSES
 
-__all__ = ["Pattern", "compact", "pad_width", "query_chunks", "sparsity_of", "width_classes"]
+__all__ = ["Pattern", "band_keys", "band_mask", "band_rows", "compact", "pad_width", "query_chunks", "sparsity_of",
+           "width_classes"]
 
 Device = torch.device | str | None
 
@@ -91,6 +92,33 @@ def sparsity_of(kept: Tensor, lengths: Tensor) -> Tensor:
 def query_chunks(n: int, per_query: int, budget: int) -> range:
     """Starts of chunks of the ``n`` queries, each chunk at most ``budget`` entries at ``per_query`` entries a query."""
     return range(0, n, max(1, budget // max(per_query, 1)))
+
+
+def band_keys(start: int, count: int, n: int, window: int) -> tuple[int, int]:
+    """Keys ``[lo, hi)`` that queries ``start … start + count − 1`` of ``n`` may see within ``±window``
+    (``window`` 0: every key)."""
+    if not window:
+        return 0, n
+    return max(0, start - window), min(n, start + count + window)
+
+
+def band_mask(start: int, count: int, lo: int, hi: int, window: int, device: Device = None) -> Tensor:
+    """Boolean ``(count, hi − lo)``: whether key ``lo + j`` lies within ``±window`` of query ``start + i``
+    (all true for ``window`` 0)."""
+    offset = torch.arange(lo, hi, device=device)[None, :] - torch.arange(start, start + count, device=device)[:, None]
+    return offset.abs() <= window if window else torch.ones_like(offset, dtype=torch.bool)
+
+
+def band_rows(start: int, index: Tensor, counts: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Rows of queries ``start …`` (``index`` ``(B, H, c, w)``, ``counts`` ``(B, H, c)``) cut to their keys
+    within ``±window`` (order kept, ``window`` 0: unchanged)."""
+    if not window:
+        return index, counts
+    query = torch.arange(start, start + index.shape[2], device=index.device)[:, None]
+    keep = (torch.arange(index.shape[-1], device=index.device) < counts[..., None]) & ((index - query).abs() <= window)
+    slots, kept = compact(keep)
+    return torch.where(torch.arange(slots.shape[-1], device=index.device) < kept[..., None],
+                       index.gather(-1, slots), 0), kept
 
 
 @dataclass(frozen=True)
@@ -333,6 +361,10 @@ class Pattern:
     def head(self, h: int) -> Pattern:
         """The single-head pattern of head ``h``."""
         return Pattern(self.index[:, h:h + 1], self.counts[:, h:h + 1], self.lengths)
+
+    def within(self, window: int) -> Pattern:
+        """The pairs whose key lies within ``±window`` of its query (``window`` 0: this pattern)."""
+        return Pattern(*band_rows(0, self.index, self.counts, window), self.lengths) if window else self
 
     def narrow(self, width: int) -> Pattern:
         """The first ``width`` slots of every row (a top-``width`` prefix when rows are ranked)."""

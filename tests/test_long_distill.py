@@ -18,7 +18,9 @@ from sparsefinder.attention.sparse import sparse_entmax_attention
 from sparsefinder.cli import main
 from sparsefinder.config import default_data_dir
 from sparsefinder.corpus import iter_articles, long_article_ids
+from sparsefinder.encoder import SparseEncoder
 from sparsefinder.errors import ConflictError
+from sparsefinder.hf.attention import CONFIG_WINDOW
 from sparsefinder.inputs import AttentionInputs
 from sparsefinder.model import load_encoder, packaged_model_path
 from sparsefinder.predictors.oracle import OracleSupport
@@ -206,7 +208,18 @@ def test_a_banded_student_trains_and_is_read_through_its_band(corpus, straight, 
     before, exact_before = record["holdout_fidelity"]["before"], straight[1]["holdout_fidelity"]["before"]
     assert before["token_cosine_mean"] != pytest.approx(exact_before["token_cosine_mean"], abs=1e-4)
     assert record["losses"] != straight[1]["losses"]
-    assert "`--predictor window8`" in (out / "README.md").read_text()
+    assert "`sparsefinder_attention_window: 8`" in (out / "README.md").read_text()
+    # the model declares its band: every mode reads it through the band, as it was trained
+    encoder = SparseEncoder(model=out, device="cpu")
+    assert encoder.info.attention_window == 8 and encoder.info.id.endswith("-band8")
+    text = [" ".join(["the long river flows past the old mill"] * 6)]  # 50 tokens, well past the band
+    dense = encoder.encode(text, "dense").embeddings
+    for mode in ("exact", predictor_from_spec("window8").fit(None), predictor_from_spec("window30").fit(None)):
+        torch.testing.assert_close(encoder.encode(text, mode).embeddings, dense, atol=1e-5, rtol=0)
+    assert encoder.encode(text, predictor_from_spec("window30").fit(None)).sparsity == \
+        encoder.encode(text, predictor_from_spec("window8").fit(None)).sparsity  # the wider band is cut to 8
+    setattr(encoder.model.config, CONFIG_WINDOW, 0)
+    assert float((encoder.encode(text, "dense").embeddings * dense).sum()) < 0.9999  # the band changes the model
 
 
 @pytest.mark.parametrize("flags,message", [

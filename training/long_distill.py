@@ -23,7 +23,9 @@ time): keys outside the support have zero probability and zero gradient, so this
 backward pass (gradient checkpointing), so memory holds one layer's gathered keys at a time.
 With ``attention_window`` ``W`` the student attends within ``±W`` positions instead (the ``windowW``
 pattern: Longformer's local attention, α-entmax within the band), in training and in the record's
-fidelity; the copied position table then never puts two positions 512 apart in one query's reach.
+fidelity; the copied position table then never puts two positions 512 apart in one query's reach. The
+saved model declares its band (``sparsefinder_attention_window`` in its config), so every mode of every
+command reads it through the band (:mod:`sparsefinder.hf.attention`).
 
 Like ``adapt``: deterministic given the seed (documents visited in a seeded permutation, dropout
 off, token embeddings frozen), a checkpoint every K steps beside the output (``--resume``
@@ -48,7 +50,7 @@ from ..config import (ADAPT_HIDDEN_WEIGHT, ADAPT_MAX_LENGTH, ADAPT_SEED, ADAPT_W
                       LONG_MAX_POSITIONS, LONG_SHORT_BATCH, LONG_STEPS, LONG_STRIDE, LONG_TOKEN_WEIGHT, LONG_WINDOW)
 from ..corpus import check_corpus, iter_articles, iter_texts
 from ..errors import SparsefinderError
-from ..hf.attention import SPARSE_ENTMAX
+from ..hf.attention import CONFIG_WINDOW, SPARSE_ENTMAX
 from ..model import describe_device, load_encoder, mean_pool, model_info, packaged_model_path, pick_device, resolve_model
 from ..predictors.base import Predictor
 from ..predictors.fixed import WindowPredictor
@@ -176,6 +178,8 @@ def distil_long(
     teacher_model, _, _ = load_encoder(teacher_info.path, "eager", device)
     teacher_model.requires_grad_(False)
     student, tokenizer = _student(student_path, alpha, max_positions, device)
+    if attention_window:  # the saved model declares its band, so every mode reads it through the band
+        setattr(student.config, CONFIG_WINDOW, attention_window)
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     docs = long_documents(corpus, tokenizer, doc_tokens, min_tokens=window)
     holdout = min(LONG_HOLDOUT_DOCS, len(docs) // 5)

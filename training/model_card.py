@@ -103,8 +103,9 @@ def render_long_model_card(record: dict) -> str:
         f"of {t['window']} tokens (stride {t['stride']}): each token's state in the window where it is most central, "
         "and the mean of the window embeddings.", "",
         ("Load it with our attention; past 512 tokens use the sparse path (`--predictor`):" if not t.get("attention_window")
-         else f"It was trained to attend within ±{t['attention_window']} positions: read it with `--predictor "
-              f"window{t['attention_window']}` (α-entmax within the band):"), "",
+         else f"It attends within ±{t['attention_window']} positions (its config declares "
+              f"`sparsefinder_attention_window: {t['attention_window']}`): every mode reads it through that band, and "
+              "`--predictor exact` computes exact α-entmax within it at the cost of the band:"), "",
         "```python", "from sparsefinder.model import load_encoder",
         "model, tokenizer, info = load_encoder(PATH, attn_implementation=\"sparsefinder_sparse\")", "```", "",
         "## Training", "",

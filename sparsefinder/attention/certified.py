@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, THRESHOLD_SEED_KEYS
-from ..pattern import Pattern, compact, query_chunks
+from ..pattern import Pattern, band_keys, band_mask, band_rows, compact, query_chunks
 from . import cpu_rows
 from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
 
@@ -75,7 +75,7 @@ def _certify_chunk(rows: Tensor, index: Tensor, valid: Tensor, key_ok: Tensor, a
 
 def certified_entmax_attention(
     q: Tensor, k: Tensor, v: Tensor, pattern: Pattern, alpha: float = DEFAULT_ALPHA,
-    scaling: float | None = None, chunk_pairs: int = SPARSE_CHUNK_PAIRS, keep_pattern: bool = True,
+    scaling: float | None = None, chunk_pairs: int = SPARSE_CHUNK_PAIRS, keep_pattern: bool = True, window: int = 0,
 ) -> CertifiedOutput:
     """Dense α-entmax attention computed on ``pattern`` plus the keys it provably misses.
 
@@ -85,18 +85,20 @@ def certified_entmax_attention(
     the final sparse computation. ``keep_pattern=False`` skips assembling the certified pattern
     (it is padded to the widest row: hundreds of MB a layer at 4,096 tokens, more than 20 GB at 16k);
     its size per head (``kept``) is counted either way. Chunks of at most ``chunk_pairs`` scores.
+    ``window`` ``W`` > 0: a banded model's attention, over the keys within ``±W`` of each query only
+    (the pattern's keys outside the band are dropped; each chunk of queries scores its key range only).
     """
     q, k, v, single = as_batched(q, k, v, pattern)
     pattern = pattern.to(q.device)
     result = certified_entmax_rows(q, k, v, [(0, pattern.index, pattern.counts)], pattern.lengths, alpha, scaling,
-                                   keep_pattern, chunk_pairs)
+                                   keep_pattern, chunk_pairs, window)
     return CertifiedOutput(result.output[0], result.pattern, result.keys_added, result.kept) if single else result
 
 
 def certified_entmax_rows(
     q: Tensor, k: Tensor, v: Tensor, rows: Iterable[tuple[int, Tensor, Tensor]], lengths: Tensor,
     alpha: float = DEFAULT_ALPHA, scaling: float | None = None, keep_pattern: bool = True,
-    chunk_pairs: int = SPARSE_CHUNK_PAIRS,
+    chunk_pairs: int = SPARSE_CHUNK_PAIRS, window: int = 0,
 ) -> CertifiedOutput:
     """:func:`certified_entmax_attention` of a predicted pattern given by chunks of queries, as
     :meth:`~sparsefinder.predictors.base.Predictor.predict_rows` yields it.
@@ -104,46 +106,63 @@ def certified_entmax_rows(
     ``q, k, v`` ``(B, H, n, d)``; ``rows`` yields ``(start, index (B, H, c, w), counts (B, H, c))``
     covering the ``n`` queries in order, split further so that each matrix product of exact score rows
     holds at most ``chunk_pairs`` scores; ``lengths`` ``(B,)`` are the sequences' valid tokens.
+    Each chunk scores the keys it may see (:func:`~sparsefinder.pattern.band_keys`: every key, or
+    the band of a ``window``); the kernels and the torch path work in that key range.
     """
     alpha = check_alpha(alpha)
     batch, heads, n, d = q.shape
     scaling = d**-0.5 if scaling is None else scaling
-    key_ok = (torch.arange(n, device=q.device) < lengths[:, None])[:, None, None, :]  # (B, 1, 1, n)
     outs, pieces = [], []
     added = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     kept = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     kernel = not needs_grad(q, k, v) and row_kernels_apply(q, alpha)
     if kernel:  # once, not per chunk: the model's heads are strided views (copies per chunk were O(n²) at 16k)
-        k = k.contiguous()
-        values = v.reshape(batch * heads, n, -1).contiguous()
-    # keys each query row may see: its sequence's length (0 for padded queries), (B, H, n)
-    rows_valid = ((torch.arange(n, device=q.device) < lengths[:, None]) * lengths[:, None])[:, None, :]
-    rows_valid = rows_valid.expand(batch, heads, n)
+        k, v = k.contiguous(), v.contiguous()
     for s, index, counts in _split(rows, query_chunks(n, batch * heads * n, chunk_pairs).step):
         c = counts.shape[2]
-        scores = torch.matmul(q[:, :, s:s + c] * scaling, k.transpose(-1, -2))
+        lo, hi = band_keys(s, c, n, window)
+        index, counts = band_rows(s, index, counts, window)
+        slot_ok = torch.arange(index.shape[-1], device=q.device) < counts[..., None]
+        index = torch.where(slot_ok, index - lo, 0)  # in the chunk's key range
+        scores = torch.matmul(q[:, :, s:s + c] * scaling, k[:, :, lo:hi].transpose(-1, -2))
+        query_ok = (torch.arange(s, s + c, device=q.device) < lengths[:, None])[:, None, :, None]  # (B, 1, c, 1)
+        key_ok = (torch.arange(lo, hi, device=q.device) < lengths[:, None])[:, None, None, :]  # (B, 1, 1, m)
+        band = band_mask(s, c, lo, hi, window, q.device)
         if kernel:
+            # each valid query row may see the keys lo … length − 1 (a prefix of the range); the band's edges get
+            # the lowest score, which no threshold keeps
+            nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]
+            if window:
+                scores = scores.masked_fill(~band, torch.finfo(scores.dtype).min)
+            values = v[:, :, lo:hi].reshape(batch * heads, hi - lo, -1)
             out, index, counts, more = cpu_rows.certified_rows(
-                scores.reshape(-1, n), index.reshape(-1, index.shape[-1]), counts.reshape(-1),
-                rows_valid[:, :, s:s + c].reshape(-1), values, c, keep_pattern)
+                scores.reshape(-1, hi - lo), index.reshape(-1, index.shape[-1]), counts.reshape(-1),
+                nvalid.expand(batch, heads, c).reshape(-1), values.contiguous(), c, keep_pattern)
             outs.append(out.view(batch, heads, c, -1).to(q.dtype))
+            counts = counts.view(batch, heads, c)
             if keep_pattern:
-                pieces.append((index.view(batch, heads, c, -1), counts.view(batch, heads, c)))
+                pieces.append((_shift(index.view(batch, heads, c, -1), counts, lo), counts))
             added += more.view(batch, heads, c).sum(-1)
-            kept += counts.view(batch, heads, c).sum(-1)
+            kept += counts.sum(-1)
             continue
-        valid = torch.arange(index.shape[-1], device=q.device) < counts[..., None]
-        query_ok = (torch.arange(s, s + c, device=q.device) < lengths[:, None])[:, None, :, None]
-        mask, more = _certify_chunk(scores.detach(), index, valid, key_ok & query_ok, alpha)
+        mask, more = _certify_chunk(scores.detach(), index, slot_ok, key_ok & query_ok & band, alpha)
         added += more
         index, counts = compact(mask)
         kept += counts.sum(-1)
-        outs.append(attend_chunk(q[:, :, s:s + c], k, v, index, counts, alpha, scaling, rows=scores))
+        outs.append(attend_chunk(q[:, :, s:s + c], k[:, :, lo:hi], v[:, :, lo:hi], index, counts, alpha, scaling,
+                                 rows=scores))
         if keep_pattern:
-            pieces.append((index, counts))
+            pieces.append((_shift(index, counts, lo), counts))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     certified = Pattern.cat_rows(pieces, lengths) if keep_pattern else None
     return CertifiedOutput(out, certified, added, kept)
+
+
+def _shift(index: Tensor, counts: Tensor, lo: int) -> Tensor:
+    """Keys of a chunk's rows ``(B, H, c, w)`` given in its key range from ``lo``, as keys of the sequence."""
+    if not lo:
+        return index
+    return torch.where(torch.arange(index.shape[-1], device=index.device) < counts[..., None], index + lo, 0)
 
 
 def _split(rows: Iterable[tuple[int, Tensor, Tensor]], most: int) -> Iterator[tuple[int, Tensor, Tensor]]:

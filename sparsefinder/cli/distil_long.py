@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-weight", type=float, default=LONG_TOKEN_WEIGHT,
                         help="weight of the mean token-state 1 - cos to the teacher in the loss (0: none)")
     parser.add_argument("--attention-window", type=int, default=LONG_ATTENTION_WINDOW,
-                        help="attend to keys within ±W positions only (Longformer's local attention; read the model "
-                             "with --predictor windowW); 0: every key")
+                        help="attend to keys within ±W positions only (Longformer's local attention; the model "
+                             "declares its band and every mode reads it so); 0: every key")
     parser.add_argument("--checkpoint-every", type=int, default=LONG_CHECKPOINT_EVERY, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue the run from <out>.checkpoint")
 

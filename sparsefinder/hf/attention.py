@@ -7,7 +7,7 @@ model's forward, else ``config.entmax_alpha``, else the default 1.5. An
 ``attention_recorder`` keyword (a callable) receives, per layer, the attention inputs and
 the support as a pattern: that is how extraction captures queries, keys, values and gold graphs
 without patching modules (on the sparse path, the pattern computed on: with the
-``oracle-support`` predictor, the gold graph without an ``n × n`` tensor). Masks use transformers' additive ``eager`` mask function.
+``exact`` route, the gold graph without an ``n × n`` tensor). Masks use transformers' additive ``eager`` mask function.
 
 ``attn_implementation="sparsefinder_sparse"`` computes each layer on a predicted pattern
 (method.md §5): for the whole right-padded batch at once, the ``attention_predictor`` keyword
@@ -23,6 +23,13 @@ sparsity and added keys of every layer, and the attention output ``(B, n, H, d)`
 layer when created with ``keep_outputs=True`` (for the fidelity report). ``attention_layers`` (else
 ``config.sparsefinder_layers``) limits the predictor to the listed layers; the others run dense
 α-entmax (:mod:`sparsefinder.layers`).
+
+A **banded model** declares ``config.sparsefinder_attention_window`` ``W`` > 0 (``distil-long
+--attention-window``): each query attends to the keys within ``±W`` positions only, and every mode
+honours it: dense α-entmax and softmax mask the scores outside the band, the ``exact`` route scores
+each chunk of queries against its key range only (one matrix product, then the row kernels), and a
+predictor's pattern is cut to the band before the sparse or certified compute reads it. Its gold graph
+is the support within the band.
 """
 
 from __future__ import annotations
@@ -37,19 +44,19 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ..alpha_entmax import entmax
-from ..config import DEFAULT_ALPHA
+from ..config import BAND_OFFSET, DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..inputs import AttentionInputs
 from ..layers import applies_to_layer
-from ..pattern import Pattern, sparsity_of
+from ..pattern import Pattern, band_mask, band_rows, sparsity_of
 from .attached import attached_certified, attached_predictor
 from ..attention.certified import certified_entmax_attention, certified_entmax_rows
 from ..attention import cpu_rows
 from ..attention.sparse import row_kernels_apply, sparse_entmax_attention, sparse_entmax_rows
 
 __all__ = [
-    "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats", "alpha_of",
-    "entmax_attention", "input_ids_of", "register_attention", "sparse_attention",
+    "CONFIG_WINDOW", "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats",
+    "alpha_of", "entmax_attention", "input_ids_of", "register_attention", "sparse_attention", "window_of",
 ]
 
 DENSE_ENTMAX = "sparsefinder_entmax"
@@ -59,6 +66,9 @@ EXACT = "exact"
 #: Attention modes that are not predictors: dense α-entmax (the ``entmax`` package, and the exact route) and the
 #: original softmax.
 REFERENCE_MODES = ("dense", EXACT, "softmax")
+
+#: ``config.json`` key of a banded model: each query attends to the keys within ``±W`` positions (absent or 0: every key).
+CONFIG_WINDOW = "sparsefinder_attention_window"
 
 #: ``recorder(layer, query, key, value, support)``: tensors ``(B, H, n, d)`` and the pattern ``(B, H, n, n)``
 #: the attention kept (dense α-entmax: its exact support; the sparse path: the pattern it computed on).
@@ -73,6 +83,22 @@ def alpha_of(module: nn.Module, kwargs: dict) -> float:
     return float(alpha if alpha is not None else DEFAULT_ALPHA)
 
 
+def window_of(config: object) -> int:
+    """The model's attention window ``W`` (``config.sparsefinder_attention_window``; 0: every key)."""
+    return int(getattr(config, CONFIG_WINDOW, 0) or 0)
+
+
+def banded(attention_mask: Tensor | None, n: int, window: int, dtype: torch.dtype, device: torch.device
+           ) -> Tensor | None:
+    """The additive mask ``(B, 1, n, n)`` (or ``(1, 1, n, n)``) with :data:`~sparsefinder.config.BAND_OFFSET` added to
+    the pairs outside ``±window``; ``attention_mask`` as is for ``window`` 0."""
+    if not window:
+        return attention_mask
+    outside = ~band_mask(0, n, 0, n, window, device)
+    offset = torch.zeros(n, n, dtype=dtype, device=device).masked_fill(outside, BAND_OFFSET)
+    return offset[None, None] if attention_mask is None else attention_mask + offset
+
+
 def entmax_attention(
     module: nn.Module,
     query: Tensor,
@@ -83,12 +109,14 @@ def entmax_attention(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[Tensor, Tensor]:
-    """Dense α-entmax attention: ``(B, H, n, d)`` inputs → output ``(B, n, H, d)`` and probabilities ``(B, H, n, n)``."""
+    """Dense α-entmax attention: ``(B, H, n, d)`` inputs → output ``(B, n, H, d)`` and probabilities ``(B, H, n, n)``
+    (a banded model's pairs outside its band get probability 0)."""
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
+    band = banded(attention_mask, query.shape[2], window_of(module.config), scores.dtype, scores.device)
+    if band is not None:
+        scores = scores + band
     alpha = alpha_of(module, kwargs)
     if alpha == 1.5 and scores.requires_grad and scores.dtype == torch.float32 and row_kernels_apply(scores, alpha):
         probs = cpu_rows.entmax15_rows(scores)  # training: compiled thresholds, closed-form backward
@@ -170,8 +198,12 @@ def sparse_attention(
         if predictor not in REFERENCE_MODES:
             raise SparsefinderError(f"attention_predictor must be a Predictor, 'dense', 'exact' or 'softmax', "
                                     f"got {predictor!r}")
-        forward = entmax_attention if predictor == "dense" else sdpa_attention_forward
-        out = forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)[0]
+        if predictor == "dense":
+            out = entmax_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                   **kwargs)[0]
+        else:
+            mask = banded(attention_mask, query.shape[2], window_of(module.config), query.dtype, query.device)
+            out = sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)[0]
         if stats is not None:
             stats.record(layer, [0.0] * query.shape[0], [0] * query.shape[0])
             if stats.keep_outputs:
@@ -187,21 +219,24 @@ def sparse_attention(
     added = torch.zeros(batch, heads, dtype=torch.long)
     recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
     # on a CPU with no recorder the predictor's rows feed the compute chunk by chunk: no layer-wide pattern
+    window = window_of(module.config)
     rows = predictor.predict_rows(inputs) if not exact and recorder is None and not query.is_cuda else None
     if exact or kwargs.get("attention_certified", attached_certified(module.config)):
         if rows is not None:
-            result = certified_entmax_rows(query, key, value, rows, lengths, alpha, scaling, keep_pattern=False)
+            result = certified_entmax_rows(query, key, value, rows, lengths, alpha, scaling, keep_pattern=False,
+                                           window=window)
         else:
             pattern = Pattern.empty(heads, n, lengths, query.device) if exact else predictor.predict(inputs)
             result = certified_entmax_attention(query, key, value, pattern, alpha, scaling,
-                                                keep_pattern=recorder is not None)
+                                                keep_pattern=recorder is not None, window=window)
         out, added, pattern = result.output, result.keys_added, result.pattern
         sparsity = sparsity_of(result.kept, lengths)
     elif rows is not None:
-        out, kept = sparse_entmax_rows(query, key, value, rows, alpha, scaling)
+        banded_rows = ((s, *band_rows(s, index, counts, window)) for s, index, counts in rows)
+        out, kept = sparse_entmax_rows(query, key, value, banded_rows, alpha, scaling)
         sparsity = sparsity_of(kept, lengths)
     else:
-        pattern = predictor.predict(inputs)
+        pattern = predictor.predict(inputs).within(window)
         out = sparse_entmax_attention(query, key, value, pattern, alpha, scaling)
         sparsity = pattern.sparsity()
     if recorder is not None:

@@ -134,3 +134,35 @@ def test_without_the_pattern_the_output_added_and_kept_keys_are_the_same(kernels
     torch.testing.assert_close(lean.output, kept.output, atol=0, rtol=0)
     assert torch.equal(lean.keys_added, kept.keys_added) and int(kept.keys_added.sum()) > 0
     assert torch.equal(lean.kept, kept.pattern.nnz_per_head()) and torch.equal(kept.kept, lean.kept)
+
+
+# ------------------------------------------------------------------ a banded model's attention (window > 0)
+
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_banded_attention_is_dense_entmax_within_the_band_from_any_pattern(kernels, alpha, monkeypatch):
+    """Two padded sequences (60 and 41 tokens), band ±7, chunks of 9 queries: the output is dense α-entmax over each
+    query's keys within the band, the empty pattern's certified pattern is exactly that support, and a random
+    pattern (most of it outside the band) gains only keys inside it."""
+    from sparsefinder.attention import certified
+
+    if not kernels:
+        monkeypatch.setattr(certified, "row_kernels_apply", lambda *a: False)
+    q, k, v = (torch.stack([t, t.flip(1)]) for t in _qkv(n=60, seed=21))
+    lengths, window, n = torch.tensor([60, 41]), 7, 60
+    offsets = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs()
+    valid = torch.arange(n) < lengths[:, None]
+    allowed = (offsets <= window) & valid[:, None, None, :] & valid[:, None, :, None]  # (B, 1, n, n)
+    scores = (q @ k.transpose(-1, -2) * 8**-0.5).masked_fill(~allowed, -1e30)
+    probs = entmax(scores, alpha) * valid[:, None, :, None]
+    gold = Pattern.from_mask(probs > 0, lengths)
+    assert gold.nnz < int(allowed.sum()) * 2  # a real support: not the whole band
+    chunk = 2 * 2 * n * 9
+    exact = certified_entmax_attention(q, k, v, Pattern.empty(2, n, lengths), alpha, chunk_pairs=chunk, window=window)
+    torch.testing.assert_close(exact.output, probs @ v, atol=1e-5, rtol=1e-5)
+    assert exact.pattern == gold and torch.equal(exact.keys_added, gold.nnz_per_head())
+    noise = Pattern.from_mask(torch.rand(2, 2, n, n, generator=torch.Generator().manual_seed(3)) < 0.3, lengths)
+    result = certified_entmax_attention(q, k, v, noise, alpha, chunk_pairs=chunk, window=window)
+    torch.testing.assert_close(result.output, probs @ v, atol=1e-5, rtol=1e-5)
+    assert result.pattern == noise.within(window).union(gold)
+    assert torch.equal(result.keys_added, gold.nnz_per_head() - noise.within(window).intersection_per_head(gold))

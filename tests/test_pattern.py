@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sparsefinder.pattern import Pattern
+from sparsefinder.pattern import Pattern, band_keys, band_mask
 
 LENGTHS = [9, 6, 1]
 
@@ -172,3 +172,14 @@ def test_hits_kernel_equals_the_gather(monkeypatch):
     assert torch.equal(fast, slow) and int(fast.sum()) > 0
     expected = (pattern.to_dense() & mask).sum((-1, -2))
     assert torch.equal(fast, expected)
+
+
+def test_within_a_band_keeps_the_pairs_near_the_diagonal_in_row_order():
+    mask = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(4)) < 0.5
+    pattern = Pattern.from_mask(mask, [20, 13])
+    offsets = (torch.arange(20)[:, None] - torch.arange(20)[None, :]).abs()
+    near = pattern.within(2)
+    assert torch.equal(near.to_dense(), pattern.to_dense() & (offsets <= 2)) and near.validate() is near
+    assert pattern.within(0) is pattern and pattern.within(19) == pattern
+    assert band_keys(10, 4, 20, 3) == (7, 17) and band_keys(0, 4, 20, 3) == (0, 7) and band_keys(5, 4, 20, 0) == (0, 20)
+    assert torch.equal(band_mask(10, 4, 7, 17, 3), (offsets <= 3)[10:14, 7:17])

@@ -78,3 +78,20 @@ def test_long_inputs_sweep_one_knob_value_at_a_time_with_the_same_report(tiny_da
     together = run()
     monkeypatch.setattr(evaluation, "EVAL_SWEEP_PAIRS", 0)  # every batch counts as long
     assert run() == together
+
+
+def test_a_banded_models_patterns_are_scored_within_its_band(tiny_dataset):
+    """Gold graphs of a model that declares a ±2 band: every window of 2 or more is cut to that band (the pairs its
+    attention reads), so all of them score as the window of 2; narrower windows are unchanged."""
+    from sparsefinder.dataset import InMemoryDataset
+    from sparsefinder.evaluation import Candidate, evaluate
+
+    def run(window: int) -> list[tuple[float, float]]:
+        data = InMemoryDataset(list(tiny_dataset.sequences()))
+        data.manifest["model"]["attention_window"] = window
+        report = evaluate(data, [Candidate(WindowPredictor().fit(None), [0, 1, 2, 3, 8, 32])], progress=False)
+        return [(s["recall"], s["sparsity"]) for s in report["predictors"][0]["settings"]]
+
+    every, banded = run(0), run(2)
+    assert banded[:3] == every[:3] and banded[3:] == [every[2]] * 3
+    assert every[5] == (1.0, 0.0) and every[3][1] > every[4][1] > every[5][1]

@@ -10,7 +10,8 @@ for how many documents the model's embedding is nearest to its own teacher embed
     python bench/long_fidelity.py --model /tmp/long4k --model artifacts/models/minilm-entmax15-long \\
         --docs 20 --tokens 4096
 
-A model trained with ``distil-long --attention-window 256`` is read through its band: ``--predictor window256``.
+A banded model (``distil-long --attention-window W``, the default) declares its band, and every mode reads it
+through the band (the ``exact`` mode is exact α-entmax within it).
 """
 
 from __future__ import annotations

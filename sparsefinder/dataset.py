@@ -86,8 +86,9 @@ class ExtractTotals:
         self.tokens += tokens
 
 
-def batch_inputs(sequences: list[Sequence], layer: int) -> tuple[AttentionInputs, Pattern]:
-    """Predictor inputs ``(B, H, n, d)`` of ``layer`` for sequences padded to the longest, and their gold graphs."""
+def batch_inputs(sequences: list[Sequence], layer: int, band: int = 0) -> tuple[AttentionInputs, Pattern]:
+    """Predictor inputs ``(B, H, n, d)`` of ``layer`` for sequences padded to the longest (of a model banded to
+    ``±band``, 0: every key), and their gold graphs."""
     n = max(s.length for s in sequences)
 
     def pad(x: Tensor) -> Tensor:  # (H, m, d) -> (H, n, d)
@@ -98,7 +99,7 @@ def batch_inputs(sequences: list[Sequence], layer: int) -> tuple[AttentionInputs
     ids = torch.stack([torch.nn.functional.pad(s.input_ids, (0, n - s.length), value=-1) for s in sequences])
     lengths = torch.tensor([s.length for s in sequences], dtype=torch.long)
     gold = Pattern.stack([s.gold[layer] for s in sequences], length=n)
-    return AttentionInputs(layer, queries, keys, ids, lengths), gold
+    return AttentionInputs(layer, queries, keys, ids, lengths, band), gold
 
 
 class ShardWriter:

@@ -128,11 +128,11 @@ def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | 
         for layer in range(layers):
             golds = []
             for batch in batches:
-                inputs, gold = batch_inputs(batch, layer)
+                inputs, gold = batch_inputs(batch, layer, dataset.attention_window)
                 golds.append((inputs, gold, gold.to_dense()))
                 gold_acc.add(layer, compare(gold, gold, golds[-1][2]))
             for c in candidates:
-                _evaluate_layer(c, layer, golds, dataset.attention_window)
+                _evaluate_layer(c, layer, golds)
         sequences += len(sequences_read)
         bar.update(len(sequences_read))
     bar.close()
@@ -157,11 +157,10 @@ def evaluate(dataset: GoldDataset, candidates: list[Candidate], *, limit: int | 
     }
 
 
-def _evaluate_layer(c: Candidate, layer: int, golds: list[tuple[AttentionInputs, Pattern, Tensor]], window: int
-                    ) -> None:
+def _evaluate_layer(c: Candidate, layer: int, golds: list[tuple[AttentionInputs, Pattern, Tensor]]) -> None:
     """Add one layer of a chunk to ``c``'s accumulators: ``golds`` holds (inputs, gold, gold mask) per batch.
 
-    A banded model's patterns are cut to its band (``window`` > 0), as its attention reads them."""
+    A banded model's patterns are cut to its band (``inputs.band``), as its attention reads them."""
     values = c.settings()
     reused: dict[tuple, list[Pattern]] = {}
     for inputs, gold, gold_mask in golds:
@@ -175,14 +174,14 @@ def _evaluate_layer(c: Candidate, layer: int, golds: list[tuple[AttentionInputs,
             for j, value in enumerate(values):  # long inputs: one knob value's pattern at a time
                 t0 = time.perf_counter()
                 (pattern,) = c.predictor.predict_sweep(inputs, [value])
-                pattern = pattern.within(window)
+                pattern = pattern.within(inputs.band)
                 c._seconds[j] += time.perf_counter() - t0
                 c._accumulators[j].add(layer, compare(pattern, gold, gold_mask))
                 del pattern
             continue
         t0 = time.perf_counter()
         patterns = c.predictor.predict_sweep(inputs, values) if c.predictor.knob else [c.predictor.predict(inputs)]
-        patterns = [p.within(window) for p in patterns]
+        patterns = [p.within(inputs.band) for p in patterns]
         share = (time.perf_counter() - t0) / len(values)
         for j, pattern in enumerate(patterns):
             c._seconds[j] += share

@@ -24,6 +24,9 @@ class AttentionInputs:
         Token ids, for lexical predictors (``-1`` where unknown).
     lengths : Tensor, int64, shape (B,)
         Valid tokens of each sequence, at the front.
+    band : int
+        A banded model's reach: each query attends to the keys within ``±band`` positions only (0: every
+        key). Consumers cut any pattern to it; predictors that score pairs may score the band only.
     """
 
     layer: int
@@ -31,6 +34,7 @@ class AttentionInputs:
     keys: Tensor
     input_ids: Tensor
     lengths: Tensor
+    band: int = 0
 
     @classmethod
     def single(cls, layer: int, queries: Tensor, keys: Tensor, input_ids: Tensor | None = None) -> AttentionInputs:
@@ -61,4 +65,4 @@ class AttentionInputs:
         """Sequence ``b`` alone, cut to its valid tokens."""
         n = int(self.lengths[b])
         return AttentionInputs(self.layer, self.queries[b:b + 1, :, :n], self.keys[b:b + 1, :, :n],
-                               self.input_ids[b:b + 1, :n], self.lengths[b:b + 1])
+                               self.input_ids[b:b + 1, :n], self.lengths[b:b + 1], self.band)

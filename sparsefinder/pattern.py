@@ -26,8 +26,8 @@ from torch import Tensor
 from . import hit_counts
 from .config import SPARSE_WIDTH_CLASSES
 
-__all__ = ["Pattern", "band_keys", "band_mask", "band_rows", "compact", "pad_width", "query_chunks", "sparsity_of",
-           "width_classes"]
+__all__ = ["Pattern", "band_keys", "band_mask", "band_rows", "compact", "pad_width", "query_chunks", "shift_rows",
+           "sparsity_of", "width_classes"]
 
 Device = torch.device | str | None
 
@@ -119,6 +119,14 @@ def band_rows(start: int, index: Tensor, counts: Tensor, window: int) -> tuple[T
     slots, kept = compact(keep)
     return torch.where(torch.arange(slots.shape[-1], device=index.device) < kept[..., None],
                        index.gather(-1, slots), 0), kept
+
+
+def shift_rows(index: Tensor, counts: Tensor, lo: int) -> Tensor:
+    """Keys of rows ``(…, w)`` given from key ``lo`` on (a chunk's key range), as keys of the sequence (unused
+    slots stay 0)."""
+    if not lo:
+        return index
+    return torch.where(torch.arange(index.shape[-1], device=index.device) < counts[..., None], index + lo, 0)
 
 
 @dataclass(frozen=True)

@@ -151,3 +151,45 @@ def test_fit_and_evaluate_take_a_recall_target(tmp_path, capsys):
     assert abs(thr["settings"][0]["recall"] - 0.95) <= 0.1
     window = next(p for p in report["predictors"] if p["name"] == "window")
     assert len(window["settings"]) > 1 and window["settings"][0]["requested_recall"] is None  # still swept
+
+
+def _banded_dataset(sequences: int, seed: int, band: int, n: int = 48, heads: int = 2, dim: int = 8) -> InMemoryDataset:
+    """Gaussian heads of a model that attends within ``±band``: gold graphs are the supports within the band."""
+    gen = torch.Generator().manual_seed(seed)
+    near = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).abs() <= band
+    seqs = []
+    for _ in range(sequences):
+        q, k = ((torch.randn(1, heads, n, dim, generator=gen) * 1.6).half().float() for _ in range(2))  # as stored
+        scores = (q[0] @ k[0].transpose(-1, -2) / dim**0.5).masked_fill(~near, float("-inf"))
+        seqs.append(Sequence(torch.arange(n), q.half(), k.half(), k.half(), [Pattern.from_dense(support(scores, 1.5))]))
+    data = InMemoryDataset(seqs)
+    data.manifest["model"]["attention_window"] = band
+    return data
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_a_banded_models_threshold_is_taken_within_its_band(kernels, monkeypatch):
+    """Full rank, so the approximate scores are exact, and a margin of 0: within a ±6 band the predicted pattern is
+    each query's support within the band, exactly — chunk by chunk, in a padded batch; read as if the model saw every key
+    (the threshold of all 48 keys, higher) it keeps fewer of the band's keys."""
+    from sparsefinder import config
+    from sparsefinder.predictors import sparsefinder_family
+
+    if not kernels:
+        monkeypatch.setattr(sparsefinder_family, "row_kernels_apply", lambda *a: False)
+    data = _banded_dataset(8, seed=4, band=6)
+    predictor = predictor_from_spec("proj8-score-thr1-ep0").fit(data)
+    predictor.slack_quantiles_.zero_()  # margin 0: keep the keys at or above each query's threshold
+    seqs = list(data.sequences())
+    short = Sequence(seqs[1].input_ids[:30], seqs[1].queries[:, :, :30], seqs[1].keys[:, :, :30],
+                     seqs[1].values[:, :, :30], [Pattern.from_dense(support(
+                         (seqs[1].queries[0, :, :30].float() @ seqs[1].keys[0, :, :30].float().transpose(-1, -2)
+                          / 8**0.5).masked_fill((torch.arange(30)[:, None] - torch.arange(30)).abs() > 6,
+                                                 float("-inf")), 1.5))])
+    inputs, gold = batch_inputs([seqs[0], short], 0, band=6)
+    monkeypatch.setattr(config, "PREDICT_CHUNK_SCORES", 2 * 2 * 48 * 7)  # chunks of 7 queries
+    assert predictor.predict(inputs) == gold
+    rows = list(predictor.predict_rows(inputs))
+    assert len(rows) == 7 and Pattern.cat_rows([(i, c) for _, i, c in rows], inputs.lengths) == gold
+    every_key = predictor.predict(batch_inputs([seqs[0], short], 0)[0])
+    assert every_key.within(6).nnz < gold.nnz and gold.contains(every_key.within(6))

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, THRESHOLD_SEED_KEYS
-from ..pattern import Pattern, band_keys, band_mask, band_rows, compact, query_chunks
+from ..pattern import Pattern, band_keys, band_mask, band_rows, compact, query_chunks, shift_rows
 from . import cpu_rows
 from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
 
@@ -141,7 +141,7 @@ def certified_entmax_rows(
             outs.append(out.view(batch, heads, c, -1).to(q.dtype))
             counts = counts.view(batch, heads, c)
             if keep_pattern:
-                pieces.append((_shift(index.view(batch, heads, c, -1), counts, lo), counts))
+                pieces.append((shift_rows(index.view(batch, heads, c, -1), counts, lo), counts))
             added += more.view(batch, heads, c).sum(-1)
             kept += counts.sum(-1)
             continue
@@ -152,17 +152,10 @@ def certified_entmax_rows(
         outs.append(attend_chunk(q[:, :, s:s + c], k[:, :, lo:hi], v[:, :, lo:hi], index, counts, alpha, scaling,
                                  rows=scores))
         if keep_pattern:
-            pieces.append((_shift(index, counts, lo), counts))
+            pieces.append((shift_rows(index, counts, lo), counts))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     certified = Pattern.cat_rows(pieces, lengths) if keep_pattern else None
     return CertifiedOutput(out, certified, added, kept)
-
-
-def _shift(index: Tensor, counts: Tensor, lo: int) -> Tensor:
-    """Keys of a chunk's rows ``(B, H, c, w)`` given in its key range from ``lo``, as keys of the sequence."""
-    if not lo:
-        return index
-    return torch.where(torch.arange(index.shape[-1], device=index.device) < counts[..., None], index + lo, 0)
 
 
 def _split(rows: Iterable[tuple[int, Tensor, Tensor]], most: int) -> Iterator[tuple[int, Tensor, Tensor]]:

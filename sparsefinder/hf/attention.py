@@ -214,12 +214,12 @@ def sparse_attention(
     alpha = alpha_of(module, kwargs)
     lengths = valid_lengths(attention_mask, batch, n, query.device)
     exact = isinstance(predictor, str)  # the only string mode left
+    window = window_of(module.config)
     inputs = None if exact else AttentionInputs(layer, query.detach().float(), key.detach().float(),
-                                                input_ids_of(kwargs, batch, n, query), lengths)
+                                                input_ids_of(kwargs, batch, n, query), lengths, window)
     added = torch.zeros(batch, heads, dtype=torch.long)
     recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
     # on a CPU with no recorder the predictor's rows feed the compute chunk by chunk: no layer-wide pattern
-    window = window_of(module.config)
     rows = predictor.predict_rows(inputs) if not exact and recorder is None and not query.is_cuda else None
     if exact or kwargs.get("attention_certified", attached_certified(module.config)):
         if rows is not None:

@@ -49,18 +49,32 @@ class FitSample:
         Real (not padded) keys.
     gold : Tensor, bool, shape (S, H, m, n)
         Gold keys of each sampled query.
+    positions : Tensor, int64, shape (S, H, m)
+        Position of each sampled query in its sequence.
+    band : int
+        The model's band (each query attends to the keys within ``±band``; 0: every key).
     """
 
     queries: Tensor
     keys: Tensor
     key_mask: Tensor
     gold: Tensor
+    positions: Tensor
+    band: int = 0
 
     def split(self, held: int) -> tuple[FitSample, FitSample]:
         """The first ``S − held`` sequences and the last ``held`` ones (kept aside for calibration)."""
         cut = self.queries.shape[0] - held
-        first = FitSample(self.queries[:cut], self.keys[:cut], self.key_mask[:cut], self.gold[:cut])
-        return first, FitSample(self.queries[cut:], self.keys[cut:], self.key_mask[cut:], self.gold[cut:])
+        parts = [(t[:cut], t[cut:]) for t in (self.queries, self.keys, self.key_mask, self.gold, self.positions)]
+        return FitSample(*(a for a, _ in parts), band=self.band), FitSample(*(b for _, b in parts), band=self.band)
+
+    def reach(self) -> Tensor:
+        """Boolean ``(S, H, m, n)``: the keys each sampled query attends to (valid, and within the band)."""
+        valid = self.key_mask[:, None, None, :]
+        if not self.band:
+            return valid
+        offsets = torch.arange(self.key_mask.shape[1])[None, None, None, :] - self.positions[..., None]
+        return valid & (offsets.abs() <= self.band)
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,7 @@ def collect_samples(data, limit: int | None, generator: torch.Generator,
     list[FitSample]
         One per layer.
     """
-    per_layer: list[list[tuple[Tensor, Tensor, Tensor]]] = []
+    per_layer: list[list[tuple[Tensor, Tensor, Tensor, Tensor]]] = []
     for seq in tqdm(data.sequences(limit), desc="read fit data", unit="seq", disable=not progress,
                     total=min(len(data), limit or len(data))):
         layers, heads, n, _ = seq.queries.shape
@@ -106,26 +120,28 @@ def collect_samples(data, limit: int | None, generator: torch.Generator,
         for layer in range(layers):
             q = seq.queries[layer].float().gather(1, pick[:, :, None].expand(-1, -1, seq.queries.shape[-1]))
             gold = seq.gold[layer].to_dense()[0].gather(1, pick[:, :, None].expand(-1, -1, n))
-            per_layer[layer].append((q, seq.keys[layer].float(), gold))
+            per_layer[layer].append((q, seq.keys[layer].float(), gold, pick))
     if not per_layer:
         raise ValueError("the fit dataset holds no sequence")
-    return [_stack(items) for items in per_layer]
+    return [_stack(items, int(getattr(data, "attention_window", 0))) for items in per_layer]
 
 
-def _stack(items: list[tuple[Tensor, Tensor, Tensor]]) -> FitSample:
-    n = max(k.shape[1] for _, k, _ in items)
-    m = max(q.shape[1] for q, _, _ in items)
+def _stack(items: list[tuple[Tensor, Tensor, Tensor, Tensor]], band: int) -> FitSample:
+    n = max(k.shape[1] for _, k, _, _ in items)
+    m = max(q.shape[1] for q, _, _, _ in items)
     s, (h, _, d) = len(items), items[0][1].shape
     queries = torch.zeros(s, h, m, d)
     keys = torch.zeros(s, h, n, d)
     key_mask = torch.zeros(s, n, dtype=torch.bool)
     gold = torch.zeros(s, h, m, n, dtype=torch.bool)
-    for i, (q, k, g) in enumerate(items):
+    positions = torch.zeros(s, h, m, dtype=torch.long)
+    for i, (q, k, g, pick) in enumerate(items):
         queries[i, :, :q.shape[1]] = q
         keys[i, :, :k.shape[1]] = k
         key_mask[i, :k.shape[1]] = True
         gold[i, :, :g.shape[1], :g.shape[2]] = g
-    return FitSample(queries, keys, key_mask, gold)
+        positions[i, :, :pick.shape[1]] = pick
+    return FitSample(queries, keys, key_mask, gold, positions, band)
 
 
 def distance(qp: Tensor, kp: Tensor, score: bool) -> Tensor:

@@ -36,7 +36,7 @@ from ..attention.sparse import row_kernels_apply
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
-from ..pattern import Pattern, compact, query_chunks, width_classes
+from ..pattern import Pattern, band_keys, band_mask, compact, query_chunks, shift_rows, width_classes
 from ..inputs import AttentionInputs
 from . import group_rows
 from .base import Predictor
@@ -574,7 +574,7 @@ class ThresholdPredictor(ProjectionPredictor):
         return scores - approximate_threshold(scores, alpha)
 
     def _fit_layer(self, layer: int, sample: FitSample, qp: Tensor, kp: Tensor, generator: torch.Generator) -> None:
-        slack = self._slack(self.approximate_scores(qp, kp, sample.key_mask[:, None, None, :]), self._fit_data_alpha)
+        slack = self._slack(self.approximate_scores(qp, kp, sample.reach()), self._fit_data_alpha)
         if layer == 0:
             self._grids = []
         self._grids.append(torch.stack([_grid_quantiles(slack[:, h][sample.gold[:, h]].double(), self.quantile_points).float()
@@ -589,6 +589,16 @@ class ThresholdPredictor(ProjectionPredictor):
         """Calibrated margin ``c_h`` of each head for a ``recall`` target in (0, 1], shape ``(H,)``."""
         return _read_grid(self.slack_quantiles_[layer], (1.0 - recall) * self.miss_share)
 
+    def predict_sweep(self, inputs: AttentionInputs, values: list[Any]) -> list[Pattern]:
+        """Patterns for each recall target, projecting and scoring once (within a banded model's band only)."""
+        qp, kp = self.project(inputs)
+        patterns = self._sweep_projected(inputs.layer, qp, kp, inputs.lengths, values, inputs.band)
+        return [self._with_extras(p, inputs) for p in patterns]
+
+    def predict(self, inputs: AttentionInputs) -> Pattern:
+        """Pattern ``(B, H, n, n)`` at the current recall target (:meth:`predict_sweep` of one value)."""
+        return self.predict_sweep(inputs, [self.recall])[0]
+
     def _predict_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor) -> Pattern:
         return self._sweep_projected(layer, qp, kp, lengths, [self.recall])[0]
 
@@ -598,38 +608,48 @@ class ThresholdPredictor(ProjectionPredictor):
             yield from super().predict_rows(inputs)
             return
         qp, kp = self.project(inputs)
-        for start, pieces in self._chunks(inputs.layer, qp, kp, inputs.lengths, [self.recall]):
+        for start, pieces in self._chunks(inputs.layer, qp, kp, inputs.lengths, [self.recall], inputs.band):
             yield start, *pieces[0]
 
-    def _sweep_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any]) -> list[Pattern]:
+    def _sweep_projected(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any],
+                         band: int = 0) -> list[Pattern]:
         """The slack of every pair once; each recall target is one comparison with its margins."""
         pieces: list[list[tuple[Tensor, Tensor]]] = [[] for _ in values]
-        for _, chunk in self._chunks(layer, qp, kp, lengths, values):
+        for _, chunk in self._chunks(layer, qp, kp, lengths, values, band):
             for j, piece in enumerate(chunk):
                 pieces[j].append(piece)
         self.set_params(recall=values[-1])
         return [Pattern.cat_rows(p, lengths) for p in pieces]
 
-    def _chunks(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any]
+    def _chunks(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any], band: int = 0
                 ) -> Iterator[tuple[int, list[tuple[Tensor, Tensor]]]]:
         """Per chunk of queries (at most ``PREDICT_CHUNK_SCORES`` scores, so they stay in cache): its start and,
-        for each recall target in ``values``, the kept keys ``index`` ``(B, H, c, w)`` and ``counts`` ``(B, H, c)``."""
+        for each recall target in ``values``, the kept keys ``index`` ``(B, H, c, w)`` and ``counts`` ``(B, H, c)``.
+
+        Each chunk scores the keys it may reach (:func:`~sparsefinder.pattern.band_keys`): every key, or a
+        banded model's band only, so the predictor costs O(n·band) there, as the model's exact attention."""
         batch, heads, n, _ = qp.shape
-        valid = _key_mask(lengths, n)
-        query_ok = (torch.arange(n, device=qp.device) < lengths[:, None])[:, None, :, None]
         margins = [self.margins(layer, value).to(qp)[None, :, None, None] for value in values]
         kernel = float(self.alpha_) == 1.5 and row_kernels_apply(qp, 1.5)
         starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)
-        rows_valid = (valid[:, 0, 0, :] * lengths[:, None])[:, None, :].expand(batch, heads, n)  # keys per query row
         for s in starts:
-            chunk = slice(s, s + starts.step)
+            c = min(starts.step, n - s)
+            lo, hi = band_keys(s, c, n, band)
+            queries, keys = qp[:, :, s:s + c], kp[:, :, lo:hi]
+            query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]
+            reach = band_mask(s, c, lo, hi, band, qp.device)
             if kernel:  # the threshold and the selection of each row in compiled passes
-                z = closeness(qp[:, :, chunk], kp, self.score).reshape(-1, n)
-                c = z.shape[0] // (batch * heads)
+                z = closeness(queries, keys, self.score)  # (B, H, c, hi − lo)
+                if band:  # outside the band: the lowest score, which no threshold keeps
+                    z = z.masked_fill(~reach, torch.finfo(z.dtype).min)
+                nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]  # a prefix of the range
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
-                yield s, [(index.view(batch, heads, c, -1), counts.view(batch, heads, c))
-                          for index, counts in cpu_rows.select_rows(z, rows_valid[:, :, chunk].reshape(-1), rows)]
-                continue
-            slack = self._slack(self.approximate_scores(qp[:, :, chunk], kp, valid), float(self.alpha_))
-            ok = valid & query_ok[:, :, chunk]
-            yield s, [compact((slack >= margin - config.MARGIN_TOLERANCE) & ok) for margin in margins]
+                selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid.expand(batch, heads, c).reshape(-1),
+                                                rows)
+                pieces = [(index.view(batch, heads, c, -1), counts.view(batch, heads, c)) for index, counts in selected]
+            else:
+                ok = (torch.arange(lo, hi, device=qp.device) < lengths[:, None])[:, None, None, :] & reach
+                scored = ok | ~query_ok  # a padded query's band may hold no valid key: score it on any, then drop it
+                slack = self._slack(self.approximate_scores(queries, keys, scored), float(self.alpha_))
+                pieces = [compact((slack >= margin - config.MARGIN_TOLERANCE) & ok & query_ok) for margin in margins]
+            yield s, [(shift_rows(index, counts, lo), counts) for index, counts in pieces]

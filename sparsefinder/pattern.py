@@ -121,12 +121,12 @@ def band_rows(start: int, index: Tensor, counts: Tensor, window: int) -> tuple[T
                        index.gather(-1, slots), 0), kept
 
 
-def shift_rows(index: Tensor, counts: Tensor, lo: int) -> Tensor:
-    """Keys of rows ``(…, w)`` given from key ``lo`` on (a chunk's key range), as keys of the sequence (unused
-    slots stay 0)."""
-    if not lo:
+def shift_rows(index: Tensor, counts: Tensor, offset: int) -> Tensor:
+    """Keys of rows ``(…, w)`` moved by ``offset``, unused slots left 0: a chunk's first key ``lo`` turns keys counted
+    in its key range into keys of the sequence, ``−lo`` the reverse."""
+    if not offset:
         return index
-    return torch.where(torch.arange(index.shape[-1], device=index.device) < counts[..., None], index + lo, 0)
+    return torch.where(torch.arange(index.shape[-1], device=index.device) < counts[..., None], index + offset, 0)
 
 
 @dataclass(frozen=True)

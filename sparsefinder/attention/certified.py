@@ -121,15 +121,17 @@ def certified_entmax_rows(
     for s, index, counts in _split(rows, query_chunks(n, batch * heads * n, chunk_pairs).step):
         c = counts.shape[2]
         lo, hi = band_keys(s, c, n, window)
-        index, counts = band_rows(s, index, counts, window)
-        slot_ok = torch.arange(index.shape[-1], device=q.device) < counts[..., None]
-        index = torch.where(slot_ok, index - lo, 0)  # in the chunk's key range
+        if window:  # the predicted keys within the band, counted from the chunk's first key
+            index, counts = band_rows(s, index, counts, window)
+            index = shift_rows(index, counts, -lo)
         scores = torch.matmul(q[:, :, s:s + c] * scaling, k[:, :, lo:hi].transpose(-1, -2))
         query_ok = (torch.arange(s, s + c, device=q.device) < lengths[:, None])[:, None, :, None]  # (B, 1, c, 1)
-        key_ok = (torch.arange(lo, hi, device=q.device) < lengths[:, None])[:, None, None, :]  # (B, 1, 1, m)
-        band = band_mask(s, c, lo, hi, window, q.device)
+        reach = (torch.arange(lo, hi, device=q.device) < lengths[:, None])[:, None, None, :] & query_ok
+        if window:
+            band = band_mask(s, c, lo, hi, window, q.device)
+            reach = reach & band
         if kernel:
-            # each valid query row may see the keys lo … length − 1 (a prefix of the range); the band's edges get
+            # each valid query row may see the keys lo … length − 1 (a prefix of the range); outside the band,
             # the lowest score, which no threshold keeps
             nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]
             if window:
@@ -145,7 +147,8 @@ def certified_entmax_rows(
             added += more.view(batch, heads, c).sum(-1)
             kept += counts.sum(-1)
             continue
-        mask, more = _certify_chunk(scores.detach(), index, slot_ok, key_ok & query_ok & band, alpha)
+        slot_ok = torch.arange(index.shape[-1], device=q.device) < counts[..., None]
+        mask, more = _certify_chunk(scores.detach(), index, slot_ok, reach, alpha)
         added += more
         index, counts = compact(mask)
         kept += counts.sum(-1)

@@ -637,18 +637,18 @@ class ThresholdPredictor(ProjectionPredictor):
             lo, hi = band_keys(s, c, n, band)
             queries, keys = qp[:, :, s:s + c], kp[:, :, lo:hi]
             query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]
-            reach = band_mask(s, c, lo, hi, band, qp.device)
             if kernel:  # the threshold and the selection of each row in compiled passes
                 z = closeness(queries, keys, self.score)  # (B, H, c, hi − lo)
                 if band:  # outside the band: the lowest score, which no threshold keeps
-                    z = z.masked_fill(~reach, torch.finfo(z.dtype).min)
+                    z = z.masked_fill(~band_mask(s, c, lo, hi, band, qp.device), torch.finfo(z.dtype).min)
                 nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]  # a prefix of the range
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
                 selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid.expand(batch, heads, c).reshape(-1),
                                                 rows)
                 pieces = [(index.view(batch, heads, c, -1), counts.view(batch, heads, c)) for index, counts in selected]
             else:
-                ok = (torch.arange(lo, hi, device=qp.device) < lengths[:, None])[:, None, None, :] & reach
+                ok = (torch.arange(lo, hi, device=qp.device) < lengths[:, None])[:, None, None, :] \
+                    & band_mask(s, c, lo, hi, band, qp.device)
                 scored = ok | ~query_ok  # a padded query's band may hold no valid key: score it on any, then drop it
                 slack = self._slack(self.approximate_scores(queries, keys, scored), float(self.alpha_))
                 pieces = [compact((slack >= margin - config.MARGIN_TOLERANCE) & ok & query_ok) for margin in margins]

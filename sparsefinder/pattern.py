@@ -115,7 +115,10 @@ def band_rows(start: int, index: Tensor, counts: Tensor, window: int) -> tuple[T
     if not window:
         return index, counts
     query = torch.arange(start, start + index.shape[2], device=index.device)[:, None]
-    keep = (torch.arange(index.shape[-1], device=index.device) < counts[..., None]) & ((index - query).abs() <= window)
+    used = torch.arange(index.shape[-1], device=index.device) < counts[..., None]
+    keep = used & ((index - query).abs() <= window)
+    if torch.equal(keep, used):  # already within the band (a band-aware predictor, the window itself): one pass
+        return index, counts
     slots, kept = compact(keep)
     return torch.where(torch.arange(slots.shape[-1], device=index.device) < kept[..., None],
                        index.gather(-1, slots), 0), kept

@@ -67,6 +67,7 @@ def test_window_keeps_hand_counted_pairs():
     assert pattern.row_lengths().tolist() == [[3, 4, 5, 5, 4, 3]] * HEADS
     i = torch.arange(6)
     assert torch.equal(pattern.to_dense(), ((i[:, None] - i[None, :]).abs() <= 2).expand(1, HEADS, 6, 6))
+    assert WindowPredictor(width=2).reach == 2 and RandomPredictor().reach is None  # a bound on |query − key|, or none
 
 
 def test_random_keeps_budget_and_is_deterministic_per_seed():

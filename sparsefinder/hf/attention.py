@@ -219,6 +219,8 @@ def sparse_attention(
                                                 input_ids_of(kwargs, batch, n, query), lengths, window)
     added = torch.zeros(batch, heads, dtype=torch.long)
     recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
+    # the band the predicted pairs are cut to (0: they lie within the model's band already, or there is none)
+    cut = 0 if exact or (predictor.reach is not None and predictor.reach <= window) else window
     # on a CPU with no recorder the predictor's rows feed the compute chunk by chunk: no layer-wide pattern
     rows = predictor.predict_rows(inputs) if not exact and recorder is None and not query.is_cuda else None
     if exact or kwargs.get("attention_certified", attached_certified(module.config)):
@@ -232,11 +234,11 @@ def sparse_attention(
         out, added, pattern = result.output, result.keys_added, result.pattern
         sparsity = sparsity_of(result.kept, lengths)
     elif rows is not None:
-        banded_rows = ((s, *band_rows(s, index, counts, window)) for s, index, counts in rows)
+        banded_rows = ((s, *band_rows(s, index, counts, cut)) for s, index, counts in rows)
         out, kept = sparse_entmax_rows(query, key, value, banded_rows, alpha, scaling)
         sparsity = sparsity_of(kept, lengths)
     else:
-        pattern = predictor.predict(inputs).within(window)
+        pattern = predictor.predict(inputs).within(cut)
         out = sparse_entmax_attention(query, key, value, pattern, alpha, scaling)
         sparsity = pattern.sparsity()
     if recorder is not None:

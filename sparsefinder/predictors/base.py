@@ -90,6 +90,12 @@ class Predictor:
     #: dicts int → tensor (saved as ``<name>_<key>``).
     fitted_tensors: ClassVar[tuple[str, ...]] = ()
 
+    @property
+    def reach(self) -> int | None:
+        """The largest ``|query − key|`` of any pair its patterns keep, where the predictor bounds it (``None``: any
+        pair): a banded model whose band covers it reads its patterns without cutting them."""
+        return None
+
     # -------------------------------------------------------------- parameters
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -138,6 +138,11 @@ class WindowPredictor(WindowUnion):
     def _validate_params(self) -> None:
         self._require_int("width", minimum=0)
 
+    @property
+    def reach(self) -> int:
+        """``width``: no pair farther apart is kept."""
+        return self.width
+
 
 class RandomPredictor(Predictor):
     """``keys`` uniformly random keys per query, seeded per (seed, layer)."""

@@ -6,7 +6,9 @@ distillation at the new length yet) embeds ``--docs`` documents of ``--tokens`` 
 by the certified route from an empty pattern) — or the ``--modes`` named — and each ``--predictor``
 on the sparse path (its prediction included) and in certified mode. Prints ms per document (median
 of ``--repeats``), cosine to dense entmax, sparsity, and the process's peak RSS so far after each
-mode (run one mode per process to read each mode's own peak). Stored predictors are loaded by id.
+mode (run one mode per process to read each mode's own peak). Stored predictors are loaded by id. A banded
+model (``sparsefinder_attention_window``) runs every mode within its band; ``softmax-all`` reads it with softmax
+over every key, as the original model would.
 
     python bench/bench_long.py --model /tmp/long4k --tokens 4096 --predictor window16 \\
         --stored proj24-thr-<id> --store artifacts/store
@@ -26,6 +28,7 @@ import torch
 from sparsefinder.attention import cpu_rows
 from sparsefinder.config import default_data_dir
 from sparsefinder.encoder import SparseEncoder
+from sparsefinder.hf.attention import CONFIG_WINDOW, window_of
 from sparsefinder.predictors.registry import predictor_from_spec
 from sparsefinder.store import ArtifactStore
 
@@ -57,18 +60,21 @@ def main() -> None:
     parser.add_argument("--stored", action="append", default=[], help="id of a stored predictor (with --store)")
     parser.add_argument("--store", default="artifacts/store")
     parser.add_argument("--modes", default="softmax,dense,exact",
-                        help="comma-separated reference modes to run, of softmax, dense, exact ('' for none; "
-                             "dense is slow and needs n² memory at long lengths)")
+                        help="comma-separated reference modes to run, of softmax, softmax-all (a banded model's softmax "
+                             "over every key), dense, exact ('' for none; dense is slow and needs n² memory at long "
+                             "lengths)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu_rows.warm_up()  # compile (or load) the row kernels before anything is timed
     encoder = SparseEncoder(args.model)
     texts = documents(encoder.tokenizer, args.docs, args.tokens)
-    labels = {"softmax": "softmax (SDPA)", "dense": "dense entmax", "exact": "exact"}
+    labels = {"softmax": "softmax (SDPA)", "softmax-all": "softmax (SDPA), every key", "dense": "dense entmax",
+              "exact": "exact"}
     chosen = [m for m in args.modes.split(",") if m]
     if unknown := [m for m in chosen if m not in labels]:
         parser.error(f"--modes: unknown {', '.join(unknown)} (choose from {', '.join(labels)})")
     modes = [(labels[m], m, False) for m in labels if m in chosen]
+    band = window_of(encoder.model.config)
     predictors = [predictor_from_spec(spec).fit(None) for spec in args.predictor]
     predictors += [ArtifactStore(args.store).load(artifact) for artifact in args.stored]
     for predictor in predictors:
@@ -78,10 +84,14 @@ def main() -> None:
     with torch.inference_mode():
         for label, mode, certified in modes:
             times, result = [], None
+            # a banded model read as if it saw every key: the original model's attention over the whole document
+            setattr(encoder.model.config, CONFIG_WINDOW, 0 if mode == "softmax-all" else band)
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                result = [encoder.encode([t], mode, certified=certified) for t in texts]
+                result = [encoder.encode([t], "softmax" if mode == "softmax-all" else mode, certified=certified)
+                          for t in texts]
                 times.append((time.perf_counter() - start) / len(texts))
+            setattr(encoder.model.config, CONFIG_WINDOW, band)
             emb = torch.cat([r.embeddings for r in result])
             if mode == "dense":
                 reference = emb

@@ -126,20 +126,18 @@ def certified_entmax_rows(
             index = shift_rows(index, counts, -lo)
         scores = torch.matmul(q[:, :, s:s + c] * scaling, k[:, :, lo:hi].transpose(-1, -2))
         query_ok = (torch.arange(s, s + c, device=q.device) < lengths[:, None])[:, None, :, None]  # (B, 1, c, 1)
-        reach = (torch.arange(lo, hi, device=q.device) < lengths[:, None])[:, None, None, :] & query_ok
-        if window:
-            band = band_mask(s, c, lo, hi, window, q.device)
-            reach = reach & band
         if kernel:
-            # each valid query row may see the keys lo … length − 1 (a prefix of the range); outside the band,
-            # the lowest score, which no threshold keeps
-            nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]
+            # each valid query row sees the keys first … nvalid − 1 of the range: its band, cut at its sequence's length
+            nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]  # (B, 1, c)
+            first = None
             if window:
-                scores = scores.masked_fill(~band, torch.finfo(scores.dtype).min)
+                query = torch.arange(s, s + c, device=q.device)
+                first = (query - window - lo).clamp(min=0).expand(batch, heads, c).reshape(-1)
+                nvalid = torch.minimum(nvalid, query + window + 1 - lo)
             values = v[:, :, lo:hi].reshape(batch * heads, hi - lo, -1)
             out, index, counts, more = cpu_rows.certified_rows(
                 scores.reshape(-1, hi - lo), index.reshape(-1, index.shape[-1]), counts.reshape(-1),
-                nvalid.expand(batch, heads, c).reshape(-1), values.contiguous(), c, keep_pattern)
+                nvalid.expand(batch, heads, c).reshape(-1), values.contiguous(), c, keep_pattern, first)
             outs.append(out.view(batch, heads, c, -1).to(q.dtype))
             counts = counts.view(batch, heads, c)
             if keep_pattern:
@@ -148,6 +146,8 @@ def certified_entmax_rows(
             kept += counts.sum(-1)
             continue
         slot_ok = torch.arange(index.shape[-1], device=q.device) < counts[..., None]
+        reach = (torch.arange(lo, hi, device=q.device) < lengths[:, None])[:, None, None, :] & query_ok \
+            & band_mask(s, c, lo, hi, window, q.device)
         mask, more = _certify_chunk(scores.detach(), index, slot_ok, reach, alpha)
         added += more
         index, counts = compact(mask)

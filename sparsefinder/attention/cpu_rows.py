@@ -153,7 +153,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                             out[r, e] += p * v[g, j, e]
 
     @_jit(parallel=True, fastmath=_FAST)
-    def certified(z, index, counts, nvalid, v, rows_per_head, out, kept, kept_counts, added):
+    def certified(z, index, counts, first, nvalid, v, rows_per_head, out, kept, kept_counts, added):
         rows, n = z.shape
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             buf = np.empty(max(index.shape[1], 1), np.float32)
@@ -162,8 +162,9 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 out[r, :] = 0.0
                 kept_counts[r] = 0
                 added[r] = 0
+                f = first[r]
                 nv = nvalid[r]
-                if nv == 0:
+                if nv <= f:
                     continue
                 g = r // rows_per_head
                 c = counts[r]
@@ -172,11 +173,11 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                     for s in range(c):
                         buf[s] = z[r, index[r, s]]
                     lower = threshold_from(buf, c, -np.inf)
-                t = threshold_from(z[r], nv, lower)
+                t = threshold_from(z[r, f:nv], nv - f, lower)
                 for s in range(c):
                     predicted[index[r, s]] = True
                 w = 0
-                for j in range(nv):  # branch-free: the slot is overwritten unless the key is kept
+                for j in range(f, nv):  # branch-free: the slot is overwritten unless the key is kept
                     support = z[r, j] > t
                     kept[r, w] = j
                     w += 1 if support or predicted[j] else 0
@@ -246,12 +247,13 @@ def row_thresholds(z: Tensor, nvalid: Tensor) -> Tensor:
 
 
 def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: Tensor,
-                   rows_per_head: int, keep: bool = True) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+                   rows_per_head: int, keep: bool = True, first: Tensor | None = None
+                   ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """Exact α-entmax (α = 1.5) attention of rows of exact scores ``z`` ``(R, n)`` seeded by predicted keys.
 
     ``index``/``counts`` ``(R, w)``/``(R,)`` are the predicted keys (a row with none keeps its exact
-    support: the exact route of dense α-entmax), ``nvalid`` ``(R,)`` the keys each
-    row may see, ``v`` ``(G, n, dv)`` the values of row group ``r // rows_per_head``. Returns the
+    support: the exact route of dense α-entmax), each row may see the keys ``first ≤ j < nvalid``
+    (``(R,)`` each; ``first`` 0 by default: a banded row starts later), ``v`` ``(G, n, dv)`` the values of row group ``r // rows_per_head``. Returns the
     output ``(R, dv)``, the certified keys (predicted plus added) as ``index`` ``(R, w')`` (``None``
     unless ``keep``) and ``counts`` ``(R,)``, and the keys added per row ``(R,)``.
     """
@@ -261,7 +263,8 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
     kept = np.empty((rows, n), np.int32)  # each row's certified keys in its first kept_counts slots
     kept_counts = np.empty(rows, np.int64)
     added = np.empty(rows, np.int64)
-    certified(_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64),
+    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+    certified(_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64), starts,
               _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, out, kept, kept_counts, added)
     certified_index = None
     if keep:

@@ -165,3 +165,23 @@ def test_entmax15_rows_matches_entmax15_forward_and_backward():
     assert torch.allclose(p_fast, p_ref, atol=1e-6) and torch.equal(p_fast > 0, p_ref > 0)
     assert torch.allclose(p_fast.sum(-1), torch.ones(3, 4, 50), atol=1e-5)
     assert torch.allclose(g_fast, g_ref, atol=1e-5)
+
+
+def test_rows_that_start_later_read_only_their_keys():
+    """``first``/``nvalid`` per row: the kernels see keys ``first ≤ j < nvalid`` only, as if the row were cut there."""
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(6, 40, generator=g) * 3
+    first, nvalid = torch.tensor([0, 5, 12, 30, 39, 7]), torch.tensor([40, 25, 13, 40, 40, 7])  # the last row: none
+    v = torch.randn(1, 40, 4, generator=g)
+    (index, counts), = cpu_rows.select_rows(z, nvalid, [torch.zeros(6)], first)
+    out, kept, kept_counts, _ = cpu_rows.certified_rows(z, torch.zeros(6, 1, dtype=torch.long),
+                                                        torch.zeros(6, dtype=torch.long), nvalid, v, 6, True, first)
+    for r in range(6):
+        f, nv = int(first[r]), int(nvalid[r])
+        if nv <= f:
+            assert counts[r] == 0 and kept_counts[r] == 0 and not out[r].any()
+            continue
+        p = entmax(z[r, f:nv][None], 1.5)[0]
+        support = (p > 0).nonzero().squeeze(1) + f
+        assert index[r, :counts[r]].tolist() == support.tolist() == kept[r, :kept_counts[r]].tolist()
+        torch.testing.assert_close(out[r], p @ v[0, f:nv], atol=1e-5, rtol=1e-5)

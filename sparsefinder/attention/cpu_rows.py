@@ -94,23 +94,24 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         return np.float64(top) + 2.0 * (t + (s1d - math.sqrt(disc if disc > 0.0 else 0.0)) / s0)
 
     @_jit(parallel=True, fastmath=_FAST)
-    def thresholds(z, nvalid, margins, out, counts):  # z (R, n), nvalid (R,), margins (V, R) → out (R,), counts (V, R)
+    def thresholds(z, first, nvalid, margins, out, counts):  # z (R, n), first/nvalid (R,), margins (V, R) → out, counts
         for r in _nb.prange(z.shape[0]):
+            f = first[r]
             nv = nvalid[r]
-            t = np.float32(threshold_from(z[r], nv, -np.inf) if nv > 0 else 0.0)  # fill compares the same
+            t = np.float32(threshold_from(z[r, f:nv], nv - f, -np.inf) if nv > f else 0.0)  # fill compares the same
             out[r] = t
             for v in range(margins.shape[0]):
                 m = 0
-                for j in range(nv):
+                for j in range(f, nv):
                     m += 1 if z[r, j] - t >= margins[v, r] else 0
                 counts[v, r] = m
 
     @_jit(parallel=True)
-    def fill(z, t, margin, nvalid, counts, index):  # the counts[r] keys j with z - t ≥ margin, increasing → index (R, w)
+    def fill(z, t, margin, first, nvalid, counts, index):  # the counts[r] keys j with z - t ≥ margin → index (R, w)
         for r in _nb.prange(z.shape[0]):
             c = counts[r]
             m = 0
-            for j in range(nvalid[r]):
+            for j in range(first[r], nvalid[r]):
                 if m == c:
                     break
                 index[r, m] = j  # overwritten until a key qualifies: no branch on the comparison
@@ -211,26 +212,28 @@ def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, 
     return torch.from_numpy(out).view(batch, heads, n, -1).to(q.dtype)
 
 
-def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor | None = None
+                ) -> list[tuple[Tensor, Tensor]]:
     """Per-query thresholds and the keys that clear them by a margin, for each of several margins.
 
-    ``z`` ``(R, n)`` are scores, ``nvalid`` ``(R,)`` how many leading keys each row may see; ``t``
-    is the exact α-entmax (α = 1.5) threshold of each row. For each margin ``(R,)`` in ``margins``
-    the keys ``j < nvalid`` with ``z_j − t ≥ margin`` as ``index`` ``(R, w)`` (increasing keys,
-    zero padded, ``w`` the widest row, ≥ 1) and ``counts`` ``(R,)``: a counting pass, then the
-    index at its final width.
+    ``z`` ``(R, n)`` are scores; each row may see the keys ``first ≤ j < nvalid`` (``(R,)`` each,
+    ``first`` 0 by default: a banded row starts later); ``t`` is the exact α-entmax (α = 1.5) threshold of
+    each row over them. For each margin ``(R,)`` in ``margins`` those keys with ``z_j − t ≥ margin`` as
+    ``index`` ``(R, w)`` (increasing keys, zero padded, ``w`` the widest row, ≥ 1) and ``counts`` ``(R,)``:
+    a counting pass, then the index at its final width.
     """
     set_threads()
     rows = z.shape[0]
     zz, nv = _np(z, torch.float32), _np(nvalid, torch.int64)
+    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
     stacked = np.stack([_np(m, torch.float32) for m in margins]) if margins else np.zeros((0, rows), np.float32)
     t = np.empty(rows, np.float32)
     counts = np.empty((len(margins), rows), np.int64)
-    thresholds(zz, nv, stacked, t, counts)
+    thresholds(zz, starts, nv, stacked, t, counts)
     out = []
     for v in range(len(margins)):
         index = np.empty((rows, max(int(counts[v].max()) if rows else 0, 1)), np.int64)
-        fill(zz, t, stacked[v], nv, counts[v], index)
+        fill(zz, t, stacked[v], starts, nv, counts[v], index)
         out.append((torch.from_numpy(index), torch.from_numpy(counts[v])))
     return out
 
@@ -241,8 +244,8 @@ def row_thresholds(z: Tensor, nvalid: Tensor) -> Tensor:
     set_threads()
     rows = z.shape[0]
     t = np.empty(rows, np.float32)
-    thresholds(_np(z, torch.float32), _np(nvalid, torch.int64), np.zeros((0, rows), np.float32), t,
-               np.empty((0, rows), np.int64))
+    thresholds(_np(z, torch.float32), np.zeros(rows, np.int64), _np(nvalid, torch.int64),
+               np.zeros((0, rows), np.float32), t, np.empty((0, rows), np.int64))
     return torch.from_numpy(t)
 
 

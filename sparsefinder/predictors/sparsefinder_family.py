@@ -639,12 +639,16 @@ class ThresholdPredictor(ProjectionPredictor):
             query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]
             if kernel:  # the threshold and the selection of each row in compiled passes
                 z = closeness(queries, keys, self.score)  # (B, H, c, hi − lo)
-                if band:  # outside the band: the lowest score, which no threshold keeps
-                    z = z.masked_fill(~band_mask(s, c, lo, hi, band, qp.device), torch.finfo(z.dtype).min)
-                nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]  # a prefix of the range
+                # each valid query row sees the keys first … nvalid − 1 of the range: its band, cut at the length
+                nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]  # (B, 1, c)
+                first = None
+                if band:
+                    query = torch.arange(s, s + c, device=qp.device)
+                    first = (query - band - lo).clamp(min=0).expand(batch, heads, c).reshape(-1)
+                    nvalid = torch.minimum(nvalid, query + band + 1 - lo)
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
                 selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid.expand(batch, heads, c).reshape(-1),
-                                                rows)
+                                                rows, first)
                 pieces = [(index.view(batch, heads, c, -1), counts.view(batch, heads, c)) for index, counts in selected]
             else:
                 ok = (torch.arange(lo, hi, device=qp.device) < lengths[:, None])[:, None, None, :] \

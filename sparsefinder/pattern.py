@@ -26,8 +26,8 @@ from torch import Tensor
 from . import hit_counts
 from .config import SPARSE_WIDTH_CLASSES
 
-__all__ = ["Pattern", "band_keys", "band_mask", "band_rows", "compact", "pad_width", "query_chunks", "shift_rows",
-           "sparsity_of", "width_classes"]
+__all__ = ["Pattern", "band_keys", "band_mask", "band_rows", "compact", "pad_width", "query_chunks", "row_key_spans",
+           "shift_rows", "sparsity_of", "width_classes"]
 
 Device = torch.device | str | None
 
@@ -107,6 +107,21 @@ def band_mask(start: int, count: int, lo: int, hi: int, window: int, device: Dev
     (all true for ``window`` 0)."""
     offset = torch.arange(lo, hi, device=device)[None, :] - torch.arange(start, start + count, device=device)[:, None]
     return offset.abs() <= window if window else torch.ones_like(offset, dtype=torch.bool)
+
+
+def row_key_spans(start: int, count: int, lo: int, hi: int, window: int, lengths: Tensor, heads: int
+                  ) -> tuple[Tensor | None, Tensor]:
+    """The keys each row of queries ``start … start + count − 1`` sees, counted from key ``lo`` (a chunk's key range
+    ``[lo, hi)``), as the row kernels read them: ``first`` and ``nvalid`` flat over ``(B, heads, count)`` rows
+    (sequences of ``lengths`` ``(B,)``): its band within the range, cut at its sequence's length; ``nvalid`` 0 for
+    padded queries; ``first`` ``None`` without a band (every row starts at ``lo``)."""
+    query = torch.arange(start, start + count, device=lengths.device)
+    nvalid = (lengths[:, None] - lo).clamp(max=hi - lo) * (query < lengths[:, None])  # (B, count)
+    first = None
+    if window:
+        first = (query - window - lo).clamp(min=0).expand(lengths.numel(), heads, count).reshape(-1)
+        nvalid = torch.minimum(nvalid, query + window + 1 - lo)
+    return first, nvalid[:, None, :].expand(-1, heads, count).reshape(-1)
 
 
 def band_rows(start: int, index: Tensor, counts: Tensor, window: int) -> tuple[Tensor, Tensor]:

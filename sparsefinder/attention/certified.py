@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, THRESHOLD_SEED_KEYS
-from ..pattern import Pattern, band_keys, band_mask, band_rows, compact, query_chunks, shift_rows
+from ..pattern import Pattern, band_keys, band_mask, band_rows, compact, query_chunks, row_key_spans, shift_rows
 from . import cpu_rows
 from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
 
@@ -125,19 +125,12 @@ def certified_entmax_rows(
             index, counts = band_rows(s, index, counts, window)
             index = shift_rows(index, counts, -lo)
         scores = torch.matmul(q[:, :, s:s + c] * scaling, k[:, :, lo:hi].transpose(-1, -2))
-        query_ok = (torch.arange(s, s + c, device=q.device) < lengths[:, None])[:, None, :, None]  # (B, 1, c, 1)
         if kernel:
-            # each valid query row sees the keys first … nvalid − 1 of the range: its band, cut at its sequence's length
-            nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]  # (B, 1, c)
-            first = None
-            if window:
-                query = torch.arange(s, s + c, device=q.device)
-                first = (query - window - lo).clamp(min=0).expand(batch, heads, c).reshape(-1)
-                nvalid = torch.minimum(nvalid, query + window + 1 - lo)
+            first, nvalid = row_key_spans(s, c, lo, hi, window, lengths, heads)
             values = v[:, :, lo:hi].reshape(batch * heads, hi - lo, -1)
             out, index, counts, more = cpu_rows.certified_rows(
-                scores.reshape(-1, hi - lo), index.reshape(-1, index.shape[-1]), counts.reshape(-1),
-                nvalid.expand(batch, heads, c).reshape(-1), values.contiguous(), c, keep_pattern, first)
+                scores.reshape(-1, hi - lo), index.reshape(-1, index.shape[-1]), counts.reshape(-1), nvalid,
+                values.contiguous(), c, keep_pattern, first)
             outs.append(out.view(batch, heads, c, -1).to(q.dtype))
             counts = counts.view(batch, heads, c)
             if keep_pattern:
@@ -146,6 +139,7 @@ def certified_entmax_rows(
             kept += counts.sum(-1)
             continue
         slot_ok = torch.arange(index.shape[-1], device=q.device) < counts[..., None]
+        query_ok = (torch.arange(s, s + c, device=q.device) < lengths[:, None])[:, None, :, None]  # (B, 1, c, 1)
         reach = (torch.arange(lo, hi, device=q.device) < lengths[:, None])[:, None, None, :] & query_ok \
             & band_mask(s, c, lo, hi, window, q.device)
         mask, more = _certify_chunk(scores.detach(), index, slot_ok, reach, alpha)

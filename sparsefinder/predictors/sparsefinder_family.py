@@ -36,7 +36,8 @@ from ..attention.sparse import row_kernels_apply
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
-from ..pattern import Pattern, band_keys, band_mask, compact, query_chunks, shift_rows, width_classes
+from ..pattern import (Pattern, band_keys, band_mask, compact, query_chunks, row_key_spans, shift_rows,
+                       width_classes)
 from ..inputs import AttentionInputs
 from . import group_rows
 from .base import Predictor
@@ -636,21 +637,14 @@ class ThresholdPredictor(ProjectionPredictor):
             c = min(starts.step, n - s)
             lo, hi = band_keys(s, c, n, band)
             queries, keys = qp[:, :, s:s + c], kp[:, :, lo:hi]
-            query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]
             if kernel:  # the threshold and the selection of each row in compiled passes
                 z = closeness(queries, keys, self.score)  # (B, H, c, hi − lo)
-                # each valid query row sees the keys first … nvalid − 1 of the range: its band, cut at the length
-                nvalid = (lengths[:, None, None] - lo).clamp(max=hi - lo) * query_ok[..., 0]  # (B, 1, c)
-                first = None
-                if band:
-                    query = torch.arange(s, s + c, device=qp.device)
-                    first = (query - band - lo).clamp(min=0).expand(batch, heads, c).reshape(-1)
-                    nvalid = torch.minimum(nvalid, query + band + 1 - lo)
+                first, nvalid = row_key_spans(s, c, lo, hi, band, lengths, heads)
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
-                selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid.expand(batch, heads, c).reshape(-1),
-                                                rows, first)
+                selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid, rows, first)
                 pieces = [(index.view(batch, heads, c, -1), counts.view(batch, heads, c)) for index, counts in selected]
             else:
+                query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]
                 ok = (torch.arange(lo, hi, device=qp.device) < lengths[:, None])[:, None, None, :] \
                     & band_mask(s, c, lo, hi, band, qp.device)
                 scored = ok | ~query_ok  # a padded query's band may hold no valid key: score it on any, then drop it

@@ -166,3 +166,22 @@ def test_banded_attention_is_dense_entmax_within_the_band_from_any_pattern(kerne
     torch.testing.assert_close(result.output, probs @ v, atol=1e-5, rtol=1e-5)
     assert result.pattern == noise.within(window).union(gold)
     assert torch.equal(result.keys_added, gold.nnz_per_head() - noise.within(window).intersection_per_head(gold))
+
+
+def test_a_banded_models_softmax_by_chunks_equals_softmax_with_the_whole_band_mask(monkeypatch):
+    """Softmax of a banded model (±5), chunks of 7 queries against their key ranges, on a padded batch: the same as
+    SDPA with the whole additive mask (padding and band) at every real query (a padded query far past its sequence
+    sees no real key in its band, so what it gets is arbitrary either way)."""
+    from sparsefinder.hf import attention
+
+    monkeypatch.setattr(attention, "SPARSE_CHUNK_PAIRS", 2 * 3 * 50 * 7)
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(2, 3, 50, 8, generator=g) * 2 for _ in range(3))
+    padding = torch.zeros(2, 1, 50, 50).masked_fill(torch.arange(50) >= torch.tensor([50, 37])[:, None, None, None],
+                                                    torch.finfo(torch.float32).min)
+    for mask in (None, padding):
+        whole = attention.banded(mask, 50, 5, torch.float32, q.device)
+        reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=whole).transpose(1, 2)
+        out = attention.banded_softmax(q, k, v, mask, 8**-0.5, 5)
+        torch.testing.assert_close(out[0], reference[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[1, :37], reference[1, :37], atol=1e-5, rtol=1e-5)

@@ -26,8 +26,9 @@ layer when created with ``keep_outputs=True`` (for the fidelity report). ``atten
 
 A **banded model** declares ``config.sparsefinder_attention_window`` ``W`` > 0 (``distil-long
 --attention-window``): each query attends to the keys within ``±W`` positions only, and every mode
-honours it: dense α-entmax and softmax mask the scores outside the band, the ``exact`` route scores
-each chunk of queries against its key range only (one matrix product, then the row kernels), and a
+honours it: dense α-entmax masks the scores outside the band (the n² reference), softmax and the ``exact``
+route score each chunk of queries against its key range only (SDPA; one matrix product, then the row
+kernels), and a
 predictor's pattern is cut to the band before the sparse or certified compute reads it. Its gold graph
 is the support within the band.
 """
@@ -44,11 +45,11 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from ..alpha_entmax import entmax
-from ..config import BAND_OFFSET, DEFAULT_ALPHA
+from ..config import BAND_OFFSET, DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS
 from ..errors import SparsefinderError
 from ..inputs import AttentionInputs
 from ..layers import applies_to_layer
-from ..pattern import Pattern, band_mask, band_rows, sparsity_of
+from ..pattern import Pattern, band_keys, band_mask, band_rows, query_chunks, sparsity_of
 from .attached import attached_certified, attached_predictor
 from ..attention.certified import certified_entmax_attention, certified_entmax_rows
 from ..attention import cpu_rows
@@ -97,6 +98,27 @@ def banded(attention_mask: Tensor | None, n: int, window: int, dtype: torch.dtyp
     outside = ~band_mask(0, n, 0, n, window, device)
     offset = torch.zeros(n, n, dtype=dtype, device=device).masked_fill(outside, BAND_OFFSET)
     return offset[None, None] if attention_mask is None else attention_mask + offset
+
+
+def banded_softmax(query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, scaling: float,
+                   window: int, dropout: float = 0.0) -> Tensor:
+    """Softmax attention within ``±window`` (SDPA), a chunk of queries at a time against its key range only (O(n·W)
+    work and memory, no ``n × n`` mask): ``(B, H, n, d)`` inputs, additive ``attention_mask`` ``(B, 1, n, n)`` or
+    ``None`` → output ``(B, n, H, d)``."""
+    batch, heads, n, _ = query.shape
+    starts = query_chunks(n, batch * heads * n, SPARSE_CHUNK_PAIRS)
+    outs = []
+    for s in starts:
+        c = min(starts.step, n - s)
+        lo, hi = band_keys(s, c, n, window)
+        mask = torch.zeros(c, hi - lo, dtype=query.dtype, device=query.device).masked_fill(
+            ~band_mask(s, c, lo, hi, window, query.device), BAND_OFFSET)
+        if attention_mask is not None:
+            mask = attention_mask[:, :, s:s + c, lo:hi] + mask
+        outs.append(nn.functional.scaled_dot_product_attention(
+            query[:, :, s:s + c], key[:, :, lo:hi], value[:, :, lo:hi], attn_mask=mask, dropout_p=dropout,
+            scale=scaling))
+    return torch.cat(outs, 2).transpose(1, 2).contiguous()
 
 
 def entmax_attention(
@@ -201,9 +223,12 @@ def sparse_attention(
         if predictor == "dense":
             out = entmax_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                    **kwargs)[0]
+        elif window_of(module.config):  # a banded model's softmax, a chunk of queries against its key range at a time
+            out = banded_softmax(query, key, value, attention_mask, query.shape[-1] ** -0.5 if scaling is None else scaling,
+                                 window_of(module.config), dropout if module.training else 0.0)
         else:
-            mask = banded(attention_mask, query.shape[2], window_of(module.config), query.dtype, query.device)
-            out = sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)[0]
+            out = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                         **kwargs)[0]
         if stats is not None:
             stats.record(layer, [0.0] * query.shape[0], [0] * query.shape[0])
             if stats.keep_outputs:

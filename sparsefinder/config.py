@@ -36,7 +36,7 @@ DEFAULT_RECALL_TARGET: float = 0.99
 SPARSE_CHUNK_PAIRS: int = 1 << 22
 #: Sparse attention gathers kept keys when rows keep fewer than n / ratio keys, else reads them off score rows.
 SPARSE_GATHER_RATIO: int = 16
-#: Added to the scores of the pairs outside a banded model's band by its dense and softmax modes: far enough below
+#: Added to the scores of the pairs outside a banded model's band by its dense mode and its softmax: far enough below
 #: any real score that α-entmax (α ≥ 1.01) and softmax give them exactly zero weight in every row whose own key is valid;
 #: finite and moderate, so a padded query whose band holds only padded keys keeps finite weights and gradients.
 BAND_OFFSET: float = -1e4

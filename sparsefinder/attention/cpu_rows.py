@@ -154,7 +154,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                             out[r, e] += p * v[g, j, e]
 
     @_jit(parallel=True, fastmath=_FAST)
-    def certified(z, index, counts, first, nvalid, v, rows_per_head, out, kept, kept_counts, added):
+    def certified(z, index, counts, first, nvalid, v, rows_per_head, keep, out, kept, kept_counts, added):
         rows, n = z.shape
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             buf = np.empty(max(index.shape[1], 1), np.float32)
@@ -177,20 +177,34 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 t = threshold_from(z[r, f:nv], nv - f, lower)
                 for s in range(c):
                     predicted[index[r, s]] = True
-                w = 0
-                for j in range(f, nv):  # branch-free: the slot is overwritten unless the key is kept
-                    support = z[r, j] > t
-                    kept[r, w] = j
-                    w += 1 if support or predicted[j] else 0
-                    added[r] += 1 if support and not predicted[j] else 0
-                for s in range(w):
-                    j = kept[r, s]
-                    half = (z[r, j] - t) * 0.5
-                    if half > 0.0:
-                        p = np.float32(half * half)
-                        for e in range(v.shape[2]):
-                            out[r, e] += p * v[g, j, e]
-                kept_counts[r] = w
+                if not keep:  # one pass that attends the few support keys as it meets them (no list of kept keys)
+                    support = 0
+                    both = 0
+                    for j in range(f, nv):
+                        half = (z[r, j] - t) * 0.5
+                        if half > 0.0:
+                            support += 1
+                            both += 1 if predicted[j] else 0
+                            p = np.float32(half * half)
+                            for e in range(v.shape[2]):
+                                out[r, e] += p * v[g, j, e]
+                    kept_counts[r] = support + c - both
+                    added[r] = support - both
+                else:
+                    w = 0
+                    for j in range(f, nv):  # branch-free: the slot is overwritten unless the key is kept
+                        support = z[r, j] > t
+                        kept[r, w] = j
+                        w += 1 if support or predicted[j] else 0
+                        added[r] += 1 if support and not predicted[j] else 0
+                    for s in range(w):
+                        j = kept[r, s]
+                        half = (z[r, j] - t) * 0.5
+                        if half > 0.0:
+                            p = np.float32(half * half)
+                            for e in range(v.shape[2]):
+                                out[r, e] += p * v[g, j, e]
+                    kept_counts[r] = w
                 for s in range(c):
                     predicted[index[r, s]] = False
 
@@ -263,12 +277,12 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
     set_threads()
     rows, n = z.shape
     out = np.empty((rows, v.shape[-1]), np.float32)
-    kept = np.empty((rows, n), np.int32)  # each row's certified keys in its first kept_counts slots
+    kept = np.empty((rows, n) if keep else (1, 1), np.int32)  # each row's certified keys in its first kept_counts slots
     kept_counts = np.empty(rows, np.int64)
     added = np.empty(rows, np.int64)
     starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
     certified(_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64), starts,
-              _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, out, kept, kept_counts, added)
+              _np(nvalid, torch.int64), _np(v, torch.float32), rows_per_head, keep, out, kept, kept_counts, added)
     certified_index = None
     if keep:
         certified_index = np.empty((rows, max(int(kept_counts.max()) if rows else 0, 1)), np.int64)

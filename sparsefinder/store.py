@@ -66,6 +66,11 @@ class ArtifactInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fitted_on(self, dataset: Any) -> bool:
+        """Whether this predictor was fitted on ``dataset``: the same model, α, length, corpus and number of sequences."""
+        return (self.model_id, self.alpha, self.max_length, self.fit_corpus_sha256, self.fit_sequences) == (
+            dataset.model_id, dataset.alpha, dataset.max_length, _dataset_corpus_sha(dataset), len(dataset))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactInfo:
         names = {f.name for f in fields(cls)}

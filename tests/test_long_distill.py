@@ -25,6 +25,7 @@ from sparsefinder.inputs import AttentionInputs
 from sparsefinder.model import load_encoder, packaged_model_path
 from sparsefinder.predictors.oracle import OracleSupport
 from sparsefinder.predictors.registry import predictor_from_spec
+from sparsefinder.store import ArtifactStore
 from sparsefinder.training.checkpoints import checkpoint_dir
 from sparsefinder.training.long_distill import distil_long, long_loss, student_attention
 from sparsefinder.training.windowed_teacher import (central_window, long_fidelity, window_starts,
@@ -258,6 +259,12 @@ def test_pipeline_long_adds_a_report_at_the_long_models_length(tmp_path, monkeyp
     assert (tmp_path / "work" / "models" / "all-MiniLM-L6-v2-long1k" / "long.json").is_file()
     assert main(args) == 0  # every step cached: the same two reports
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == reports
+    fitted = [i for i in ArtifactStore(tmp_path / "store").list() if "long1k" in i.model_id]
+    assert [i.fit_sequences for i in fitted] == [2]  # fitted once
+    monkeypatch.setattr(cli_pipeline, "PIPELINE_LONG_FIT_SEQUENCES", 3)  # other fit data: fitted again
+    assert main(args) == 0
+    fitted = [i for i in ArtifactStore(tmp_path / "store").list() if "long1k" in i.model_id]
+    assert sorted(i.fit_sequences for i in fitted) == [2, 3]
     monkeypatch.setattr(cli_pipeline, "LONG_STEPS", 3)  # other settings: the encoder already trained is kept
     assert main(args) == 0
     assert "using the encoder already trained in" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def pipeline(fit_corpus: Path, eval_corpus: Path, *, specs: list[str], max_lengt
     eval_data = dataset_for_corpus(eval_corpus, model=model, max_length=max_length, alpha=settings.alpha,
                                    limit=eval_sequences, engine=engine)
     store = ArtifactStore(store_url)
-    stored = {i.spec for i in store.list() if i.model_id == fit_data.model_id and i.alpha == fit_data.alpha}
+    stored = {i.spec for i in store.list() if i.fitted_on(fit_data)}  # a family fitted on other data is fitted again
     todo = []
     for spec in specs:
         family = predictor_from_spec(spec).family_spec

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -114,14 +115,16 @@ def row_key_spans(start: int, count: int, lo: int, hi: int, window: int, lengths
     """The keys each row of queries ``start … start + count − 1`` sees, counted from key ``lo`` (a chunk's key range
     ``[lo, hi)``), as the row kernels read them: ``first`` and ``nvalid`` flat over ``(B, heads, count)`` rows
     (sequences of ``lengths`` ``(B,)``): its band within the range, cut at its sequence's length; ``nvalid`` 0 for
-    padded queries; ``first`` ``None`` without a band (every row starts at ``lo``)."""
-    query = torch.arange(start, start + count, device=lengths.device)
-    nvalid = (lengths[:, None] - lo).clamp(max=hi - lo) * (query < lengths[:, None])  # (B, count)
+    padded queries; ``first`` ``None`` without a band (every row starts at ``lo``). Computed with numpy: the row
+    kernels call it once per chunk of queries, where a dozen small torch operators cost more than the arithmetic."""
+    query = np.arange(start, start + count)
+    ends = lengths.cpu().numpy()[:, None]
+    nvalid = np.minimum(ends - lo, hi - lo) * (query < ends)  # (B, count)
     first = None
     if window:
-        first = (query - window - lo).clamp(min=0).expand(lengths.numel(), heads, count).reshape(-1)
-        nvalid = torch.minimum(nvalid, query + window + 1 - lo)
-    return first, nvalid[:, None, :].expand(-1, heads, count).reshape(-1)
+        first = torch.from_numpy(np.tile(np.maximum(query - window - lo, 0), len(ends) * heads))
+        nvalid = np.minimum(nvalid, query + window + 1 - lo)
+    return first, torch.from_numpy(np.repeat(nvalid, heads, axis=0).reshape(-1))
 
 
 def band_rows(start: int, index: Tensor, counts: Tensor, window: int) -> tuple[Tensor, Tensor]:

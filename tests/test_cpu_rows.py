@@ -185,3 +185,39 @@ def test_rows_that_start_later_read_only_their_keys():
         support = (p > 0).nonzero().squeeze(1) + f
         assert index[r, :counts[r]].tolist() == support.tolist() == kept[r, :kept_counts[r]].tolist()
         torch.testing.assert_close(out[r], p @ v[0, f:nv], atol=1e-5, rtol=1e-5)
+
+
+def test_kernels_read_only_the_blocks_that_can_hold_support_keys_and_stay_exact():
+    """The kernels look for support keys only in blocks of keys whose maximum clears ``max z − 2`` (a lower bound of
+    the threshold): rows whose support is one key, every key (ties), two far-apart groups, a ramp across many
+    blocks, and a row cut at unaligned ``first``/``nvalid``; thresholds, selections and certified attention with and
+    without a kept pattern all equal dense α-entmax on the row's keys."""
+    g = torch.Generator().manual_seed(12)
+    n = 101  # not a multiple of the block size
+    z = torch.randn(6, n, generator=g) * 0.3
+    z[0, 57] = 9.0  # one dominant key
+    z[1] = 2.0  # every key tied
+    z[2, 3], z[2, 98] = 4.0, 4.1  # two groups in the first and last blocks
+    z[3] = torch.linspace(-1.0, 1.5, n)  # a ramp: the support spans several blocks
+    z[4, 40:44] = 3.0
+    z[5] = torch.randn(n, generator=g) * 4
+    first = torch.tensor([0, 0, 0, 0, 17, 3])
+    nvalid = torch.tensor([n, n, n, n, 63, 99])
+    v = torch.randn(1, n, 5, generator=g)
+    (index, counts), (wide, wide_counts) = cpu_rows.select_rows(z, nvalid, [torch.zeros(6), torch.full((6,), -1.5)],
+                                                                first)
+    none = torch.zeros(6, 1, dtype=torch.long), torch.zeros(6, dtype=torch.long)
+    lean = cpu_rows.certified_rows(z, *none, nvalid, v, 6, False, first)
+    kept = cpu_rows.certified_rows(z, *none, nvalid, v, 6, True, first)
+    for r in range(6):
+        f, nv = int(first[r]), int(nvalid[r])
+        row = z[r, f:nv]
+        p = entmax(row[None], 1.5)[0]
+        support = ((p > 0).nonzero().squeeze(1) + f).tolist()
+        t = float(threshold(row[None], 1.5))
+        assert index[r, :counts[r]].tolist() == support == kept[1][r, :kept[2][r]].tolist()
+        assert wide[r, :wide_counts[r]].tolist() == ((row - t >= -1.5).nonzero().squeeze(1) + f).tolist()
+        assert int(lean[2][r]) == len(support)
+        torch.testing.assert_close(lean[0][r], p @ v[0, f:nv], atol=1e-5, rtol=1e-5)
+        assert torch.equal(lean[0][r], kept[0][r])
+    assert counts.tolist()[:3] == [1, n, 2] and int(counts[3]) > 16

@@ -116,21 +116,22 @@ def certified_entmax_rows(
     added = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     kept = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     kernel = not needs_grad(q, k, v) and row_kernels_apply(q, alpha)
+    scaled = q * scaling  # once, not per chunk
     if kernel:  # once, not per chunk: the model's heads are strided views (copies per chunk were O(n²) at 16k)
         k, v = k.contiguous(), v.contiguous()
+        values = v.view(batch * heads, n, -1)  # each chunk's kernel reads its key range from key lo on
     for s, index, counts in _split(rows, query_chunks(n, batch * heads * n, chunk_pairs).step):
         c = counts.shape[2]
         lo, hi = band_keys(s, c, n, window)
-        if window:  # the predicted keys within the band, counted from the chunk's first key
+        if window and bool(counts.any()):  # the predicted keys within the band, counted from the chunk's first key
             index, counts = band_rows(s, index, counts, window)
             index = shift_rows(index, counts, -lo)
-        scores = torch.matmul(q[:, :, s:s + c] * scaling, k[:, :, lo:hi].transpose(-1, -2))
+        scores = torch.matmul(scaled[:, :, s:s + c], k[:, :, lo:hi].transpose(-1, -2))
         if kernel:
             first, nvalid = row_key_spans(s, c, lo, hi, window, lengths, heads)
-            values = v[:, :, lo:hi].reshape(batch * heads, hi - lo, -1)
             out, index, counts, more = cpu_rows.certified_rows(
                 scores.reshape(-1, hi - lo), index.reshape(-1, index.shape[-1]), counts.reshape(-1), nvalid,
-                values.contiguous(), c, keep_pattern, first)
+                values, c, keep_pattern, first, lo)
             outs.append(out.view(batch, heads, c, -1).to(q.dtype))
             counts = counts.view(batch, heads, c)
             if keep_pattern:

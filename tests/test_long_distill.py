@@ -257,14 +257,20 @@ def test_pipeline_long_adds_a_report_at_the_long_models_length(tmp_path, monkeyp
     assert long["dataset"]["max_length"] == 1024 and long["dataset"]["model_id"].startswith("all-MiniLM-L6-v2-long1k@")
     assert [p["spec"] for p in long["predictors"]] == ["proj24-thr", "window"]
     assert (tmp_path / "work" / "models" / "all-MiniLM-L6-v2-long1k" / "long.json").is_file()
-    assert main(args) == 0  # every step cached: the same two reports
+    written = {r: (tmp_path / "reports" / r / "report.json").stat().st_mtime_ns for r in reports}
+    capsys.readouterr()
+    assert main(args) == 0  # every step cached: the same two reports, not evaluated again
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == reports
+    assert {r: (tmp_path / "reports" / r / "report.json").stat().st_mtime_ns for r in reports} == written
+    assert capsys.readouterr().out.count("already written for this dataset and these predictors") == 2
     fitted = [i for i in ArtifactStore(tmp_path / "store").list() if "long1k" in i.model_id]
     assert [i.fit_sequences for i in fitted] == [2]  # fitted once
     monkeypatch.setattr(cli_pipeline, "PIPELINE_LONG_FIT_SEQUENCES", 3)  # other fit data: fitted again
     assert main(args) == 0
     fitted = [i for i in ArtifactStore(tmp_path / "store").list() if "long1k" in i.model_id]
     assert sorted(i.fit_sequences for i in fitted) == [2, 3]
+    rewritten = {r: (tmp_path / "reports" / r / "report.json").stat().st_mtime_ns for r in reports}
+    assert rewritten[reports[0]] == written[reports[0]] and rewritten[reports[1]] != written[reports[1]]
     monkeypatch.setattr(cli_pipeline, "LONG_STEPS", 3)  # other settings: the encoder already trained is kept
     assert main(args) == 0
     assert "using the encoder already trained in" in capsys.readouterr().err

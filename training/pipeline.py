@@ -4,9 +4,10 @@ Adapt the encoder to α-entmax once (``sparsefinder adapt``, cached; skipped wit
 or when ``--model`` or ``$SPARSEFINDER_MODEL`` names an encoder), extract the fit corpus
 (WikiText-2 ``valid.txt``) and the evaluation corpus (``test.txt``) with it,
 fit the configured learned predictors into the store (skipping families already stored
-for the same model and α), evaluate every stored predictor and every baseline on the
+for the same data), evaluate every stored predictor and every baseline on the
 evaluation corpus, and write the report. Every step is cached, so a second run only
-redoes what changed. With ``--serve`` the service starts afterwards on the results and model.
+redoes what changed: the report is kept when it was written by this version of sparsefinder on the
+same evaluation dataset for the same predictors (artifact ids and knob values). With ``--serve`` the service starts afterwards on the results and model.
 With ``--long`` a second report is made the same way at 4,096 tokens, on the encoder that
 ``distil-long`` trains from the adapted one (cached too).
 With ``--engine ray`` the extractions, fits and the evaluation run on Ray (the one-off
@@ -15,13 +16,17 @@ adaptation stays in this process); the results are the local engine's.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from ..config import get_settings
 from ..predictors.registry import predictor_from_spec
-from ..report import write_report
+from ..evaluation import Candidate
+from ..report import REPORT_FILE, write_report
+from ..version import __version__
 from ..store import ArtifactStore
 from .distributed import evaluate_sharded
 from .engine import Engine
@@ -57,7 +62,24 @@ def pipeline(fit_corpus: Path, eval_corpus: Path, *, specs: list[str], max_lengt
     for info in fit_all(engine, fit_data.folder, todo, store_url):
         tqdm.write(f"{info.spec}: fitted in {info.fit_seconds:.1f} s, stored as {info.id}")
     candidates = build_candidates(evaluate or ["all"], eval_data, store=store)
-    report = evaluate_sharded(engine, eval_data, candidates)
     model_name = eval_data.model_id.split("@")[0]
-    name = f"{eval_corpus.stem}-{model_name}-L{max_length}-n{eval_data.manifest['sequences']}"
-    return write_report(report, reports / name)
+    out = reports / f"{eval_corpus.stem}-{model_name}-L{max_length}-n{eval_data.manifest['sequences']}"
+    if report_is_current(out, eval_data.folder, candidates):
+        tqdm.write(f"report {out.name}: already written for this dataset and these predictors (remove it to evaluate "
+                   "again)")
+        return out
+    return write_report(evaluate_sharded(engine, eval_data, candidates), out)
+
+
+def report_is_current(out: Path, dataset: Path, candidates: list[Candidate]) -> bool:
+    """Whether ``out`` holds a report written by this version of sparsefinder on ``dataset`` for exactly
+    ``candidates`` (the same predictors, artifact ids and knob values, in order)."""
+    try:
+        report = json.loads((out / REPORT_FILE).read_text())
+        written = [(p["spec"], p["artifact_id"], [s["knob_value"] for s in p["settings"]]) for p in report["predictors"]]
+        same_data = Path(report["dataset"]["path"]).name == dataset.name
+        version = report["sparsefinder_version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    wanted: list[Any] = [(c.predictor.family_spec, c.artifact_id, list(c.settings())) for c in candidates]
+    return same_data and version == __version__ and json.loads(json.dumps(wanted)) == json.loads(json.dumps(written))

@@ -175,7 +175,7 @@ def test_rows_that_start_later_read_only_their_keys():
     v = torch.randn(1, 40, 4, generator=g)
     (index, counts), = cpu_rows.select_rows(z, nvalid, [torch.zeros(6)], first)
     out, kept, kept_counts, _ = cpu_rows.certified_rows(z, torch.zeros(6, 1, dtype=torch.long),
-                                                        torch.zeros(6, dtype=torch.long), nvalid, v, 6, True, first)
+                                                        torch.zeros(6, dtype=torch.long), nvalid, v, 6, first)
     for r in range(6):
         f, nv = int(first[r]), int(nvalid[r])
         if nv <= f:
@@ -187,37 +187,36 @@ def test_rows_that_start_later_read_only_their_keys():
         torch.testing.assert_close(out[r], p @ v[0, f:nv], atol=1e-5, rtol=1e-5)
 
 
-def test_kernels_read_only_the_blocks_that_can_hold_support_keys_and_stay_exact():
-    """The kernels look for support keys only in blocks of keys whose maximum clears ``max z − 2`` (a lower bound of
-    the threshold): rows whose support is one key, every key (ties), two far-apart groups, a ramp across many
-    blocks, and a row cut at unaligned ``first``/``nvalid``; thresholds, selections and certified attention with and
-    without a kept pattern all equal dense α-entmax on the row's keys."""
+def test_probabilities_in_place_equal_dense_entmax_on_hard_rows():
+    """``certified_probabilities`` turns score rows into α-entmax probabilities in place, from their maxima, with and
+    without predicted keys: rows whose support is one key, every key (ties), two far-apart keys, a ramp, a row cut
+    at unaligned ``first``/``nvalid`` (``-inf`` outside), a row with no key; the support counts and the keys added
+    to the predicted ones are those of dense α-entmax, and so are the probabilities."""
     g = torch.Generator().manual_seed(12)
-    n = 101  # not a multiple of the block size
-    z = torch.randn(6, n, generator=g) * 0.3
+    n = 101
+    z = torch.randn(7, n, generator=g) * 0.3
     z[0, 57] = 9.0  # one dominant key
     z[1] = 2.0  # every key tied
-    z[2, 3], z[2, 98] = 4.0, 4.1  # two groups in the first and last blocks
-    z[3] = torch.linspace(-1.0, 1.5, n)  # a ramp: the support spans several blocks
+    z[2, 3], z[2, 98] = 4.0, 4.1  # two keys far apart
+    z[3] = torch.linspace(-1.0, 1.5, n)  # a ramp: a wide support
     z[4, 40:44] = 3.0
     z[5] = torch.randn(n, generator=g) * 4
-    first = torch.tensor([0, 0, 0, 0, 17, 3])
-    nvalid = torch.tensor([n, n, n, n, 63, 99])
-    v = torch.randn(1, n, 5, generator=g)
-    (index, counts), (wide, wide_counts) = cpu_rows.select_rows(z, nvalid, [torch.zeros(6), torch.full((6,), -1.5)],
-                                                                first)
-    none = torch.zeros(6, 1, dtype=torch.long), torch.zeros(6, dtype=torch.long)
-    lean = cpu_rows.certified_rows(z, *none, nvalid, v, 6, False, first)
-    kept = cpu_rows.certified_rows(z, *none, nvalid, v, 6, True, first)
+    first = torch.tensor([0, 0, 0, 0, 17, 3, 9])
+    nvalid = torch.tensor([n, n, n, n, 63, 99, 9])  # the last row sees no key
+    seen = (torch.arange(n) >= first[:, None]) & (torch.arange(n) < nvalid[:, None])
+    scores = z.masked_fill(~seen, float("-inf"))
+    expected = torch.zeros(7, n)
     for r in range(6):
-        f, nv = int(first[r]), int(nvalid[r])
-        row = z[r, f:nv]
-        p = entmax(row[None], 1.5)[0]
-        support = ((p > 0).nonzero().squeeze(1) + f).tolist()
-        t = float(threshold(row[None], 1.5))
-        assert index[r, :counts[r]].tolist() == support == kept[1][r, :kept[2][r]].tolist()
-        assert wide[r, :wide_counts[r]].tolist() == ((row - t >= -1.5).nonzero().squeeze(1) + f).tolist()
-        assert int(lean[2][r]) == len(support)
-        torch.testing.assert_close(lean[0][r], p @ v[0, f:nv], atol=1e-5, rtol=1e-5)
-        assert torch.equal(lean[0][r], kept[0][r])
-    assert counts.tolist()[:3] == [1, n, 2] and int(counts[3]) > 16
+        expected[r, first[r]:nvalid[r]] = entmax(z[r, first[r]:nvalid[r]][None], 1.5)[0]
+    support = (expected > 0).sum(-1)
+    predicted = torch.tensor([[57, 0], [0, 1], [98, 50], [0, 0], [40, 20], [3, 7], [0, 0]])
+    predicted_counts = torch.tensor([1, 2, 2, 0, 2, 1, 0])
+    for index, counts in [(torch.zeros(7, 1, dtype=torch.long), torch.zeros(7, dtype=torch.long)),
+                          (predicted, predicted_counts)]:
+        p = scores.clone()
+        kept, added = cpu_rows.certified_probabilities(p, scores.amax(-1), index, counts, nvalid, first)
+        torch.testing.assert_close(p, expected, atol=1e-6, rtol=1e-5)
+        assert torch.equal(p > 0, expected > 0)
+        hits = torch.tensor([int((expected[r, index[r, :counts[r]]] > 0).sum()) for r in range(7)])
+        assert added.tolist() == (support - hits).tolist() and kept.tolist() == (support + counts - hits).tolist()
+    assert support.tolist()[:3] == [1, n, 2] and int(support[3]) > 16 and int(support[6]) == 0

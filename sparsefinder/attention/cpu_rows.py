@@ -15,10 +15,6 @@ These kernels do the same work row by row in compiled loops, parallel over rows
   threshold of the predicted keys starts the row's exact threshold; the support keys the pattern
   missed are added; recall 1 by construction).
 
-Rows are read once in full: a pass takes the maximum of each block of 16 keys, and since the threshold is at
-least ``max z − 2`` (the best key alone), only the blocks whose maximum clears that bound are read again; the
-threshold, the selection and the attention then work on those candidate keys (a few dozen of a row of hundreds
-on sparse rows: at 4,096 tokens with a band of ±256 the row kernel's time halved on random rows).
 Thresholds are exact: Newton's method on ``√Σ (x − τ)₊² = 1`` rises monotonically from a lower
 bound (method.md §1) and ends on the closed-form root of the keys above it (no sort). The square
 root makes the function nearly linear far below the root, where Newton on ``Σ (x − τ)₊² = 1`` only
@@ -44,7 +40,7 @@ from torch import Tensor
 from ..kernels import available, set_threads
 from ..kernels import numba as _nb
 
-__all__ = ["available", "certified_rows", "entmax15_rows", "row_thresholds", "select_rows", "sparse_rows", "warm_up"]
+__all__ = ["available", "certified_probabilities", "certified_rows", "entmax15_rows", "row_thresholds", "select_rows", "sparse_rows", "warm_up"]
 
 
 #: Rows per parallel task: scratch buffers are allocated once per block, not per row.
@@ -55,10 +51,6 @@ _FAST = {"reassoc", "contract", "arcp", "nsz"}
 _NEWTON_STEPS = 100
 #: A float32 Newton step below this (half score units) ends the ascent.
 _STEP = 1e-6
-#: Keys per block when a row's candidates are sought: each block's maximum decides whether its keys are read again.
-_KEYS = 16
-#: Score units below a threshold's lower bound still kept as candidates (float32 rounding of the bound).
-_SLACK = 1e-3
 
 
 if _nb is not None:  # module-level definitions, so Numba caches the compiled code on disk
@@ -66,14 +58,18 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
 
     @_jit(fastmath=_FAST)
     def threshold_from(z, c, lower):  # exact threshold of z[:c] (any order, c ≥ 1), given lower ≤ it (or -inf)
+        zmax = z[0]
+        for s in range(1, c):
+            zmax = max(zmax, z[s])
+        return threshold_at(z, c, lower, zmax)
+
+    @_jit(fastmath=_FAST)
+    def threshold_at(z, c, lower, zmax):  # threshold_from given zmax = max z[:c] (-inf entries count as absent keys)
         # Newton on f(τ) = √Σ (x − τ)₊² − 1 (a norm of convex functions: convex, decreasing; x = (z − max z)/2)
         # rises monotonically from a lower bound to the root. Each step is one branch-free pass over the
         # row, which the compiler vectorises, in float32 (8 or 16 lanes); once a step is below _STEP, τ is within about
         # _STEP of the root and one float64 pass gives the closed-form root of the keys above τ (a
         # key between τ and the root changes it by less than _STEP²).
-        zmax = z[0]
-        for s in range(1, c):
-            zmax = max(zmax, z[s])
         top = np.float32(zmax)
         half = np.float32(0.5)
         zero = np.float32(0.0)
@@ -101,78 +97,63 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         disc = s1d * s1d - s0 * (s2d - 1.0)
         return np.float64(top) + 2.0 * (t + (s1d - math.sqrt(disc if disc > 0.0 else 0.0)) / s0)
 
-    @_jit(fastmath=_FAST)
-    def candidates(z, r, f, nv, lower, top, buf, idx):  # keys of z[r, f:nv] that may be in the support → buf/idx
-        # Every support key lies above the row's threshold t, and t ≥ max z − 2 (the best key alone) and t ≥ lower.
-        # One pass takes the maximum of each block of _KEYS keys (independent chains: no serial dependence on the
-        # row's maximum); only blocks whose maximum clears the bound are read again, so the scalar compaction and
-        # everything after it (the threshold, the attention) touch a few dozen keys of a row instead of all.
-        # Returns the number m of candidates: their scores in buf[:m], their keys in idx[:m], in increasing order.
-        blocks = 0
-        j = f
-        while j < nv:
-            e = min(j + _KEYS, nv)
-            m = z[r, j]
-            for s in range(j + 1, e):
-                x = z[r, s]
-                m = m if m > x else x
-            top[blocks] = m
-            blocks += 1
-            j = e
-        zmax = top[0]
-        for b in range(1, blocks):
-            zmax = zmax if zmax > top[b] else top[b]
-        floor = max(zmax - 2.0, lower) - _SLACK
-        m = 0
-        for b in range(blocks):
-            if top[b] > floor:
-                for s in range(f + b * _KEYS, min(f + (b + 1) * _KEYS, nv)):
-                    x = z[r, s]
-                    buf[m] = x
-                    idx[m] = s
-                    m += 1 if x > floor else 0
-        return m
-
     @_jit(parallel=True, fastmath=_FAST)
-    def thresholds(z, first, nvalid, margins, out, counts, tops):  # z (R, n), first/nvalid (R,), margins (V, R)
-        # → out (R,) thresholds, counts (V, R) keys clearing each margin, tops (R, ⌈n / _KEYS⌉ + 1) block maxima
-        rows, n = z.shape
+    def probabilities(z, top, index, counts, first, nvalid, kept, added):  # z (R, m) → α-entmax rows, in place
+        # z: exact scores, -inf where a row may not look; top (R,): each row's maximum; index/counts: predicted keys,
+        # whose threshold is a lower bound of the row's. kept/added (R,): keys of the certified row (predicted and
+        # support), and the support keys not predicted.
+        rows, m = z.shape
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
-            buf = np.empty(max(n, 1), np.float32)
-            idx = np.empty(max(n, 1), np.int64)
+            buf = np.empty(max(index.shape[1], 1), np.float32)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 f = first[r]
                 nv = nvalid[r]
-                top = tops[r]
-                t = np.float32(0.0)  # an empty row: fill compares the same
-                if nv > f:
-                    t = np.float32(threshold_from(buf, candidates(z, r, f, nv, -np.inf, top, buf, idx), -np.inf))
-                out[r] = t
-                for v in range(margins.shape[0]):  # only blocks whose maximum clears the margin hold such keys
-                    m = 0
-                    margin = margins[v, r]
-                    for blk in range((nv - f + _KEYS - 1) // _KEYS if nv > f else 0):
-                        if top[blk] - t >= margin:
-                            for j in range(f + blk * _KEYS, min(f + (blk + 1) * _KEYS, nv)):
-                                m += 1 if z[r, j] - t >= margin else 0
-                    counts[v, r] = m
+                if nv <= f:
+                    z[r, :] = 0.0
+                    kept[r] = 0
+                    added[r] = 0
+                    continue
+                c = counts[r]
+                lower = -np.inf
+                if c > 0:
+                    for s in range(c):
+                        buf[s] = z[r, index[r, s]]
+                    lower = threshold_from(buf, c, -np.inf)
+                t = threshold_at(z[r, f:nv], nv - f, lower, top[r])
+                k = 0
+                for j in range(m):  # branch-free, vectorised: p = ((z − t) / 2)₊², zero off the row's keys
+                    d = max((np.float64(z[r, j]) - t) * 0.5, 0.0)
+                    z[r, j] = np.float32(d * d)
+                    k += 1 if d > 0.0 else 0
+                both = 0
+                for s in range(c):
+                    both += 1 if z[r, index[r, s]] > 0.0 else 0
+                kept[r] = k + c - both
+                added[r] = k - both
 
-    @_jit(parallel=True)
-    def fill(z, t, margin, first, nvalid, counts, index, tops):  # the counts[r] keys j with z - t ≥ margin → index
+    @_jit(parallel=True, fastmath=_FAST)
+    def thresholds(z, first, nvalid, margins, out, counts):  # z (R, n), first/nvalid (R,), margins (V, R) → out, counts
         for r in _nb.prange(z.shape[0]):
-            c = counts[r]
             f = first[r]
             nv = nvalid[r]
+            t = np.float32(threshold_from(z[r, f:nv], nv - f, -np.inf) if nv > f else 0.0)  # fill compares the same
+            out[r] = t
+            for v in range(margins.shape[0]):
+                m = 0
+                for j in range(f, nv):
+                    m += 1 if z[r, j] - t >= margins[v, r] else 0
+                counts[v, r] = m
+
+    @_jit(parallel=True)
+    def fill(z, t, margin, first, nvalid, counts, index):  # the counts[r] keys j with z - t ≥ margin → index (R, w)
+        for r in _nb.prange(z.shape[0]):
+            c = counts[r]
             m = 0
-            for blk in range((nv - f + _KEYS - 1) // _KEYS if nv > f else 0):
+            for j in range(first[r], nvalid[r]):
                 if m == c:
                     break
-                if tops[r, blk] - t[r] >= margin[r]:  # the block holds such a key (thresholds' block maxima)
-                    for j in range(f + blk * _KEYS, min(f + (blk + 1) * _KEYS, nv)):
-                        index[r, m] = j  # overwritten until a key qualifies: no branch on the comparison
-                        m += 1 if z[r, j] - t[r] >= margin[r] else 0
-                        if m == c:
-                            break
+                index[r, m] = j  # overwritten until a key qualifies: no branch on the comparison
+                m += 1 if z[r, j] - t[r] >= margin[r] else 0
             index[r, c:] = 0
 
     @_jit(parallel=True)
@@ -211,12 +192,10 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                             out[r, e] += p * v[g, j, e]
 
     @_jit(parallel=True, fastmath=_FAST)
-    def certified(z, index, counts, first, nvalid, v, lo, rows_per_head, keep, out, kept, kept_counts, added):
+    def certified(z, index, counts, first, nvalid, v, lo, rows_per_head, out, kept, kept_counts, added):
         rows, n = z.shape
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
-            buf = np.empty(max(index.shape[1], n, 1), np.float32)
-            idx = np.empty(max(n, 1), np.int64)
-            top = np.empty(n // _KEYS + 1, np.float32)
+            buf = np.empty(max(index.shape[1], 1), np.float32)
             predicted = np.zeros(n, np.bool_)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 out[r, :] = 0.0
@@ -233,39 +212,23 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                     for s in range(c):
                         buf[s] = z[r, index[r, s]]
                     lower = threshold_from(buf, c, -np.inf)
-                m = candidates(z, r, f, nv, lower, top, buf, idx)  # every support key is among them
-                t = threshold_from(buf, m, lower)
+                t = threshold_from(z[r, f:nv], nv - f, lower)
                 for s in range(c):
                     predicted[index[r, s]] = True
-                if not keep:  # attend the support keys among the candidates (no list of kept keys)
-                    support = 0
-                    both = 0
-                    for s in range(m):
-                        half = (buf[s] - t) * 0.5
-                        if half > 0.0:
-                            j = idx[s]
-                            support += 1
-                            both += 1 if predicted[j] else 0
-                            p = np.float32(half * half)
-                            for e in range(v.shape[2]):
-                                out[r, e] += p * v[g, lo + j, e]
-                    kept_counts[r] = support + c - both
-                    added[r] = support - both
-                else:
-                    w = 0
-                    for j in range(f, nv):  # branch-free: the slot is overwritten unless the key is kept
-                        support = z[r, j] > t
-                        kept[r, w] = j
-                        w += 1 if support or predicted[j] else 0
-                        added[r] += 1 if support and not predicted[j] else 0
-                    for s in range(w):
-                        j = kept[r, s]
-                        half = (z[r, j] - t) * 0.5
-                        if half > 0.0:
-                            p = np.float32(half * half)
-                            for e in range(v.shape[2]):
-                                out[r, e] += p * v[g, lo + j, e]
-                    kept_counts[r] = w
+                w = 0
+                for j in range(f, nv):  # branch-free: the slot is overwritten unless the key is kept
+                    support = z[r, j] > t
+                    kept[r, w] = j
+                    w += 1 if support or predicted[j] else 0
+                    added[r] += 1 if support and not predicted[j] else 0
+                for s in range(w):
+                    j = kept[r, s]
+                    half = (z[r, j] - t) * 0.5
+                    if half > 0.0:
+                        p = np.float32(half * half)
+                        for e in range(v.shape[2]):
+                            out[r, e] += p * v[g, lo + j, e]
+                kept_counts[r] = w
                 for s in range(c):
                     predicted[index[r, s]] = False
 
@@ -304,12 +267,11 @@ def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor 
     stacked = np.stack([_np(m, torch.float32) for m in margins]) if margins else np.zeros((0, rows), np.float32)
     t = np.empty(rows, np.float32)
     counts = np.empty((len(margins), rows), np.int64)
-    tops = np.empty((rows, zz.shape[1] // _KEYS + 1), np.float32)
-    thresholds(zz, starts, nv, stacked, t, counts, tops)
+    thresholds(zz, starts, nv, stacked, t, counts)
     out = []
     for v in range(len(margins)):
         index = np.empty((rows, max(int(counts[v].max()) if rows else 0, 1)), np.int64)
-        fill(zz, t, stacked[v], starts, nv, counts[v], index, tops)
+        fill(zz, t, stacked[v], starts, nv, counts[v], index)
         out.append((torch.from_numpy(index), torch.from_numpy(counts[v])))
     return out
 
@@ -321,38 +283,55 @@ def row_thresholds(z: Tensor, nvalid: Tensor) -> Tensor:
     rows = z.shape[0]
     t = np.empty(rows, np.float32)
     thresholds(_np(z, torch.float32), np.zeros(rows, np.int64), _np(nvalid, torch.int64),
-               np.zeros((0, rows), np.float32), t, np.empty((0, rows), np.int64),
-               np.empty((rows, z.shape[1] // _KEYS + 1), np.float32))
+               np.zeros((0, rows), np.float32), t, np.empty((0, rows), np.int64))
     return torch.from_numpy(t)
 
 
 def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: Tensor,
-                   rows_per_head: int, keep: bool = True, first: Tensor | None = None, lo: int = 0
-                   ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Exact α-entmax (α = 1.5) attention of rows of exact scores ``z`` ``(R, n)`` seeded by predicted keys.
+                   rows_per_head: int, first: Tensor | None = None, lo: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Exact α-entmax (α = 1.5) attention of rows of exact scores ``z`` ``(R, n)`` seeded by predicted keys, and the
+    certified pattern's rows.
 
     ``index``/``counts`` ``(R, w)``/``(R,)`` are the predicted keys (a row with none keeps its exact
     support: the exact route of dense α-entmax), each row may see the keys ``first ≤ j < nvalid``
     (``(R,)`` each; ``first`` 0 by default: a banded row starts later), ``v`` ``(G, ≥ lo + n, dv)`` the values
     of row group ``r // rows_per_head``, key ``j`` of ``z`` reading value ``lo + j`` (a chunk's key range within a
-    layer's values). Returns the output ``(R, dv)``, the certified keys (predicted plus added) as ``index`` ``(R, w')`` (``None``
-    unless ``keep``) and ``counts`` ``(R,)``, and the keys added per row ``(R,)``.
+    layer's values). Returns the output ``(R, dv)``, the certified keys (predicted plus added) as ``index``
+    ``(R, w')`` and ``counts`` ``(R,)``, and the keys added per row ``(R,)``. Without a pattern to keep,
+    :func:`certified_probabilities` is the faster route.
     """
     set_threads()
     rows, n = z.shape
     out = np.empty((rows, v.shape[-1]), np.float32)
-    kept = np.empty((rows, n) if keep else (1, 1), np.int32)  # each row's certified keys in its first kept_counts slots
+    kept = np.empty((rows, n), np.int32)  # each row's certified keys in its first kept_counts slots
     kept_counts = np.empty(rows, np.int64)
     added = np.empty(rows, np.int64)
     starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
     certified(_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64), starts,
-              _np(nvalid, torch.int64), _np(v, torch.float32), lo, rows_per_head, keep, out, kept, kept_counts, added)
-    certified_index = None
-    if keep:
-        certified_index = np.empty((rows, max(int(kept_counts.max()) if rows else 0, 1)), np.int64)
-        widen(kept, kept_counts, certified_index)
-        certified_index = torch.from_numpy(certified_index)
-    return torch.from_numpy(out), certified_index, torch.from_numpy(kept_counts), torch.from_numpy(added)
+              _np(nvalid, torch.int64), _np(v, torch.float32), lo, rows_per_head, out, kept, kept_counts, added)
+    certified_index = np.empty((rows, max(int(kept_counts.max()) if rows else 0, 1)), np.int64)
+    widen(kept, kept_counts, certified_index)
+    return torch.from_numpy(out), torch.from_numpy(certified_index), torch.from_numpy(kept_counts), \
+        torch.from_numpy(added)
+
+
+def certified_probabilities(z: Tensor, top: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor,
+                            first: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Exact α-entmax (α = 1.5) probabilities of score rows, in place, seeded by predicted keys.
+
+    ``z`` ``(R, m)`` float32, contiguous: exact scores with ``-inf`` on the keys a row may not see (outside its band,
+    padding), overwritten with each row's probabilities (zeros off its support; rows with no key ``first ≤ j <
+    nvalid`` become zeros); ``top`` ``(R,)`` each row's maximum; ``index``/``counts`` ``(R, w)``/``(R,)`` predicted
+    keys (their threshold starts the row's). The attention output is then one matrix product with the values. Returns
+    the certified pattern's keys per row (predicted plus support) and the support keys not predicted, ``(R,)`` each.
+    """
+    set_threads()
+    rows = z.shape[0]
+    kept, added = np.empty(rows, np.int64), np.empty(rows, np.int64)
+    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+    probabilities(z.numpy(), _np(top, torch.float32), _np(index, torch.int64), _np(counts, torch.int64), starts,
+                  _np(nvalid, torch.int64), kept, added)
+    return torch.from_numpy(kept), torch.from_numpy(added)
 
 
 class _Entmax15Rows(torch.autograd.Function):
@@ -395,3 +374,4 @@ def warm_up() -> None:
     sparse_rows(q, q, q, index, counts, 1.0)
     select_rows(z, nvalid, [torch.zeros(2)])
     certified_rows(z, index.view(2, 1), counts.view(2), nvalid, q.view(1, 2, 2), 2)
+    certified_probabilities(z.clone(), z.amax(-1), index.view(2, 1), counts.view(2), nvalid)

@@ -137,11 +137,16 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 added[r] = k - both
 
     @_jit(parallel=True, fastmath=_FAST)
-    def thresholds(z, first, nvalid, margins, out, counts):  # z (R, n), first/nvalid (R,), margins (V, R) → out, counts
+    def thresholds(z, first, nvalid, margins, top, out, counts):  # z (R, n), first/nvalid (R,), margins (V, R),
+        # top (R,) the rows' maxima over their keys or (0,) → out (R,) thresholds, counts (V, R) keys clearing each margin
+        given = top.shape[0] > 0
         for r in _nb.prange(z.shape[0]):
             f = first[r]
             nv = nvalid[r]
-            t = np.float32(threshold_from(z[r, f:nv], nv - f, -np.inf) if nv > f else 0.0)  # fill compares the same
+            t = np.float32(0.0)  # an empty row: fill compares the same
+            if nv > f:
+                t = np.float32(threshold_at(z[r, f:nv], nv - f, -np.inf, top[r]) if given
+                               else threshold_from(z[r, f:nv], nv - f, -np.inf))
             out[r] = t
             for v in range(margins.shape[0]):
                 m = 0
@@ -255,15 +260,16 @@ def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, 
     return torch.from_numpy(out).view(batch, heads, n, -1).to(q.dtype)
 
 
-def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor | None = None
-                ) -> list[tuple[Tensor, Tensor]]:
+def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor | None = None,
+                top: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
     """Per-query thresholds and the keys that clear them by a margin, for each of several margins.
 
     ``z`` ``(R, n)`` are scores; each row may see the keys ``first ≤ j < nvalid`` (``(R,)`` each,
     ``first`` 0 by default: a banded row starts later); ``t`` is the exact α-entmax (α = 1.5) threshold of
     each row over them. For each margin ``(R,)`` in ``margins`` those keys with ``z_j − t ≥ margin`` as
     ``index`` ``(R, w)`` (increasing keys, zero padded, ``w`` the widest row, ≥ 1) and ``counts`` ``(R,)``:
-    a counting pass, then the index at its final width.
+    a counting pass, then the index at its final width. ``top`` ``(R,)``, when given, is each row's maximum over
+    its keys (torch's vectorised ``amax`` costs less than the kernel's scalar pass).
     """
     set_threads()
     rows = z.shape[0]
@@ -272,7 +278,8 @@ def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor 
     stacked = np.stack([_np(m, torch.float32) for m in margins]) if margins else np.zeros((0, rows), np.float32)
     t = np.empty(rows, np.float32)
     counts = np.empty((len(margins), rows), np.int64)
-    thresholds(zz, starts, nv, stacked, t, counts)
+    maxima = np.zeros(0, np.float32) if top is None else _np(top, torch.float32)
+    thresholds(zz, starts, nv, stacked, maxima, t, counts)
     out = []
     for v in range(len(margins)):
         index = np.empty((rows, max(int(counts[v].max()) if rows else 0, 1)), np.int64)
@@ -288,7 +295,7 @@ def row_thresholds(z: Tensor, nvalid: Tensor) -> Tensor:
     rows = z.shape[0]
     t = np.empty(rows, np.float32)
     thresholds(_np(z, torch.float32), np.zeros(rows, np.int64), _np(nvalid, torch.int64),
-               np.zeros((0, rows), np.float32), t, np.empty((0, rows), np.int64))
+               np.zeros((0, rows), np.float32), np.zeros(0, np.float32), t, np.empty((0, rows), np.int64))
     return torch.from_numpy(t)
 
 
@@ -378,5 +385,6 @@ def warm_up() -> None:
     z, nvalid = torch.zeros(2, 2), torch.full((2,), 2)
     sparse_rows(q, q, q, index, counts, 1.0)
     select_rows(z, nvalid, [torch.zeros(2)])
+    select_rows(z, nvalid, [torch.zeros(2)], top=z.amax(-1))
     certified_rows(z, index.view(2, 1), counts.view(2), nvalid, q.view(1, 2, 2), 2)
     certified_probabilities(z.clone(), z.amax(-1), index.view(2, 1), counts.view(2), nvalid)

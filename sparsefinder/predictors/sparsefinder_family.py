@@ -641,7 +641,9 @@ class ThresholdPredictor(ProjectionPredictor):
                 z = closeness(queries, keys, self.score)  # (B, H, c, hi − lo)
                 first, nvalid = row_key_spans(s, c, lo, hi, band, lengths, heads)
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
-                selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid, rows, first)
+                # every key of a row is its own (no band, no padding in range): the rows' maxima by torch's amax
+                top = z.amax(-1).reshape(-1) if not band and bool((lengths >= hi).all()) else None
+                selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid, rows, first, top)
                 pieces = [(index.view(batch, heads, c, -1), counts.view(batch, heads, c)) for index, counts in selected]
             else:
                 query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]

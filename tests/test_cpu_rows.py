@@ -220,3 +220,17 @@ def test_probabilities_in_place_equal_dense_entmax_on_hard_rows():
         hits = torch.tensor([int((expected[r, index[r, :counts[r]]] > 0).sum()) for r in range(7)])
         assert added.tolist() == (support - hits).tolist() and kept.tolist() == (support + counts - hits).tolist()
     assert support.tolist()[:3] == [1, n, 2] and int(support[3]) > 16 and int(support[6]) == 0
+
+
+def test_select_rows_from_given_maxima_equals_select_rows_alone():
+    """The threshold predictor passes each row's maximum (torch's ``amax``) when a row's keys are the whole range:
+    the thresholds, counts and kept keys are those the kernel finds from its own maxima."""
+    g = torch.Generator().manual_seed(21)
+    z = torch.randn(300, 77, generator=g) * 3
+    z[0] = 1.0  # ties
+    nvalid = torch.full((300,), 77)
+    margins = [torch.zeros(300), torch.full((300,), -2.0)]
+    alone = cpu_rows.select_rows(z, nvalid, margins)
+    given = cpu_rows.select_rows(z, nvalid, margins, top=z.amax(-1))
+    assert all(torch.equal(a, b) for pair in zip(alone, given) for a, b in zip(*pair))
+    assert int(alone[1][1].sum()) > int(alone[0][1].sum()) > 300

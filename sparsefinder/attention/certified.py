@@ -27,7 +27,8 @@ from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, THRESHOLD_SEED_KEYS
-from ..pattern import Pattern, band_keys, band_mask, band_rows, compact, query_chunks, row_key_spans, shift_rows
+from ..pattern import (Pattern, band_keys, band_mask, band_rows, compact, hide_unseen, query_chunks, row_key_spans,
+                       shift_rows)
 from . import cpu_rows
 from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
 
@@ -117,7 +118,7 @@ def certified_entmax_rows(
     kept = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     kernel = not needs_grad(q, k, v) and row_kernels_apply(q, alpha)
     scaled = q * scaling  # once, not per chunk
-    bands: dict = {}  # the band's additive bias by chunk shape (see _masked)
+    bands: dict = {}  # the band's additive bias by chunk shape (see hide_unseen)
     if kernel:  # once, not per chunk: the model's heads are strided views (copies per chunk were O(n²) at 16k)
         k, v = k.contiguous(), v.contiguous()
         values = v.view(batch * heads, n, -1)  # each chunk's kernel reads its key range from key lo on
@@ -138,7 +139,7 @@ def certified_entmax_rows(
                 counts = counts.view(batch, heads, c)
                 pieces.append((shift_rows(index.view(batch, heads, c, -1), counts, lo), counts))
             else:  # probabilities in place of the scores (vectorised passes), then one matrix product with the values
-                scores = _masked(scores, s, lo, window, lengths, bands)
+                scores = hide_unseen(scores, s, lo, window, lengths, bands)
                 counts, more = cpu_rows.certified_probabilities(
                     scores.view(-1, hi - lo), scores.amax(-1).view(-1), rows_index, rows_counts, nvalid, first)
                 out = torch.matmul(scores, v[:, :, lo:hi])
@@ -162,24 +163,6 @@ def certified_entmax_rows(
     out = outs[0] if len(outs) == 1 else torch.cat(outs, 2)
     certified = Pattern.cat_rows(pieces, lengths) if keep_pattern else None
     return CertifiedOutput(out, certified, added, kept)
-
-
-def _masked(scores: Tensor, start: int, lo: int, window: int, lengths: Tensor, bands: dict) -> Tensor:
-    """A chunk's exact scores ``(B, H, c, m)`` (queries from ``start``, keys from ``lo``) with ``-inf`` on the keys its
-    rows may not see: outside the band of a ``window`` (an additive ``(c, m)`` bias, kept in ``bands`` by the chunk's
-    shape: most chunks of a layer share it), padding keys, and every key of a padded query."""
-    batch, _, c, m = scores.shape
-    if window:
-        shape = (start - lo, c, m)
-        if shape not in bands:
-            bands[shape] = torch.zeros(c, m, device=scores.device).masked_fill_(
-                ~band_mask(start, c, lo, lo + m, window, scores.device), float("-inf"))
-        scores.add_(bands[shape])
-    if bool((lengths < lo + m).any()):  # padding within the key range (a query past its length: no key at all)
-        keys = torch.arange(lo, lo + m, device=scores.device)[None, None, :] >= lengths[:, None, None]
-        queries = torch.arange(start, start + c, device=scores.device)[None, :, None] >= lengths[:, None, None]
-        scores.masked_fill_((keys | queries)[:, None], float("-inf"))  # (B, 1, c, m)
-    return scores
 
 
 def _split(rows: Iterable[tuple[int, Tensor, Tensor]], most: int) -> Iterator[tuple[int, Tensor, Tensor]]:

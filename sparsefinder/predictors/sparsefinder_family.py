@@ -36,8 +36,8 @@ from ..attention.sparse import row_kernels_apply
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
-from ..pattern import (Pattern, band_keys, band_mask, compact, query_chunks, row_key_spans, shift_rows,
-                       width_classes)
+from ..pattern import (Pattern, band_keys, band_mask, compact, hide_unseen, query_chunks, row_key_spans,
+                       shift_rows, width_classes)
 from ..inputs import AttentionInputs
 from . import group_rows
 from .base import Predictor
@@ -633,17 +633,17 @@ class ThresholdPredictor(ProjectionPredictor):
         margins = [self.margins(layer, value).to(qp)[None, :, None, None] for value in values]
         kernel = float(self.alpha_) == 1.5 and row_kernels_apply(qp, 1.5)
         starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)
+        bands: dict = {}  # the band's additive bias by chunk shape (see hide_unseen)
         for s in starts:
             c = min(starts.step, n - s)
             lo, hi = band_keys(s, c, n, band)
             queries, keys = qp[:, :, s:s + c], kp[:, :, lo:hi]
             if kernel:  # the threshold and the selection of each row in compiled passes
-                z = closeness(queries, keys, self.score)  # (B, H, c, hi − lo)
+                # (B, H, c, hi − lo); the keys a row may not see at -inf, so that torch's amax gives its maximum
+                z = hide_unseen(closeness(queries, keys, self.score), s, lo, band, lengths, bands)
                 first, nvalid = row_key_spans(s, c, lo, hi, band, lengths, heads)
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
-                # every key of a row is its own (no band, no padding in range): the rows' maxima by torch's amax
-                top = z.amax(-1).reshape(-1) if not band and bool((lengths >= hi).all()) else None
-                selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid, rows, first, top)
+                selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid, rows, first, z.amax(-1).reshape(-1))
                 pieces = [(index.view(batch, heads, c, -1), counts.view(batch, heads, c)) for index, counts in selected]
             else:
                 query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]

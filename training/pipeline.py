@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from ..config import get_settings
 from ..predictors.registry import predictor_from_spec
 from ..evaluation import Candidate
-from ..report import REPORT_FILE, write_report
+from ..errors import SparsefinderError
+from ..report import load_report, write_report
 from ..version import __version__
 from ..store import ArtifactStore
 from .distributed import evaluate_sharded
@@ -75,11 +76,11 @@ def report_is_current(out: Path, dataset: Path, candidates: list[Candidate]) -> 
     """Whether ``out`` holds a report written by this version of sparsefinder on ``dataset`` for exactly
     ``candidates`` (the same predictors, artifact ids and knob values, in order)."""
     try:
-        report = json.loads((out / REPORT_FILE).read_text())
+        report = load_report(out.parent, out.name)
         written = [(p["spec"], p["artifact_id"], [s["knob_value"] for s in p["settings"]]) for p in report["predictors"]]
         same_data = Path(report["dataset"]["path"]).name == dataset.name
         version = report["sparsefinder_version"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (SparsefinderError, KeyError, TypeError):  # absent (NotFoundError is one), corrupt, or of an older layout
         return False
     wanted: list[Any] = [(c.predictor.family_spec, c.artifact_id, list(c.settings())) for c in candidates]
     return same_data and version == __version__ and json.loads(json.dumps(wanted)) == json.loads(json.dumps(written))

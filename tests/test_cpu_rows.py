@@ -234,3 +234,30 @@ def test_select_rows_from_given_maxima_equals_select_rows_alone():
     given = cpu_rows.select_rows(z, nvalid, margins, top=z.amax(-1))
     assert all(torch.equal(a, b) for pair in zip(alone, given) for a, b in zip(*pair))
     assert int(alone[1][1].sum()) > int(alone[0][1].sum()) > 300
+
+
+def test_thresholded_rows_attend_exactly_the_keys_select_rows_keeps():
+    """The fused route (threshold, selection and attention in one pass a row) keeps the keys ``select_rows`` keeps,
+    rows cut at unaligned ``first``/``nvalid`` (one with no key), ties, keys read from ``lo`` on, two row groups; its
+    output is α-entmax over the kept keys' exact scores times their values."""
+    g = torch.Generator().manual_seed(31)
+    rows, m, lo, d = 10, 77, 5, 6
+    z = torch.randn(rows, m, generator=g) * 3
+    z[1] = 0.5  # every key tied
+    first = torch.tensor([0, 0, 3, 17, 40, 0, 9, 60, 0, 76])
+    nvalid = torch.tensor([m, m, 70, 33, 77, 1, 9, 77, 50, 77])  # row 6 sees no key, row 5 and 9 one each
+    seen = (torch.arange(m) >= first[:, None]) & (torch.arange(m) < nvalid[:, None])
+    z = z.masked_fill(~seen, float("-inf"))
+    margins = torch.linspace(-2.0, 0.5, rows)
+    q = torch.randn(rows, d, generator=g)
+    k, v = torch.randn(2, lo + m + 3, d, generator=g), torch.randn(2, lo + m + 3, 4, generator=g)
+    out, counts = cpu_rows.thresholded_rows(z, first, nvalid, margins, q, k, v, lo, rows // 2, 0.4)
+    (index, expected_counts), = cpu_rows.select_rows(z, nvalid, [margins], first, z.amax(-1))
+    assert torch.equal(counts, expected_counts) and int(counts[6]) == 0 and int(counts[1]) == m
+    for r in range(rows):
+        keys = index[r, :counts[r]] + lo
+        if not len(keys):
+            assert not out[r].any()
+            continue
+        p = entmax((q[r] @ k[r // 5, keys].T * 0.4)[None], 1.5)[0]
+        torch.testing.assert_close(out[r], p @ v[r // 5, keys], atol=1e-5, rtol=1e-5)

@@ -73,23 +73,30 @@ def test_certified_window_equals_dense_and_window_sparsity_is_hand_counted(encod
     assert float((plain.embeddings * dense).sum(-1).min()) < 0.999  # a real approximation
 
 
-def test_threshold_predictor_chunk_by_chunk_equals_its_whole_pattern_and_certified_equals_dense(encoder, tiny_dataset,
-                                                                                             monkeypatch):
-    """The layer reads the threshold predictor's rows chunk by chunk: same output as one layer-wide pattern."""
+def test_threshold_predictor_fused_route_by_chunks_equals_predicting_then_attending_and_certified_equals_dense(
+        encoder, tiny_dataset, monkeypatch):
+    """The layer runs the threshold predictor's fused route (prediction and attention in one pass a row), chunk of
+    queries by chunk: the same output and pairs as its pattern attended afterwards; certified reads its rows."""
     from sparsefinder import config
     from sparsefinder.attention import cpu_rows
 
     predictor = predictor_from_spec("proj8-score-thr0.9-ep0").fit(tiny_dataset)
     whole = encoder.encode(TEXTS, predictor)
     certified = encoder.encode(TEXTS, predictor, certified=True)
-    calls = []
-    select = cpu_rows.select_rows
-    monkeypatch.setattr(cpu_rows, "select_rows", lambda *a: calls.append(1) or select(*a))
+    calls = {"fused": 0, "select": 0}
+    fused, select = cpu_rows.thresholded_rows, cpu_rows.select_rows
+    monkeypatch.setattr(cpu_rows, "thresholded_rows", lambda *a: calls.update(fused=calls["fused"] + 1) or fused(*a))
+    monkeypatch.setattr(cpu_rows, "select_rows", lambda *a: calls.update(select=calls["select"] + 1) or select(*a))
     monkeypatch.setattr(config, "PREDICT_CHUNK_SCORES", 3 * 12 * 32)  # three queries of a 32-token batch per chunk
     chunked = encoder.encode(TEXTS, predictor)
-    assert len(calls) > 6 * 3  # several chunks a layer
+    assert calls["fused"] > 6 * 3 and calls["select"] == 0  # several chunks a layer, no pattern built
     torch.testing.assert_close(chunked.embeddings, whole.embeddings, atol=1e-6, rtol=0)
     assert chunked.sparsity == pytest.approx(whole.sparsity) and 0 < min(whole.sparsity)
+    monkeypatch.setattr(predictor, "attend_rows", lambda *a: None)  # predict the rows, then attend over them
+    unfused = encoder.encode(TEXTS, predictor)
+    assert calls["select"] == calls["fused"]  # the same chunks
+    torch.testing.assert_close(unfused.embeddings, whole.embeddings, atol=1e-6, rtol=0)
+    assert unfused.sparsity == pytest.approx(whole.sparsity, abs=0)
     chunked_certified = encoder.encode(TEXTS, predictor, certified=True)
     torch.testing.assert_close(chunked_certified.embeddings, encoder.encode(TEXTS, "dense").embeddings, atol=1e-5, rtol=0)
     assert chunked_certified.keys_added == certified.keys_added and chunked_certified.sparsity == pytest.approx(

@@ -53,7 +53,7 @@ from ..pattern import Pattern, band_keys, band_mask, band_rows, query_chunks, sp
 from .attached import attached_certified, attached_predictor
 from ..attention.certified import certified_entmax_attention, certified_entmax_rows
 from ..attention import cpu_rows
-from ..attention.sparse import row_kernels_apply, sparse_entmax_attention, sparse_entmax_rows
+from ..attention.sparse import needs_grad, row_kernels_apply, sparse_entmax_attention, sparse_entmax_rows
 
 __all__ = [
     "CONFIG_WINDOW", "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats",
@@ -258,9 +258,12 @@ def sparse_attention(
                                                 keep_pattern=recorder is not None, window=window)
         out, added, pattern = result.output, result.keys_added, result.pattern
         sparsity = sparsity_of(result.kept, lengths)
-    elif rows is not None:
-        banded_rows = ((s, *band_rows(s, index, counts, cut)) for s, index, counts in rows)
-        out, kept = sparse_entmax_rows(query, key, value, banded_rows, alpha, scaling)
+    elif rows is not None:  # a fused route (the predictor's pairs within the model's band already), else its rows
+        fused = None if needs_grad(query, key, value) else predictor.attend_rows(inputs, value, alpha, scaling)
+        if fused is None:
+            banded_rows = ((s, *band_rows(s, index, counts, cut)) for s, index, counts in rows)
+            fused = sparse_entmax_rows(query, key, value, banded_rows, alpha, scaling)
+        out, kept = fused
         sparsity = sparsity_of(kept, lengths)
     else:
         pattern = predictor.predict(inputs).within(cut)

@@ -622,34 +622,72 @@ class ThresholdPredictor(ProjectionPredictor):
         self.set_params(recall=values[-1])
         return [Pattern.cat_rows(p, lengths) for p in pieces]
 
-    def _chunks(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any], band: int = 0
-                ) -> Iterator[tuple[int, list[tuple[Tensor, Tensor]]]]:
-        """Per chunk of queries (at most ``PREDICT_CHUNK_SCORES`` scores, so they stay in cache): its start and,
-        for each recall target in ``values``, the kept keys ``index`` ``(B, H, c, w)`` and ``counts`` ``(B, H, c)``.
+    def attend_rows(self, inputs: AttentionInputs, values: Tensor, alpha: float, scaling: float
+                    ) -> tuple[Tensor, Tensor] | None:
+        """:meth:`Predictor.attend_rows`: each chunk's approximate scores, then one compiled pass a row finds its
+        threshold, keeps its keys and attends over them (:func:`~sparsefinder.attention.cpu_rows.thresholded_rows`):
+        the pairs of :meth:`predict` at the current recall target, no index built. ``None`` where the row kernels do
+        not apply (α ≠ 1.5, not on a CPU, no compiled kernels) or window/global extras are asked."""
+        if self.window or self.glob or not self._kernel(inputs.queries) or not row_kernels_apply(values, alpha):
+            return None
+        qp, kp = self.project(inputs)
+        batch, heads, n, d = inputs.queries.shape
+        flat = batch * heads
+        keys, vals = inputs.keys.reshape(flat, n, d), values.contiguous().reshape(flat, n, -1)
+        margin = self.margins(inputs.layer, self.recall).to(qp)[None, :, None] - config.MARGIN_TOLERANCE
+        outs, kept = [], torch.zeros(batch, heads, dtype=torch.long)
+        for s, lo, z, first, nvalid in self._scored_chunks(qp, kp, inputs.lengths, inputs.band):
+            c, m = z.shape[2], z.shape[3]
+            out, counts = cpu_rows.thresholded_rows(
+                z.reshape(-1, m), first, nvalid, margin.expand(batch, heads, c).reshape(-1),
+                inputs.queries[:, :, s:s + c].reshape(-1, d), keys, vals, lo, c, scaling)
+            outs.append(out.view(batch, heads, c, -1))
+            kept += counts.view(batch, heads, c).sum(-1)
+        return (outs[0] if len(outs) == 1 else torch.cat(outs, 2)).to(values.dtype), kept
 
-        Each chunk scores the keys it may reach (:func:`~sparsefinder.pattern.band_keys`): every key, or a
-        banded model's band only, so the predictor costs O(n·band) there, as the model's exact attention."""
+    def _kernel(self, qp: Tensor) -> bool:
+        """Whether the compiled row kernels compute this predictor's thresholds (α = 1.5, CPU)."""
+        return float(self.alpha_) == 1.5 and row_kernels_apply(qp, 1.5)
+
+    def _scored_chunks(self, qp: Tensor, kp: Tensor, lengths: Tensor, band: int
+                       ) -> Iterator[tuple[int, int, Tensor, Tensor | None, Tensor]]:
+        """The row kernels' input by chunk of queries (at most ``PREDICT_CHUNK_SCORES`` scores, so they stay in
+        cache): its start, first key ``lo``, approximate scores ``(B, H, c, m)`` of the keys it may reach
+        (:func:`~sparsefinder.pattern.band_keys`: every key, or a banded model's band only, so the predictor costs
+        O(n·band) there, as the model's exact attention) with ``-inf`` on the keys a row may not see, and each row's
+        ``first``/``nvalid`` (:func:`~sparsefinder.pattern.row_key_spans`)."""
         batch, heads, n, _ = qp.shape
-        margins = [self.margins(layer, value).to(qp)[None, :, None, None] for value in values]
-        kernel = float(self.alpha_) == 1.5 and row_kernels_apply(qp, 1.5)
         starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)
         bands: dict = {}  # the band's additive bias by chunk shape (see hide_unseen)
         for s in starts:
             c = min(starts.step, n - s)
             lo, hi = band_keys(s, c, n, band)
-            queries, keys = qp[:, :, s:s + c], kp[:, :, lo:hi]
-            if kernel:  # the threshold and the selection of each row in compiled passes
-                # (B, H, c, hi − lo); the keys a row may not see at -inf, so that torch's amax gives its maximum
-                z = hide_unseen(closeness(queries, keys, self.score), s, lo, band, lengths, bands)
-                first, nvalid = row_key_spans(s, c, lo, hi, band, lengths, heads)
+            z = hide_unseen(closeness(qp[:, :, s:s + c], kp[:, :, lo:hi], self.score), s, lo, band, lengths, bands)
+            yield s, lo, z, *row_key_spans(s, c, lo, hi, band, lengths, heads)
+
+    def _chunks(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any], band: int = 0
+                ) -> Iterator[tuple[int, list[tuple[Tensor, Tensor]]]]:
+        """Per chunk of queries: its start and, for each recall target in ``values``, the kept keys ``index``
+        ``(B, H, c, w)`` and ``counts`` ``(B, H, c)`` (chunks and reach as :meth:`_scored_chunks`)."""
+        batch, heads, n, _ = qp.shape
+        margins = [self.margins(layer, value).to(qp)[None, :, None, None] for value in values]
+        if self._kernel(qp):  # the threshold and the selection of each row in compiled passes
+            for s, lo, z, first, nvalid in self._scored_chunks(qp, kp, lengths, band):
+                c, m = z.shape[2], z.shape[3]
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
-                selected = cpu_rows.select_rows(z.reshape(-1, hi - lo), nvalid, rows, first, z.amax(-1).reshape(-1))
-                pieces = [(index.view(batch, heads, c, -1), counts.view(batch, heads, c)) for index, counts in selected]
-            else:
-                query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]
-                ok = (torch.arange(lo, hi, device=qp.device) < lengths[:, None])[:, None, None, :] \
-                    & band_mask(s, c, lo, hi, band, qp.device)
-                scored = ok | ~query_ok  # a padded query's band may hold no valid key: score it on any, then drop it
-                slack = self._slack(self.approximate_scores(queries, keys, scored), float(self.alpha_))
-                pieces = [compact((slack >= margin - config.MARGIN_TOLERANCE) & ok & query_ok) for margin in margins]
+                selected = cpu_rows.select_rows(z.reshape(-1, m), nvalid, rows, first, z.amax(-1).reshape(-1))
+                yield s, [(shift_rows(index.view(batch, heads, c, -1), counts.view(batch, heads, c), lo),
+                           counts.view(batch, heads, c)) for index, counts in selected]
+            return
+        starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)
+        for s in starts:
+            c = min(starts.step, n - s)
+            lo, hi = band_keys(s, c, n, band)
+            queries, keys = qp[:, :, s:s + c], kp[:, :, lo:hi]
+            query_ok = (torch.arange(s, s + c, device=qp.device) < lengths[:, None])[:, None, :, None]
+            ok = (torch.arange(lo, hi, device=qp.device) < lengths[:, None])[:, None, None, :] \
+                & band_mask(s, c, lo, hi, band, qp.device)
+            scored = ok | ~query_ok  # a padded query's band may hold no valid key: score it on any, then drop it
+            slack = self._slack(self.approximate_scores(queries, keys, scored), float(self.alpha_))
+            pieces = [compact((slack >= margin - config.MARGIN_TOLERANCE) & ok & query_ok) for margin in margins]
             yield s, [(shift_rows(index, counts, lo), counts) for index, counts in pieces]

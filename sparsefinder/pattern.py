@@ -27,7 +27,7 @@ from torch import Tensor
 from . import hit_counts
 from .config import SPARSE_WIDTH_CLASSES
 
-__all__ = ["Pattern", "band_keys", "band_mask", "band_rows", "compact", "hide_unseen", "pad_width", "query_chunks",
+__all__ = ["Pattern", "band_keys", "band_mask", "band_rows", "compact", "pad_width", "query_chunks",
            "row_key_spans", "shift_rows", "sparsity_of", "width_classes"]
 
 Device = torch.device | str | None
@@ -125,25 +125,6 @@ def row_key_spans(start: int, count: int, lo: int, hi: int, window: int, lengths
         first = torch.from_numpy(np.tile(np.maximum(query - window - lo, 0), len(ends) * heads))
         nvalid = np.minimum(nvalid, query + window + 1 - lo)
     return first, torch.from_numpy(np.repeat(nvalid, heads, axis=0).reshape(-1))
-
-
-def hide_unseen(scores: Tensor, start: int, lo: int, window: int, lengths: Tensor, bands: dict) -> Tensor:
-    """A chunk's scores ``(B, H, c, m)`` (queries from ``start``, keys from ``lo``), in place, with ``-inf`` on the keys
-    its rows may not see: outside the band of a ``window`` (an additive ``(c, m)`` bias, kept in ``bands`` by the
-    chunk's shape: most chunks of a layer share it), padding keys, and every key of a padded query. Its row maxima
-    (``amax``) are then each row's maximum over the keys :func:`row_key_spans` gives it (``-inf`` for padded queries)."""
-    _, _, c, m = scores.shape
-    if window:
-        shape = (start - lo, c, m)
-        if shape not in bands:
-            bands[shape] = torch.zeros(c, m, device=scores.device).masked_fill_(
-                ~band_mask(start, c, lo, lo + m, window, scores.device), float("-inf"))
-        scores.add_(bands[shape])
-    if bool((lengths < lo + m).any()):  # padding within the key range (a query past its length: no key at all)
-        keys = torch.arange(lo, lo + m, device=scores.device)[None, None, :] >= lengths[:, None, None]
-        queries = torch.arange(start, start + c, device=scores.device)[None, :, None] >= lengths[:, None, None]
-        scores.masked_fill_((keys | queries)[:, None], float("-inf"))  # (B, 1, c, m)
-    return scores
 
 
 def band_rows(start: int, index: Tensor, counts: Tensor, window: int) -> tuple[Tensor, Tensor]:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..alpha_entmax import check_alpha, threshold
 from ..config import DEFAULT_ALPHA, SPARSE_CHUNK_PAIRS, THRESHOLD_SEED_KEYS
-from ..pattern import (Pattern, band_keys, band_mask, band_rows, compact, hide_unseen, query_chunks, row_key_spans,
+from ..pattern import (Pattern, band_keys, band_mask, band_rows, compact, query_chunks, row_key_spans,
                        shift_rows)
 from . import cpu_rows
 from .sparse import as_batched, attend_chunk, needs_grad, row_kernels_apply
@@ -118,7 +118,6 @@ def certified_entmax_rows(
     kept = torch.zeros(batch, heads, dtype=torch.long, device=q.device)
     kernel = not needs_grad(q, k, v) and row_kernels_apply(q, alpha)
     scaled = q * scaling  # once, not per chunk
-    bands: dict = {}  # the band's additive bias by chunk shape (see hide_unseen)
     if kernel:  # once, not per chunk: the model's heads are strided views (copies per chunk were O(n²) at 16k)
         k, v = k.contiguous(), v.contiguous()
         values = v.view(batch * heads, n, -1)  # each chunk's kernel reads its key range from key lo on
@@ -139,9 +138,8 @@ def certified_entmax_rows(
                 counts = counts.view(batch, heads, c)
                 pieces.append((shift_rows(index.view(batch, heads, c, -1), counts, lo), counts))
             else:  # probabilities in place of the scores (vectorised passes), then one matrix product with the values
-                scores = hide_unseen(scores, s, lo, window, lengths, bands)
-                counts, more = cpu_rows.certified_probabilities(
-                    scores.view(-1, hi - lo), scores.amax(-1).view(-1), rows_index, rows_counts, nvalid, first)
+                counts, more = cpu_rows.certified_probabilities(scores.view(-1, hi - lo), rows_index, rows_counts,
+                                                                nvalid, first)
                 out = torch.matmul(scores, v[:, :, lo:hi])
                 counts = counts.view(batch, heads, c)
             outs.append(out.to(q.dtype))

@@ -20,8 +20,8 @@ These kernels do the same work row by row in compiled loops, parallel over rows
   missed are added; recall 1 by construction), with the certified pattern's rows;
 - :func:`certified_probabilities`: the same without a pattern to keep (the ``exact`` mode, the
   certified mode in a model): each row of exact scores becomes its α-entmax probabilities in place,
-  its threshold found from the row maximum torch takes, then one vectorised pass writes
-  ``((z − t) / 2)₊²``; the output is one matrix product with the values (accumulating ``Σ p v``
+  then one vectorised pass writes ``((z − t) / 2)₊²`` (zeros outside the row's keys, so a band or padding
+  needs no mask); the output is one matrix product with the values (accumulating ``Σ p v``
   key by key in the row kernel cost more: 512 tokens, exact attention 1.49 → 1.26× softmax's time).
 
 Thresholds are exact: Newton's method on ``√Σ (x − τ)₊² = 1`` rises monotonically from a lower
@@ -29,11 +29,12 @@ bound (method.md §1) and ends on the closed-form root of the keys above it (no 
 root makes the function nearly linear far below the root, where Newton on ``Σ (x − τ)₊² = 1`` only
 halves the distance each step: 3.4–4.7 steps a row instead of 4.3–6.8 on model rows of 415 keys.
 Each step is one branch-free pass over the row (``max(x − τ, 0)``), which LLVM turns into SIMD
-code: a handful of passes of a 512-key row cost less than one branchy pass did. All thresholds are in score
-units: ``p_j = ((z_j − t) / 2)₊²`` sums to one. The Newton steps sum in float32, the final pass
-in float64. Numba is a dependency; the kernels are compiled once and cached on disk next to this module. Without Numba, or with
-``SPARSEFINDER_CPU_KERNELS=0``, callers keep the torch path. Hand-written (like the Triton
-kernel) because no library offers a fused sparse α-entmax row kernel for CPUs: AdaSplash and
+code: a handful of passes of a 512-key row cost less than one branchy pass did. The row maximum
+Newton starts from is taken in 8 running maxima at once (LLVM vectorises that, not a single running
+maximum). All thresholds are in score units: ``p_j = ((z_j − t) / 2)₊²`` sums to one. The Newton
+steps sum in float32, the final pass in float64. Numba is a dependency; the kernels are compiled
+once and cached on disk next to this module. Without Numba, or with ``SPARSEFINDER_CPU_KERNELS=0``,
+callers keep the torch path. Hand-written (like the Triton kernel) because no library offers a fused sparse α-entmax row kernel for CPUs: AdaSplash and
 the ``entmax`` package's Triton kernels target GPUs.
 """
 
@@ -67,11 +68,26 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
     _jit = functools.partial(_nb.njit, cache=True, nogil=True)
 
     @_jit(fastmath=_FAST)
+    def row_max(z, c):  # max of z[:c] (c ≥ 1): a running max in each of 8 accumulators, which LLVM vectorises (one
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = z[0]  # running max it does not: 0.9 against 0.3 ns a key)
+        full = c - c % 8
+        for j in range(0, full, 8):
+            a0 = z[j] if z[j] > a0 else a0
+            a1 = z[j + 1] if z[j + 1] > a1 else a1
+            a2 = z[j + 2] if z[j + 2] > a2 else a2
+            a3 = z[j + 3] if z[j + 3] > a3 else a3
+            a4 = z[j + 4] if z[j + 4] > a4 else a4
+            a5 = z[j + 5] if z[j + 5] > a5 else a5
+            a6 = z[j + 6] if z[j + 6] > a6 else a6
+            a7 = z[j + 7] if z[j + 7] > a7 else a7
+        top = max(max(max(a0, a1), max(a2, a3)), max(max(a4, a5), max(a6, a7)))
+        for j in range(full, c):
+            top = z[j] if z[j] > top else top
+        return top
+
+    @_jit(fastmath=_FAST)
     def threshold_from(z, c, lower):  # exact threshold of z[:c] (any order, c ≥ 1), given lower ≤ it (or -inf)
-        zmax = z[0]
-        for s in range(1, c):
-            zmax = max(zmax, z[s])
-        return threshold_at(z, c, lower, zmax)
+        return threshold_at(z, c, lower, row_max(z, c))
 
     @_jit(fastmath=_FAST)
     def threshold_at(z, c, lower, zmax):  # threshold_from given zmax = max z[:c] (-inf entries count as absent keys)
@@ -108,8 +124,8 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         return np.float64(top) + 2.0 * (t + (s1d - math.sqrt(disc if disc > 0.0 else 0.0)) / s0)
 
     @_jit(parallel=True, fastmath=_FAST)
-    def probabilities(z, top, index, counts, first, nvalid, kept, added):  # z (R, m) → α-entmax rows, in place
-        # z: exact scores, -inf where a row may not look; top (R,): each row's maximum; index/counts: predicted keys,
+    def probabilities(z, index, counts, first, nvalid, kept, added):  # z (R, m) → α-entmax rows, in place
+        # z: exact scores, row r seeing keys [first, nvalid) (the others become 0); index/counts: predicted keys,
         # whose threshold is a lower bound of the row's. kept/added (R,): keys of the certified row (predicted and
         # support), and the support keys not predicted.
         rows, m = z.shape
@@ -129,11 +145,16 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                     for s in range(c):
                         buf[s] = z[r, index[r, s]]
                     lower = threshold_from(buf, c, -np.inf)
-                t = threshold_at(z[r, f:nv], nv - f, lower, top[r])
+                row = z[r, f:nv]  # a view from the row's first key: this loop vectorises, one over z[r, f:nv] less so
+                t = threshold_from(row, nv - f, lower)
+                for j in range(f):
+                    z[r, j] = 0.0
+                for j in range(nv, m):
+                    z[r, j] = 0.0
                 k = 0
-                for j in range(m):  # branch-free, vectorised: p = ((z − t) / 2)₊², zero off the row's keys
-                    d = max((np.float64(z[r, j]) - t) * 0.5, 0.0)
-                    z[r, j] = np.float32(d * d)
+                for j in range(nv - f):  # branch-free, vectorised: p = ((z − t) / 2)₊²
+                    d = max((np.float64(row[j]) - t) * 0.5, 0.0)
+                    row[j] = np.float32(d * d)
                     k += 1 if d > 0.0 else 0
                 both = 0
                 for s in range(c):
@@ -142,16 +163,14 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 added[r] = k - both
 
     @_jit(parallel=True, fastmath=_FAST)
-    def thresholds(z, first, nvalid, margins, top, out, counts):  # z (R, n), first/nvalid (R,), margins (V, R),
-        # top (R,) the rows' maxima over their keys or (0,) → out (R,) thresholds, counts (V, R) keys clearing each margin
-        given = top.shape[0] > 0
+    def thresholds(z, first, nvalid, margins, out, counts):  # z (R, n), first/nvalid (R,), margins (V, R)
+        # → out (R,) thresholds, counts (V, R) keys clearing each margin
         for r in _nb.prange(z.shape[0]):
             f = first[r]
             nv = nvalid[r]
             t = np.float32(0.0)  # an empty row: fill compares the same
             if nv > f:
-                t = np.float32(threshold_at(z[r, f:nv], nv - f, -np.inf, top[r]) if given
-                               else threshold_from(z[r, f:nv], nv - f, -np.inf))
+                t = np.float32(threshold_from(z[r, f:nv], nv - f, -np.inf))
             out[r] = t
             for v in range(margins.shape[0]):
                 m = 0
@@ -160,8 +179,8 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 counts[v, r] = m
 
     @_jit
-    def keep_where(z, f, nv, t, margin, keys, cap):  # keys j of [f, nv) with z[j] − t ≥ margin (the first cap) → their count
-        c = 0  # strict float semantics (no fastmath): every caller keeps exactly the same pairs
+    def keep_where(z, f, nv, t, margin, keys, cap):  # keys j of [f, nv) with z[j] − t ≥ margin (the first cap)
+        c = 0  # → keys, their count returned; strict float semantics (no fastmath): every caller keeps the same pairs
         for j in range(f, nv):
             if c == cap:
                 break
@@ -174,23 +193,6 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         for r in _nb.prange(z.shape[0]):
             c = keep_where(z[r], first[r], nvalid[r], t[r], margin[r], index[r], counts[r])
             index[r, c:] = 0
-
-    @_jit(fastmath=_FAST)
-    def row_max(z, lanes):  # max of z (≥ 1 entry): a running max in each of the lanes, which LLVM vectorises (a
-        w = lanes.shape[0]   # single running max it does not: ~0.9 ns a key)
-        n = z.shape[0]
-        lanes[:] = z[0]
-        full = n - n % w
-        for j in range(0, full, w):
-            for lane in range(w):
-                x = z[j + lane]
-                lanes[lane] = x if x > lanes[lane] else lanes[lane]
-        top = lanes[0]
-        for lane in range(1, w):
-            top = lanes[lane] if lanes[lane] > top else top
-        for j in range(full, n):
-            top = z[j] if z[j] > top else top
-        return top
 
     @_jit(fastmath=_FAST)
     def attend_row(q, r, k, v, g, keys, c, offset, scaling, z, out):  # out[r] += Σ p_j v_j over keys[:c] (+ offset)
@@ -212,21 +214,19 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
 
     @_jit(parallel=True, fastmath=_FAST)
     def thresholded(zt, first, nvalid, margins, q, k, v, lo, rows_per_head, scaling, out, counts):
-        # zt (R, m) approximate scores (-inf where a row may not look), margins (R,): each row keeps the keys with
+        # zt (R, m) approximate scores, row r seeing keys [first, nvalid), margins (R,): each row keeps the keys with
         # zt − t̃ ≥ margin (t̃ its threshold over zt) and attends over them; out (R, dv), counts (R,) kept keys
         rows, m = zt.shape
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             keys = np.empty(max(m, 1), np.int32)
             z = np.empty(max(m, 1), np.float32)
-            lanes = np.empty(16, np.float32)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 out[r, :] = 0.0
                 f = first[r]
                 nv = nvalid[r]
                 c = 0
                 if nv > f:
-                    row = zt[r, f:nv]
-                    t = np.float32(threshold_at(row, nv - f, -np.inf, row_max(row, lanes)))
+                    t = np.float32(threshold_from(zt[r, f:nv], nv - f, -np.inf))
                     c = keep_where(zt[r], f, nv, t, margins[r], keys, m)
                     if c > 0:
                         attend_row(q, r, k, v, r // rows_per_head, keys, c, lo, scaling, z, out)
@@ -309,16 +309,15 @@ def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, 
     return torch.from_numpy(out).view(batch, heads, n, -1).to(q.dtype)
 
 
-def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor | None = None,
-                top: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor | None = None
+                ) -> list[tuple[Tensor, Tensor]]:
     """Per-query thresholds and the keys that clear them by a margin, for each of several margins.
 
     ``z`` ``(R, n)`` are scores; each row may see the keys ``first ≤ j < nvalid`` (``(R,)`` each,
     ``first`` 0 by default: a banded row starts later); ``t`` is the exact α-entmax (α = 1.5) threshold of
     each row over them. For each margin ``(R,)`` in ``margins`` those keys with ``z_j − t ≥ margin`` as
     ``index`` ``(R, w)`` (increasing keys, zero padded, ``w`` the widest row, ≥ 1) and ``counts`` ``(R,)``:
-    a counting pass, then the index at its final width. ``top`` ``(R,)``, when given, is each row's maximum over
-    its keys (torch's vectorised ``amax`` costs less than the kernel's scalar pass).
+    a counting pass, then the index at its final width. Entries outside a row's keys are never read.
     """
     set_threads()
     rows = z.shape[0]
@@ -327,8 +326,7 @@ def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor 
     stacked = np.stack([_np(m, torch.float32) for m in margins]) if margins else np.zeros((0, rows), np.float32)
     t = np.empty(rows, np.float32)
     counts = np.empty((len(margins), rows), np.int64)
-    maxima = np.zeros(0, np.float32) if top is None else _np(top, torch.float32)
-    thresholds(zz, starts, nv, stacked, maxima, t, counts)
+    thresholds(zz, starts, nv, stacked, t, counts)
     out = []
     for v in range(len(margins)):
         index = np.empty((rows, max(int(counts[v].max()) if rows else 0, 1)), np.int64)
@@ -342,8 +340,8 @@ def thresholded_rows(z: Tensor, first: Tensor | None, nvalid: Tensor, margins: T
     """Prediction and sparse attention in one pass a row: :func:`select_rows` of one margin, then :func:`sparse_rows`
     on the kept keys, with no index built between them (the keys of a row stay in a buffer of the row's task).
 
-    ``z`` ``(R, m)`` approximate scores with ``-inf`` where a row may not look, each row seeing keys ``first ≤ j <
-    nvalid`` (``first`` ``None``: 0), ``margins`` ``(R,)``; ``q`` ``(R, d)`` the rows' exact queries, ``k``/``v``
+    ``z`` ``(R, m)`` approximate scores, each row seeing keys ``first ≤ j < nvalid`` (``first`` ``None``: 0; the
+    other entries are never read), ``margins`` ``(R,)``; ``q`` ``(R, d)`` the rows' exact queries, ``k``/``v``
     ``(G, ≥ lo + m, d)`` keys and values of row group ``r // rows_per_head``, key ``j`` of ``z`` reading ``lo + j``.
     Returns the output ``(R, dv)`` (zeros for rows that keep nothing) and the kept keys per row ``(R,)``: the same
     pairs and output as :func:`select_rows` then :func:`sparse_rows`.
@@ -366,7 +364,7 @@ def row_thresholds(z: Tensor, nvalid: Tensor) -> Tensor:
     rows = z.shape[0]
     t = np.empty(rows, np.float32)
     thresholds(_np(z, torch.float32), np.zeros(rows, np.int64), _np(nvalid, torch.int64),
-               np.zeros((0, rows), np.float32), np.zeros(0, np.float32), t, np.empty((0, rows), np.int64))
+               np.zeros((0, rows), np.float32), t, np.empty((0, rows), np.int64))
     return torch.from_numpy(t)
 
 
@@ -398,13 +396,13 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
         torch.from_numpy(added)
 
 
-def certified_probabilities(z: Tensor, top: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor,
-                            first: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def certified_probabilities(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, first: Tensor | None = None
+                            ) -> tuple[Tensor, Tensor]:
     """Exact α-entmax (α = 1.5) probabilities of score rows, in place, seeded by predicted keys.
 
-    ``z`` ``(R, m)`` float32, contiguous: exact scores with ``-inf`` on the keys a row may not see (outside its band,
-    padding), overwritten with each row's probabilities (zeros off its support; rows with no key ``first ≤ j <
-    nvalid`` become zeros); ``top`` ``(R,)`` each row's maximum; ``index``/``counts`` ``(R, w)``/``(R,)`` predicted
+    ``z`` ``(R, m)`` float32, contiguous: exact scores, row ``r`` seeing keys ``first ≤ j < nvalid`` (its band within
+    the range, cut at its sequence's length), overwritten with each row's probabilities (zeros off its support and
+    outside its keys; rows with no key become zeros); ``index``/``counts`` ``(R, w)``/``(R,)`` predicted
     keys (their threshold starts the row's). The attention output is then one matrix product with the values. Returns
     the certified pattern's keys per row (predicted plus support) and the support keys not predicted, ``(R,)`` each.
     """
@@ -412,8 +410,8 @@ def certified_probabilities(z: Tensor, top: Tensor, index: Tensor, counts: Tenso
     rows = z.shape[0]
     kept, added = np.empty(rows, np.int64), np.empty(rows, np.int64)
     starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
-    probabilities(z.numpy(), _np(top, torch.float32), _np(index, torch.int64), _np(counts, torch.int64), starts,
-                  _np(nvalid, torch.int64), kept, added)
+    probabilities(z.numpy(), _np(index, torch.int64), _np(counts, torch.int64), starts, _np(nvalid, torch.int64), kept,
+                  added)
     return torch.from_numpy(kept), torch.from_numpy(added)
 
 
@@ -457,6 +455,5 @@ def warm_up() -> None:
     sparse_rows(q, q, q, index, counts, 1.0)
     thresholded_rows(z, None, nvalid, torch.zeros(2), q.view(2, 2), q.view(1, 2, 2), q.view(1, 2, 2), 0, 2, 1.0)
     select_rows(z, nvalid, [torch.zeros(2)])
-    select_rows(z, nvalid, [torch.zeros(2)], top=z.amax(-1))
     certified_rows(z, index.view(2, 1), counts.view(2), nvalid, q.view(1, 2, 2), 2)
-    certified_probabilities(z.clone(), z.amax(-1), index.view(2, 1), counts.view(2), nvalid)
+    certified_probabilities(z.clone(), index.view(2, 1), counts.view(2), nvalid)

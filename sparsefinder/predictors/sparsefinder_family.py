@@ -36,7 +36,7 @@ from ..attention.sparse import row_kernels_apply
 from ..config import DEFAULT_ALPHA
 from ..errors import SparsefinderError
 from ..faiss_backend import kmeans
-from ..pattern import (Pattern, band_keys, band_mask, compact, hide_unseen, query_chunks, row_key_spans,
+from ..pattern import (Pattern, band_keys, band_mask, compact, query_chunks, row_key_spans,
                        shift_rows, width_classes)
 from ..inputs import AttentionInputs
 from . import group_rows
@@ -654,15 +654,14 @@ class ThresholdPredictor(ProjectionPredictor):
         """The row kernels' input by chunk of queries (at most ``PREDICT_CHUNK_SCORES`` scores, so they stay in
         cache): its start, first key ``lo``, approximate scores ``(B, H, c, m)`` of the keys it may reach
         (:func:`~sparsefinder.pattern.band_keys`: every key, or a banded model's band only, so the predictor costs
-        O(n·band) there, as the model's exact attention) with ``-inf`` on the keys a row may not see, and each row's
-        ``first``/``nvalid`` (:func:`~sparsefinder.pattern.row_key_spans`)."""
+        O(n·band) there, as the model's exact attention) and the keys each row sees among them, ``first``/``nvalid``
+        (:func:`~sparsefinder.pattern.row_key_spans`; the kernels read nothing else)."""
         batch, heads, n, _ = qp.shape
         starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)
-        bands: dict = {}  # the band's additive bias by chunk shape (see hide_unseen)
         for s in starts:
             c = min(starts.step, n - s)
             lo, hi = band_keys(s, c, n, band)
-            z = hide_unseen(closeness(qp[:, :, s:s + c], kp[:, :, lo:hi], self.score), s, lo, band, lengths, bands)
+            z = closeness(qp[:, :, s:s + c], kp[:, :, lo:hi], self.score)
             yield s, lo, z, *row_key_spans(s, c, lo, hi, band, lengths, heads)
 
     def _chunks(self, layer: int, qp: Tensor, kp: Tensor, lengths: Tensor, values: list[Any], band: int = 0
@@ -675,7 +674,7 @@ class ThresholdPredictor(ProjectionPredictor):
             for s, lo, z, first, nvalid in self._scored_chunks(qp, kp, lengths, band):
                 c, m = z.shape[2], z.shape[3]
                 rows = [margin.expand(batch, heads, c, 1).reshape(-1) - config.MARGIN_TOLERANCE for margin in margins]
-                selected = cpu_rows.select_rows(z.reshape(-1, m), nvalid, rows, first, z.amax(-1).reshape(-1))
+                selected = cpu_rows.select_rows(z.reshape(-1, m), nvalid, rows, first)
                 yield s, [(shift_rows(index.view(batch, heads, c, -1), counts.view(batch, heads, c), lo),
                            counts.view(batch, heads, c)) for index, counts in selected]
             return

@@ -173,30 +173,40 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 t = np.float32(threshold_from(z[r, f:nv], nv - f, -np.inf))
             out[r] = t
             for v in range(margins.shape[0]):
-                m = 0
-                for j in range(f, nv):
-                    m += 1 if z[r, j] - t >= margins[v, r] else 0
-                counts[v, r] = m
+                counts[v, r] = count_where(z[r], f, nv, t, margins[v, r])
+
+    # The two tests of a key against a row's threshold and margin, in strict float semantics (no fastmath, which may
+    # rewrite z − t ≥ margin as z ≥ t + margin): counting and listing always agree on the same pairs.
+    @_jit
+    def count_where(z, f, nv, t, margin):  # how many keys j of [f, nv) have z[j] − t ≥ margin (vectorised)
+        c = 0
+        for j in range(f, nv):
+            c += 1 if z[j] - t >= margin else 0
+        return c
 
     @_jit
-    def keep_where(z, f, nv, t, margin, keys, cap):  # keys j of [f, nv) with z[j] − t ≥ margin (the first cap)
-        c = 0  # → keys, their count returned; strict float semantics (no fastmath): every caller keeps the same pairs
+    def keep_where(z, f, nv, t, margin, keys):  # those keys into keys (room for nv − f), their count returned
+        c = 0
         for j in range(f, nv):
-            if c == cap:
-                break
             keys[c] = j  # overwritten until a key qualifies: no branch on the comparison
             c += 1 if z[j] - t >= margin else 0
         return c
 
     @_jit(parallel=True)
-    def fill(z, t, margin, first, nvalid, counts, index):  # the counts[r] keys j with z - t ≥ margin → index (R, w)
-        for r in _nb.prange(z.shape[0]):
-            c = keep_where(z[r], first[r], nvalid[r], t[r], margin[r], index[r], counts[r])
-            index[r, c:] = 0
+    def fill(z, t, margin, first, nvalid, index):  # the keys j with z − t ≥ margin → index (R, w), as count_where
+        rows, n = z.shape                          # counted them (w ≥ every count)
+        for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
+            keys = np.empty(max(n, 1), np.int64)
+            for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
+                c = keep_where(z[r], first[r], nvalid[r], t[r], margin[r], keys)
+                index[r, :c] = keys[:c]
+                index[r, c:] = 0
 
     @_jit(fastmath=_FAST)
-    def attend_row(q, r, k, v, g, keys, c, offset, scaling, z, out):  # out[r] += Σ p_j v_j over keys[:c] (+ offset)
-        # of group g: the exact scores of those keys into z, their α-entmax threshold, the weighted values
+    def attend_row(q, r, k, v, g, keys, c, offset, scaling, z, support, out):  # out[r] += Σ p_j v_j over keys[:c]
+        # (+ offset) of group g: the exact scores of those keys into z, their α-entmax threshold, then the support keys
+        # listed (branch-free, their p in z, their keys in support) and their values weighted (a branch per key on
+        # p > 0 instead cost more than the rest: about a third of the kept keys are in the support, unpredictably)
         for s in range(c):
             j = keys[s] + offset
             acc = np.float32(0.0)
@@ -204,13 +214,17 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 acc += q[r, e] * k[g, j, e]
             z[s] = acc * scaling
         t = threshold_from(z, c, -np.inf)
+        m = 0
         for s in range(c):
-            half = (z[s] - t) * 0.5
-            if half > 0.0:
-                p = np.float32(half * half)
-                j = keys[s] + offset
-                for e in range(v.shape[2]):
-                    out[r, e] += p * v[g, j, e]
+            half = max((z[s] - t) * np.float32(0.5), np.float32(0.0))
+            z[m] = half * half  # m ≤ s: z[s] is read before any later write reaches it
+            support[m] = keys[s] + offset
+            m += 1 if half > 0.0 else 0
+        for s in range(m):
+            p = z[s]
+            j = support[s]
+            for e in range(v.shape[2]):
+                out[r, e] += p * v[g, j, e]
 
     @_jit(parallel=True, fastmath=_FAST)
     def thresholded(zt, first, nvalid, margins, q, k, v, lo, rows_per_head, scaling, out, counts):
@@ -220,6 +234,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             keys = np.empty(max(m, 1), np.int32)
             z = np.empty(max(m, 1), np.float32)
+            support = np.empty(max(m, 1), np.int64)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 out[r, :] = 0.0
                 f = first[r]
@@ -227,9 +242,9 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 c = 0
                 if nv > f:
                     t = np.float32(threshold_from(zt[r, f:nv], nv - f, -np.inf))
-                    c = keep_where(zt[r], f, nv, t, margins[r], keys, m)
+                    c = keep_where(zt[r], f, nv, t, margins[r], keys)
                     if c > 0:
-                        attend_row(q, r, k, v, r // rows_per_head, keys, c, lo, scaling, z, out)
+                        attend_row(q, r, k, v, r // rows_per_head, keys, c, lo, scaling, z, support, out)
                 counts[r] = c
 
     @_jit(parallel=True)
@@ -245,10 +260,11 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         rows = q.shape[0]
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             z = np.empty(max(index.shape[1], 1), np.float32)
+            support = np.empty(max(index.shape[1], 1), np.int64)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 out[r, :] = 0.0
                 if counts[r] > 0:
-                    attend_row(q, r, k, v, r // rows_per_head, index[r], counts[r], 0, scaling, z, out)
+                    attend_row(q, r, k, v, r // rows_per_head, index[r], counts[r], 0, scaling, z, support, out)
 
     @_jit(parallel=True, fastmath=_FAST)
     def certified(z, index, counts, first, nvalid, v, lo, rows_per_head, out, kept, kept_counts, added):
@@ -330,7 +346,7 @@ def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor 
     out = []
     for v in range(len(margins)):
         index = np.empty((rows, max(int(counts[v].max()) if rows else 0, 1)), np.int64)
-        fill(zz, t, stacked[v], starts, nv, counts[v], index)
+        fill(zz, t, stacked[v], starts, nv, index)
         out.append((torch.from_numpy(index), torch.from_numpy(counts[v])))
     return out
 

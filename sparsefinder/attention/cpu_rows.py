@@ -13,8 +13,8 @@ These kernels do the same work row by row in compiled loops, parallel over rows
   as the rows of a :class:`~sparsefinder.pattern.Pattern`;
 - :func:`thresholded_rows`: both in one pass a row (the threshold predictor's route in a model): the
   keys a row keeps stay in a buffer and are attended at once, no padded index is built between
-  prediction and compute (512 tokens: one kernel call of ~4.3 ms a layer where selection and sparse
-  compute took ~5.9);
+  prediction and compute (415 tokens, a layer: 4.0–5.9 ms with the approximate scores, against
+  5.3–8.0 for prediction then sparse compute);
 - :func:`certified_rows`: exact attention from exact score rows and a predicted pattern (the
   threshold of the predicted keys starts the row's exact threshold; the support keys the pattern
   missed are added; recall 1 by construction), with the certified pattern's rows;
@@ -34,8 +34,9 @@ Newton starts from is taken in 8 running maxima at once (LLVM vectorises that, n
 maximum). All thresholds are in score units: ``p_j = ((z_j − t) / 2)₊²`` sums to one. The Newton
 steps sum in float32, the final pass in float64. Numba is a dependency; the kernels are compiled
 once and cached on disk next to this module. Without Numba, or with ``SPARSEFINDER_CPU_KERNELS=0``,
-callers keep the torch path. Hand-written (like the Triton kernel) because no library offers a fused sparse α-entmax row kernel for CPUs: AdaSplash and
-the ``entmax`` package's Triton kernels target GPUs.
+callers keep the torch path. Hand-written (like the Triton kernel) because no library offers a
+fused sparse α-entmax row kernel for CPUs: AdaSplash and the ``entmax`` package's Triton kernels
+target GPUs.
 """
 
 from __future__ import annotations
@@ -87,10 +88,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
 
     @_jit(fastmath=_FAST)
     def threshold_from(z, c, lower):  # exact threshold of z[:c] (any order, c ≥ 1), given lower ≤ it (or -inf)
-        return threshold_at(z, c, lower, row_max(z, c))
-
-    @_jit(fastmath=_FAST)
-    def threshold_at(z, c, lower, zmax):  # threshold_from given zmax = max z[:c] (-inf entries count as absent keys)
+        zmax = row_max(z, c)  # -inf entries count as absent keys
         # Newton on f(τ) = √Σ (x − τ)₊² − 1 (a norm of convex functions: convex, decreasing; x = (z − max z)/2)
         # rises monotonically from a lower bound to the root. Each step is one branch-free pass over the
         # row, which the compiler vectorises, in float32 (8 or 16 lanes); once a step is below _STEP, τ is within about

@@ -7,6 +7,7 @@ import torch
 
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.errors import SparsefinderError
+from sparsefinder.hf.attention import CONFIG_WINDOW
 from sparsefinder.model import load_encoder, mean_pool
 from sparsefinder.predictors.registry import predictor_from_spec
 
@@ -101,6 +102,17 @@ def test_threshold_predictor_fused_route_by_chunks_equals_predicting_then_attend
     torch.testing.assert_close(chunked_certified.embeddings, encoder.encode(TEXTS, "dense").embeddings, atol=1e-5, rtol=0)
     assert chunked_certified.keys_added == certified.keys_added and chunked_certified.sparsity == pytest.approx(
         certified.sparsity)
+    monkeypatch.setattr(encoder.model.config, CONFIG_WINDOW, 3, raising=False)  # banded: the route scores the band
+    banded_unfused = encoder.encode(TEXTS, predictor)
+    monkeypatch.delattr(predictor, "attend_rows")  # the fused route again
+    fused_calls = calls["fused"]
+    banded = encoder.encode(TEXTS, predictor)
+    assert calls["fused"] > fused_calls
+    torch.testing.assert_close(banded.embeddings, banded_unfused.embeddings, atol=1e-6, rtol=0)
+    assert banded.sparsity == pytest.approx(banded_unfused.sparsity, abs=0)
+    assert all(b > w for b, w in zip(banded.sparsity, whole.sparsity))  # within ±3 of each query: fewer pairs
+    torch.testing.assert_close(encoder.encode(TEXTS, predictor, certified=True).embeddings,
+                               encoder.encode(TEXTS, "dense").embeddings, atol=1e-5, rtol=0)
 
 
 def test_too_long_text_needs_truncate(encoder):

@@ -247,3 +247,25 @@ def test_thresholded_rows_attend_exactly_the_keys_select_rows_keeps():
             continue
         p = entmax((q[r] @ k[r // 5, keys].T * 0.4)[None], 1.5)[0]
         torch.testing.assert_close(out[r], p @ v[r // 5, keys], atol=1e-5, rtol=1e-5)
+
+
+def test_certified_thresholded_rows_equal_certified_probabilities_of_the_selected_keys():
+    """The certified mode's fused route: probabilities, certified keys and keys added are those of
+    ``certified_probabilities`` seeded by the keys ``select_rows`` keeps, rows cut at unaligned ``first``/``nvalid``
+    (one with no key), scores outside a row never read."""
+    g = torch.Generator().manual_seed(33)
+    rows, m = 9, 70
+    zt = torch.randn(rows, m, generator=g) * 2
+    z = zt + torch.randn(rows, m, generator=g) * 0.7  # exact scores near the approximate ones
+    first = torch.tensor([0, 3, 11, 40, 0, 9, 0, 25, 69])
+    nvalid = torch.tensor([m, 60, 12, 70, 33, 9, m, 64, 70])  # row 5 sees no key, row 8 one
+    outside = (torch.arange(m) < first[:, None]) | (torch.arange(m) >= nvalid[:, None])
+    z, zt = z.masked_fill(outside, 50.0), zt.masked_fill(outside, 50.0)  # never read
+    margins = torch.linspace(-1.5, 0.3, rows)
+    (index, counts), = cpu_rows.select_rows(zt, nvalid, [margins], first)
+    expected = z.clone()
+    kept, added = cpu_rows.certified_probabilities(expected, index, counts, nvalid, first)
+    fused = z.clone()
+    fused_kept, fused_added = cpu_rows.certified_thresholded_rows(fused, zt, first, nvalid, margins)
+    assert torch.equal(fused, expected) and torch.equal(fused_kept, kept) and torch.equal(fused_added, added)
+    assert int(added.sum()) > 0 and int(kept[5]) == 0 and not fused[5].any()

@@ -76,32 +76,39 @@ def test_certified_window_equals_dense_and_window_sparsity_is_hand_counted(encod
 
 def test_threshold_predictor_fused_route_by_chunks_equals_predicting_then_attending_and_certified_equals_dense(
         encoder, tiny_dataset, monkeypatch):
-    """The layer runs the threshold predictor's fused route (prediction and attention in one pass a row), chunk of
-    queries by chunk: the same output and pairs as its pattern attended afterwards; certified reads its rows."""
+    """The layer runs the threshold predictor's fused route (prediction and attention in one pass a row; certified:
+    the exact probabilities seeded by the kept keys in the same pass), chunk of queries by chunk: the same output,
+    pairs and keys added as its pattern attended afterwards, certified equal to dense; in a banded model too."""
     from sparsefinder import config
     from sparsefinder.attention import cpu_rows
 
     predictor = predictor_from_spec("proj8-score-thr0.9-ep0").fit(tiny_dataset)
-    whole = encoder.encode(TEXTS, predictor)
-    certified = encoder.encode(TEXTS, predictor, certified=True)
-    calls = {"fused": 0, "select": 0}
-    fused, select = cpu_rows.thresholded_rows, cpu_rows.select_rows
-    monkeypatch.setattr(cpu_rows, "thresholded_rows", lambda *a: calls.update(fused=calls["fused"] + 1) or fused(*a))
-    monkeypatch.setattr(cpu_rows, "select_rows", lambda *a: calls.update(select=calls["select"] + 1) or select(*a))
+    dense = encoder.encode(TEXTS, "dense").embeddings
+    whole, certified = encoder.encode(TEXTS, predictor), encoder.encode(TEXTS, predictor, certified=True)
+    calls = {"fused": 0, "certified": 0, "select": 0}
+
+    def counted(name: str, fn):
+        return lambda *a: calls.update({name: calls[name] + 1}) or fn(*a)
+
+    monkeypatch.setattr(cpu_rows, "thresholded_rows", counted("fused", cpu_rows.thresholded_rows))
+    monkeypatch.setattr(cpu_rows, "certified_thresholded_rows", counted("certified", cpu_rows.certified_thresholded_rows))
+    monkeypatch.setattr(cpu_rows, "select_rows", counted("select", cpu_rows.select_rows))
     monkeypatch.setattr(config, "PREDICT_CHUNK_SCORES", 3 * 12 * 32)  # three queries of a 32-token batch per chunk
-    chunked = encoder.encode(TEXTS, predictor)
-    assert calls["fused"] > 6 * 3 and calls["select"] == 0  # several chunks a layer, no pattern built
+    chunked, chunked_certified = encoder.encode(TEXTS, predictor), encoder.encode(TEXTS, predictor, certified=True)
+    assert calls["fused"] == calls["certified"] > 6 * 3 and calls["select"] == 0  # several chunks a layer, no index
     torch.testing.assert_close(chunked.embeddings, whole.embeddings, atol=1e-6, rtol=0)
     assert chunked.sparsity == pytest.approx(whole.sparsity) and 0 < min(whole.sparsity)
+    torch.testing.assert_close(chunked_certified.embeddings, dense, atol=1e-5, rtol=0)
+    assert chunked_certified.keys_added == certified.keys_added and chunked_certified.sparsity == pytest.approx(
+        certified.sparsity) and sum(certified.keys_added) > 0
     monkeypatch.setattr(predictor, "attend_rows", lambda *a: None)  # predict the rows, then attend over them
-    unfused = encoder.encode(TEXTS, predictor)
-    assert calls["select"] == calls["fused"]  # the same chunks
+    unfused, unfused_certified = encoder.encode(TEXTS, predictor), encoder.encode(TEXTS, predictor, certified=True)
+    assert calls["select"] == 2 * calls["fused"]  # the same chunks, for each mode
     torch.testing.assert_close(unfused.embeddings, whole.embeddings, atol=1e-6, rtol=0)
     assert unfused.sparsity == pytest.approx(whole.sparsity, abs=0)
-    chunked_certified = encoder.encode(TEXTS, predictor, certified=True)
-    torch.testing.assert_close(chunked_certified.embeddings, encoder.encode(TEXTS, "dense").embeddings, atol=1e-5, rtol=0)
-    assert chunked_certified.keys_added == certified.keys_added and chunked_certified.sparsity == pytest.approx(
-        certified.sparsity)
+    torch.testing.assert_close(unfused_certified.embeddings, dense, atol=1e-5, rtol=0)
+    assert unfused_certified.keys_added == certified.keys_added and unfused_certified.sparsity == pytest.approx(
+        certified.sparsity, abs=0)
     monkeypatch.setattr(encoder.model.config, CONFIG_WINDOW, 3, raising=False)  # banded: the route scores the band
     banded_unfused = encoder.encode(TEXTS, predictor)
     monkeypatch.delattr(predictor, "attend_rows")  # the fused route again

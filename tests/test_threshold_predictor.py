@@ -98,8 +98,10 @@ def test_rows_by_chunk_are_the_pattern_and_each_chunk_is_only_as_wide_as_its_row
 @pytest.mark.parametrize("band", [0, 6])
 def test_fused_route_equals_its_pattern_attended_chunk_by_chunk_in_a_padded_batch(band, monkeypatch):
     """``attend_rows`` (prediction and attention in one pass a row) on a padded batch, in chunks of 7 queries, with and
-    without a band: the output and kept pairs of :meth:`predict`'s pattern attended by ``sparse_entmax_attention``."""
+    without a band: the output and kept pairs of :meth:`predict`'s pattern attended by ``sparse_entmax_attention``;
+    certified, the output, certified pairs and keys added of ``certified_entmax_attention`` on that pattern."""
     from sparsefinder import config
+    from sparsefinder.attention.certified import certified_entmax_attention
     from sparsefinder.attention.sparse import sparse_entmax_attention
 
     data = _banded_dataset(8, seed=6, band=band) if band else _gaussian_dataset(8, seed=6)
@@ -109,11 +111,16 @@ def test_fused_route_equals_its_pattern_attended_chunk_by_chunk_in_a_padded_batc
     values = torch.randn(2, 2, 48, 5, generator=torch.Generator().manual_seed(2))
     pattern = predictor.predict(inputs)
     monkeypatch.setattr(config, "PREDICT_CHUNK_SCORES", 2 * 2 * 48 * 7)
-    out, kept = predictor.attend_rows(inputs, values, 1.5, 0.3)
+    out, kept, added = predictor.attend_rows(inputs, values, 1.5, 0.3)
     expected = sparse_entmax_attention(inputs.queries, inputs.keys, values, pattern, 1.5, 0.3)
     torch.testing.assert_close(out[0], expected[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[1, :, :30], expected[1, :, :30], atol=1e-5, rtol=1e-5)
-    assert torch.equal(kept, pattern.counts.sum(-1)) and 0 < int(kept.min())
+    assert torch.equal(kept, pattern.counts.sum(-1)) and 0 < int(kept.min()) and not added.any()
+    out, kept, added = predictor.attend_rows(inputs, values, 1.5, 0.3, certified=True)
+    reference = certified_entmax_attention(inputs.queries, inputs.keys, values, pattern, 1.5, 0.3, window=band)
+    torch.testing.assert_close(out[0], reference.output[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1, :, :30], reference.output[1, :, :30], atol=1e-5, rtol=1e-5)
+    assert torch.equal(kept, reference.kept) and torch.equal(added, reference.keys_added) and int(added.sum()) > 0
     assert predictor.attend_rows(inputs, values, 2.0, 0.3) is None  # the row kernels are α = 1.5 only
     predictor.set_params(window=2)
     assert predictor.attend_rows(inputs, values, 1.5, 0.3) is None  # extras are joined to whole patterns

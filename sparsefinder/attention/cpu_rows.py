@@ -14,7 +14,7 @@ These kernels do the same work row by row in compiled loops, parallel over rows
 - :func:`thresholded_rows`: both in one pass a row (the threshold predictor's route in a model): the
   keys a row keeps stay in a buffer and are attended at once, no padded index is built between
   prediction and compute (415 tokens, a layer: 4.0–5.9 ms with the approximate scores, against
-  5.3–8.0 for prediction then sparse compute);
+  5.3–8.0 for prediction then sparse compute); :func:`certified_thresholded_rows` is its certified form;
 - :func:`certified_rows`: exact attention from exact score rows and a predicted pattern (the
   threshold of the predicted keys starts the row's exact threshold; the support keys the pattern
   missed are added; recall 1 by construction), with the certified pattern's rows;
@@ -51,8 +51,8 @@ from torch import Tensor
 from ..kernels import available, set_threads
 from ..kernels import numba as _nb
 
-__all__ = ["available", "certified_probabilities", "certified_rows", "entmax15_rows", "row_thresholds", "select_rows",
-           "sparse_rows", "thresholded_rows", "warm_up"]
+__all__ = ["available", "certified_probabilities", "certified_rows", "certified_thresholded_rows", "entmax15_rows",
+           "row_thresholds", "select_rows", "sparse_rows", "thresholded_rows", "warm_up"]
 
 
 #: Rows per parallel task: scratch buffers are allocated once per block, not per row.
@@ -121,44 +121,60 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         disc = s1d * s1d - s0 * (s2d - 1.0)
         return np.float64(top) + 2.0 * (t + (s1d - math.sqrt(disc if disc > 0.0 else 0.0)) / s0)
 
+    @_jit(fastmath=_FAST)
+    def probability_row(z, r, f, nv, keys, c, buf, kept, added):  # row r of exact scores z (keys [f, nv) seen, the
+        # others become 0) → its α-entmax probabilities in place, the threshold of the c predicted keys in keys (a lower
+        # bound) starting the row's; kept[r]/added[r]: keys of the certified row (predicted and support), support keys
+        # not predicted
+        if nv <= f:
+            z[r, :] = 0.0
+            kept[r] = 0
+            added[r] = 0
+            return
+        lower = -np.inf
+        if c > 0:
+            for s in range(c):
+                buf[s] = z[r, keys[s]]
+            lower = threshold_from(buf, c, -np.inf)
+        row = z[r, f:nv]  # a view from the row's first key: this loop vectorises, one over z[r, f:nv] less so
+        t = threshold_from(row, nv - f, lower)
+        for j in range(f):
+            z[r, j] = 0.0
+        for j in range(nv, z.shape[1]):
+            z[r, j] = 0.0
+        k = 0
+        for j in range(nv - f):  # branch-free, vectorised: p = ((z − t) / 2)₊²
+            d = max((np.float64(row[j]) - t) * 0.5, 0.0)
+            row[j] = np.float32(d * d)
+            k += 1 if d > 0.0 else 0
+        both = 0
+        for s in range(c):
+            both += 1 if z[r, keys[s]] > 0.0 else 0
+        kept[r] = k + c - both
+        added[r] = k - both
+
     @_jit(parallel=True, fastmath=_FAST)
-    def probabilities(z, index, counts, first, nvalid, kept, added):  # z (R, m) → α-entmax rows, in place
-        # z: exact scores, row r seeing keys [first, nvalid) (the others become 0); index/counts: predicted keys,
-        # whose threshold is a lower bound of the row's. kept/added (R,): keys of the certified row (predicted and
-        # support), and the support keys not predicted.
-        rows, m = z.shape
+    def probabilities(z, index, counts, first, nvalid, kept, added):  # z (R, m) → α-entmax rows, in place, seeded
+        rows = z.shape[0]                                              # by predicted keys index/counts (R, w)/(R,)
         for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
             buf = np.empty(max(index.shape[1], 1), np.float32)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
+                probability_row(z, r, first[r], nvalid[r], index[r], counts[r], buf, kept, added)
+
+    @_jit(parallel=True, fastmath=_FAST)
+    def certified_thresholded(z, zt, first, nvalid, margins, kept, added):  # probabilities, each row seeded by the
+        rows, m = z.shape  # keys whose approximate score zt (R, m) clears its threshold by margins (R,), as thresholded
+        for b in _nb.prange((rows + _BLOCK - 1) // _BLOCK):
+            keys = np.empty(max(m, 1), np.int32)
+            buf = np.empty(max(m, 1), np.float32)
+            for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 f = first[r]
                 nv = nvalid[r]
-                if nv <= f:
-                    z[r, :] = 0.0
-                    kept[r] = 0
-                    added[r] = 0
-                    continue
-                c = counts[r]
-                lower = -np.inf
-                if c > 0:
-                    for s in range(c):
-                        buf[s] = z[r, index[r, s]]
-                    lower = threshold_from(buf, c, -np.inf)
-                row = z[r, f:nv]  # a view from the row's first key: this loop vectorises, one over z[r, f:nv] less so
-                t = threshold_from(row, nv - f, lower)
-                for j in range(f):
-                    z[r, j] = 0.0
-                for j in range(nv, m):
-                    z[r, j] = 0.0
-                k = 0
-                for j in range(nv - f):  # branch-free, vectorised: p = ((z − t) / 2)₊²
-                    d = max((np.float64(row[j]) - t) * 0.5, 0.0)
-                    row[j] = np.float32(d * d)
-                    k += 1 if d > 0.0 else 0
-                both = 0
-                for s in range(c):
-                    both += 1 if z[r, index[r, s]] > 0.0 else 0
-                kept[r] = k + c - both
-                added[r] = k - both
+                c = 0
+                if nv > f:
+                    c = keep_where(zt[r], f, nv, np.float32(threshold_from(zt[r, f:nv], nv - f, -np.inf)), margins[r],
+                                   keys)
+                probability_row(z, r, f, nv, keys, c, buf, kept, added)
 
     @_jit(parallel=True, fastmath=_FAST)
     def thresholds(z, first, nvalid, margins, out, counts):  # z (R, n), first/nvalid (R,), margins (V, R)
@@ -429,6 +445,25 @@ def certified_probabilities(z: Tensor, index: Tensor, counts: Tensor, nvalid: Te
     return torch.from_numpy(kept), torch.from_numpy(added)
 
 
+def certified_thresholded_rows(z: Tensor, zt: Tensor, first: Tensor | None, nvalid: Tensor, margins: Tensor
+                               ) -> tuple[Tensor, Tensor]:
+    """:func:`certified_probabilities` seeded by the keys of :func:`thresholded_rows`, found in the same pass a row.
+
+    ``z`` ``(R, m)`` float32, contiguous: exact scores, overwritten with the rows' α-entmax probabilities (zeros
+    outside a row's keys ``first ≤ j < nvalid``); ``zt`` ``(R, m)`` approximate scores and ``margins`` ``(R,)``: the
+    keys whose ``zt`` clears the row's threshold by its margin are the predicted keys (the pairs of :func:`select_rows`
+    with one margin). Returns the certified pattern's keys per row (predicted plus support) and the support keys not
+    predicted, ``(R,)`` each: those of :func:`certified_probabilities` given the predicted keys.
+    """
+    set_threads()
+    rows = z.shape[0]
+    kept, added = np.empty(rows, np.int64), np.empty(rows, np.int64)
+    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+    certified_thresholded(z.numpy(), _np(zt, torch.float32), starts, _np(nvalid, torch.int64),
+                          _np(margins, torch.float32), kept, added)
+    return torch.from_numpy(kept), torch.from_numpy(added)
+
+
 class _Entmax15Rows(torch.autograd.Function):
     """α = 1.5 entmax along the last axis: thresholds by :func:`row_thresholds`, the closed-form backward."""
 
@@ -471,3 +506,4 @@ def warm_up() -> None:
     select_rows(z, nvalid, [torch.zeros(2)])
     certified_rows(z, index.view(2, 1), counts.view(2), nvalid, q.view(1, 2, 2), 2)
     certified_probabilities(z.clone(), index.view(2, 1), counts.view(2), nvalid)
+    certified_thresholded_rows(z.clone(), z, None, nvalid, torch.zeros(2))

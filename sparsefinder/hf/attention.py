@@ -207,7 +207,8 @@ def sparse_attention(
     batched :class:`~sparsefinder.pattern.Pattern`, which the sparse (or certified) compute
     reads as is; on a CPU with no recorder the sparse and certified computes read it chunk of queries
     by chunk instead (:meth:`~sparsefinder.predictors.base.Predictor.predict_rows`, same pairs), so no
-    layer-wide index padded to its widest row is built. Outputs at padded positions are zero. Modes by the ``attention_predictor``
+    layer-wide index padded to its widest row is built, or, for a predictor with a fused route
+    (:meth:`~sparsefinder.predictors.base.Predictor.attend_rows`), none at all. Outputs at padded positions are zero. Modes by the ``attention_predictor``
     keyword: a Predictor, ``"dense"``, ``"exact"`` or ``"softmax"``. Inference only: attention dropout is
     not applied on predicted patterns.
     """
@@ -246,9 +247,16 @@ def sparse_attention(
     recorder: AttentionRecorder | None = kwargs.get("attention_recorder")
     # the band the predicted pairs are cut to (0: they lie within the model's band already, or there is none)
     cut = 0 if exact or (predictor.reach is not None and predictor.reach <= window) else window
-    # on a CPU with no recorder the predictor's rows feed the compute chunk by chunk: no layer-wide pattern
+    certified = exact or bool(kwargs.get("attention_certified", attached_certified(module.config)))
+    # on a CPU with no recorder the predictor's rows feed the compute chunk by chunk: no layer-wide pattern; a
+    # predictor with a fused route evaluates its rule inside the compute instead (its pairs lie within the band)
     rows = predictor.predict_rows(inputs) if not exact and recorder is None and not query.is_cuda else None
-    if exact or kwargs.get("attention_certified", attached_certified(module.config)):
+    fused = None if rows is None or needs_grad(query, key, value) else \
+        predictor.attend_rows(inputs, value, alpha, scaling, certified)
+    if fused is not None:
+        out, kept, added = fused
+        sparsity = sparsity_of(kept, lengths)
+    elif certified:
         if rows is not None:
             result = certified_entmax_rows(query, key, value, rows, lengths, alpha, scaling, keep_pattern=False,
                                            window=window)
@@ -258,12 +266,9 @@ def sparse_attention(
                                                 keep_pattern=recorder is not None, window=window)
         out, added, pattern = result.output, result.keys_added, result.pattern
         sparsity = sparsity_of(result.kept, lengths)
-    elif rows is not None:  # a fused route (the predictor's pairs within the model's band already), else its rows
-        fused = None if needs_grad(query, key, value) else predictor.attend_rows(inputs, value, alpha, scaling)
-        if fused is None:
-            banded_rows = ((s, *band_rows(s, index, counts, cut)) for s, index, counts in rows)
-            fused = sparse_entmax_rows(query, key, value, banded_rows, alpha, scaling)
-        out, kept = fused
+    elif rows is not None:
+        banded_rows = ((s, *band_rows(s, index, counts, cut)) for s, index, counts in rows)
+        out, kept = sparse_entmax_rows(query, key, value, banded_rows, alpha, scaling)
         sparsity = sparsity_of(kept, lengths)
     else:
         pattern = predictor.predict(inputs).within(cut)

@@ -167,12 +167,13 @@ class Predictor:
         pattern = self.predict(inputs)
         yield 0, pattern.index, pattern.counts
 
-    def attend_rows(self, inputs: AttentionInputs, values: Tensor, alpha: float, scaling: float
-                    ) -> tuple[Tensor, Tensor] | None:
-        """Sparse α-entmax attention on :meth:`predict`'s pairs with the prediction fused into the compute, where this
-        predictor has such a route: output ``(B, H, n, dv)`` (zeros at padded queries' keys-less rows) and kept pairs
-        per sequence and head ``(B, H)``, for ``values`` ``(B, H, n, dv)``. ``None`` (this default): predict, then
-        attend (:meth:`predict_rows` and :func:`~sparsefinder.attention.sparse.sparse_entmax_rows`)."""
+    def attend_rows(self, inputs: AttentionInputs, values: Tensor, alpha: float, scaling: float,
+                    certified: bool = False) -> tuple[Tensor, Tensor, Tensor] | None:
+        """α-entmax attention on :meth:`predict`'s pairs (``certified``: exact, seeded by them) with the prediction
+        fused into the compute, where this predictor has such a route: output ``(B, H, n, dv)`` for ``values``
+        ``(B, H, n, dv)`` (zeros for rows with no key), the kept pairs (certified: the certified pattern's) and the
+        support pairs the prediction missed (certified; else zeros), ``(B, H)`` each. ``None`` (this default):
+        predict, then attend (:meth:`predict_rows`, then ``sparse_entmax_rows`` or ``certified_entmax_rows``)."""
         return None
 
     def predict_sweep(self, inputs: AttentionInputs, values: list[Any]) -> list[Pattern]:

@@ -622,28 +622,40 @@ class ThresholdPredictor(ProjectionPredictor):
         self.set_params(recall=values[-1])
         return [Pattern.cat_rows(p, lengths) for p in pieces]
 
-    def attend_rows(self, inputs: AttentionInputs, values: Tensor, alpha: float, scaling: float
-                    ) -> tuple[Tensor, Tensor] | None:
+    def attend_rows(self, inputs: AttentionInputs, values: Tensor, alpha: float, scaling: float,
+                    certified: bool = False) -> tuple[Tensor, Tensor, Tensor] | None:
         """:meth:`Predictor.attend_rows`: each chunk's approximate scores, then one compiled pass a row finds its
         threshold, keeps its keys and attends over them (:func:`~sparsefinder.attention.cpu_rows.thresholded_rows`):
-        the pairs of :meth:`predict` at the current recall target, no index built. ``None`` where the row kernels do
-        not apply (α ≠ 1.5, not on a CPU, no compiled kernels) or window/global extras are asked."""
+        the pairs of :meth:`predict` at the current recall target, no index built. Certified: the chunk's exact
+        scores too, turned into probabilities in place from the threshold of the row's kept keys
+        (:func:`~sparsefinder.attention.cpu_rows.certified_thresholded_rows`), then one product with the values.
+        ``None`` where the row kernels do not apply (α ≠ 1.5, not on a CPU, no compiled kernels) or window/global
+        extras are asked."""
         if self.window or self.glob or not self._kernel(inputs.queries) or not row_kernels_apply(values, alpha):
             return None
         qp, kp = self.project(inputs)
         batch, heads, n, d = inputs.queries.shape
-        flat = batch * heads
-        keys, vals = inputs.keys.reshape(flat, n, d), values.contiguous().reshape(flat, n, -1)
+        keys, vals = inputs.keys.reshape(batch * heads, n, d), values.contiguous().reshape(batch * heads, n, -1)
+        scaled = inputs.queries * scaling if certified else None  # once, not per chunk
         margin = self.margins(inputs.layer, self.recall).to(qp)[None, :, None] - config.MARGIN_TOLERANCE
-        outs, kept = [], torch.zeros(batch, heads, dtype=torch.long)
+        outs = []
+        kept, added = torch.zeros(batch, heads, dtype=torch.long), torch.zeros(batch, heads, dtype=torch.long)
         for s, lo, z, first, nvalid in self._scored_chunks(qp, kp, inputs.lengths, inputs.band):
             c, m = z.shape[2], z.shape[3]
-            out, counts = cpu_rows.thresholded_rows(
-                z.reshape(-1, m), first, nvalid, margin.expand(batch, heads, c).reshape(-1),
-                inputs.queries[:, :, s:s + c].reshape(-1, d), keys, vals, lo, c, scaling)
-            outs.append(out.view(batch, heads, c, -1))
+            margins = margin.expand(batch, heads, c).reshape(-1)
+            if certified:
+                exact = torch.matmul(scaled[:, :, s:s + c], inputs.keys[:, :, lo:lo + m].transpose(-1, -2))
+                counts, more = cpu_rows.certified_thresholded_rows(exact.view(-1, m), z.reshape(-1, m), first, nvalid,
+                                                                   margins)
+                outs.append(torch.matmul(exact, vals.view(batch, heads, n, -1)[:, :, lo:lo + m]))
+                added += more.view(batch, heads, c).sum(-1)
+            else:
+                out, counts = cpu_rows.thresholded_rows(z.reshape(-1, m), first, nvalid, margins,
+                                                        inputs.queries[:, :, s:s + c].reshape(-1, d), keys, vals, lo,
+                                                        c, scaling)
+                outs.append(out.view(batch, heads, c, -1))
             kept += counts.view(batch, heads, c).sum(-1)
-        return (outs[0] if len(outs) == 1 else torch.cat(outs, 2)).to(values.dtype), kept
+        return (outs[0] if len(outs) == 1 else torch.cat(outs, 2)).to(values.dtype), kept, added
 
     def _kernel(self, qp: Tensor) -> bool:
         """Whether the compiled row kernels compute this predictor's thresholds (α = 1.5, CPU)."""

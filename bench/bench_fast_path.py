@@ -12,8 +12,8 @@ in certified mode; embedding cosine to dense entmax; the predicted pairs' recall
 gold graph of the same texts (macro over heads, mean over layers) and their sparsity.
 Per layer (``--breakdown``): where the time of one layer goes (dense entmax, SDPA, the certified
 mode from an empty pattern — an exact dense entmax —, the predictor, the sparse compute, the
-predictor's fused route where it has one — prediction and sparse compute in one pass a row, as the
-model runs it —, the certified compute) on the captured queries/keys/values.
+predictor's fused routes where it has them — prediction and sparse or certified compute in one pass a
+row, as the model runs them —, the certified compute from a given pattern) on the captured queries/keys/values.
 Peak RSS of the process is printed at the end.
 
     python bench/bench_fast_path.py --threads 2 --texts 16 --repeats 3 \\
@@ -117,9 +117,11 @@ def breakdown(encoder: SparseEncoder, predictors: dict, text: str, repeats: int)
             pattern = predictor.predict(inputs)
             row[f"{name} predict"] = timed(lambda: predictor.predict(inputs))
             row[f"{name} sparse"] = timed(lambda: sparse_entmax_attention(q, k, v, pattern, encoder.alpha))
-            if predictor.attend_rows(inputs, v, encoder.alpha, scale) is not None:  # the route the model runs
+            if predictor.attend_rows(inputs, v, encoder.alpha, scale) is not None:  # the routes the model runs
                 row[f"{name} fused predict+sparse"] = timed(lambda: predictor.attend_rows(inputs, v, encoder.alpha,
                                                                                           scale))
+                row[f"{name} fused certified"] = timed(lambda: predictor.attend_rows(inputs, v, encoder.alpha, scale,
+                                                                                     certified=True))
             row[f"{name} certified"] = timed(lambda: certified_entmax_attention(q, k, v, pattern, encoder.alpha,
                                                                                 keep_pattern=False))
             row[f"{name} keys/query"] = round(pattern.nnz / (pattern.num_heads * seq.length), 1)

@@ -635,7 +635,9 @@ class ThresholdPredictor(ProjectionPredictor):
             return None
         qp, kp = self.project(inputs)
         batch, heads, n, d = inputs.queries.shape
-        keys, vals = inputs.keys.reshape(batch * heads, n, d), values.contiguous().reshape(batch * heads, n, -1)
+        # contiguous once per layer: the kernels read them as numpy arrays, which would copy a strided view per chunk
+        keys = inputs.keys.reshape(batch * heads, n, d).contiguous()
+        vals = values.reshape(batch * heads, n, -1).contiguous()
         scaled = inputs.queries * scaling if certified else None  # once, not per chunk
         margin = self.margins(inputs.layer, self.recall).to(qp)[None, :, None] - config.MARGIN_TOLERANCE
         outs = []

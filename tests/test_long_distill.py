@@ -237,7 +237,7 @@ def test_bad_options_exit_2_with_one_line(flags, message, corpus, tmp_path, caps
 
 
 def test_pipeline_long_adds_a_report_at_the_long_models_length(tmp_path, monkeypatch, capsys):
-    import sparsefinder.cli.pipeline as cli_pipeline
+    import sparsefinder.cli.pipeline_command as cli_pipeline
 
     articles = list(iter_articles(default_data_dir() / "valid.txt"))[:6]
     corpus = tmp_path / "articles.txt"

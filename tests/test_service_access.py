@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TOKEN
 from service import security
-from sparsefinder.cli.serve import add_arguments
+from sparsefinder.cli.serve_command import add_arguments
 from sparsefinder.config import Settings
 
 pytestmark = pytest.mark.slow

@@ -1,9 +1,10 @@
 """The ``sparsefinder`` command line.
 
-This module dispatches; each subcommand is a module of this package with
+This module dispatches; each subcommand is a module ``<name>_command`` of this package with
 ``add_arguments(parser)`` and ``run(args)``: argument parsing and printing only, over
 functions of the library (``sparsefinder``), of ``sparsefinder.training`` and of
-``sparsefinder.service``.
+``sparsefinder.service`` (the suffix keeps a command's module from sharing its name with the
+training module that does its work, e.g. ``extract_command`` over ``sparsefinder.training.extract``).
 User errors print one line on stderr and exit with code 2 (argparse does the same for
 malformed arguments); no traceback reaches the user.
 """
@@ -17,7 +18,7 @@ import sys
 
 from ..errors import SparsefinderError
 
-#: subcommand → (module of this package, one-line help)
+#: subcommand → (module of this package, without its ``_command`` suffix; one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract", "extract queries, keys and gold graphs of a corpus"),
     "evaluate": ("evaluate", "evaluate predictors and write a Pareto report"),
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        mod = importlib.import_module(f"{__package__}.{module}")
+        mod = importlib.import_module(f"{__package__}.{module}_command")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -172,8 +172,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 nv = nvalid[r]
                 c = 0
                 if nv > f:
-                    c = keep_where(zt[r], f, nv, np.float32(threshold_from(zt[r, f:nv], nv - f, -np.inf)), margins[r],
-                                   keys)
+                    c = kept_keys(zt, r, f, nv, margins[r], keys)
                 probability_row(z, r, f, nv, keys, c, buf, kept, added)
 
     @_jit(parallel=True, fastmath=_FAST)
@@ -205,6 +204,11 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
             keys[c] = j  # overwritten until a key qualifies: no branch on the comparison
             c += 1 if z[j] - t >= margin else 0
         return c
+
+    @_jit(fastmath=_FAST)
+    def kept_keys(zt, r, f, nv, margin, keys):  # the keys of row r (nv > f) whose approximate score clears its
+        # threshold over zt[r, f:nv] by margin, into keys, their count returned: the pairs select_rows lists
+        return keep_where(zt[r], f, nv, np.float32(threshold_from(zt[r, f:nv], nv - f, -np.inf)), margin, keys)
 
     @_jit(parallel=True)
     def fill(z, t, margin, first, nvalid, index):  # the keys j with z − t ≥ margin → index (R, w), as count_where
@@ -255,8 +259,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 nv = nvalid[r]
                 c = 0
                 if nv > f:
-                    t = np.float32(threshold_from(zt[r, f:nv], nv - f, -np.inf))
-                    c = keep_where(zt[r], f, nv, t, margins[r], keys)
+                    c = kept_keys(zt, r, f, nv, margins[r], keys)
                     if c > 0:
                         attend_row(q, r, k, v, r // rows_per_head, keys, c, lo, scaling, z, support, out)
                 counts[r] = c
@@ -326,6 +329,11 @@ def _np(x: Tensor, dtype: torch.dtype) -> np.ndarray:
     return x.detach().to(dtype).contiguous().numpy()
 
 
+def _firsts(first: Tensor | None, rows: int) -> np.ndarray:
+    """Each row's first key as the kernels read it (``None``: every row starts at key 0)."""
+    return np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+
+
 def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, scaling: float) -> Tensor:
     """Sparse α-entmax (α = 1.5) attention: ``q`` ``(B, H, n, d)``, ``k``/``v`` ``(B, H, n, d)``,
     ``index`` ``(B, H, n, w)`` and ``counts`` ``(B, H, n)`` → output ``(B, H, n, dv)`` (zeros for empty rows)."""
@@ -352,7 +360,7 @@ def select_rows(z: Tensor, nvalid: Tensor, margins: list[Tensor], first: Tensor 
     set_threads()
     rows = z.shape[0]
     zz, nv = _np(z, torch.float32), _np(nvalid, torch.int64)
-    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+    starts = _firsts(first, rows)
     stacked = np.stack([_np(m, torch.float32) for m in margins]) if margins else np.zeros((0, rows), np.float32)
     t = np.empty(rows, np.float32)
     counts = np.empty((len(margins), rows), np.int64)
@@ -380,7 +388,7 @@ def thresholded_rows(z: Tensor, first: Tensor | None, nvalid: Tensor, margins: T
     rows = z.shape[0]
     out = np.empty((rows, v.shape[-1]), np.float32)
     counts = np.empty(rows, np.int64)
-    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+    starts = _firsts(first, rows)
     thresholded(_np(z, torch.float32), starts, _np(nvalid, torch.int64), _np(margins, torch.float32),
                 _np(q, torch.float32), _np(k, torch.float32), _np(v, torch.float32), lo, rows_per_head,
                 float(scaling), out, counts)
@@ -417,7 +425,7 @@ def certified_rows(z: Tensor, index: Tensor, counts: Tensor, nvalid: Tensor, v: 
     kept = np.empty((rows, n), np.int32)  # each row's certified keys in its first kept_counts slots
     kept_counts = np.empty(rows, np.int64)
     added = np.empty(rows, np.int64)
-    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+    starts = _firsts(first, rows)
     certified(_np(z, torch.float32), _np(index, torch.int64), _np(counts, torch.int64), starts,
               _np(nvalid, torch.int64), _np(v, torch.float32), lo, rows_per_head, out, kept, kept_counts, added)
     certified_index = np.empty((rows, max(int(kept_counts.max()) if rows else 0, 1)), np.int64)
@@ -439,7 +447,7 @@ def certified_probabilities(z: Tensor, index: Tensor, counts: Tensor, nvalid: Te
     set_threads()
     rows = z.shape[0]
     kept, added = np.empty(rows, np.int64), np.empty(rows, np.int64)
-    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+    starts = _firsts(first, rows)
     probabilities(z.numpy(), _np(index, torch.int64), _np(counts, torch.int64), starts, _np(nvalid, torch.int64), kept,
                   added)
     return torch.from_numpy(kept), torch.from_numpy(added)
@@ -458,7 +466,7 @@ def certified_thresholded_rows(z: Tensor, zt: Tensor, first: Tensor | None, nval
     set_threads()
     rows = z.shape[0]
     kept, added = np.empty(rows, np.int64), np.empty(rows, np.int64)
-    starts = np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
+    starts = _firsts(first, rows)
     certified_thresholded(z.numpy(), _np(zt, torch.float32), starts, _np(nvalid, torch.int64),
                           _np(margins, torch.float32), kept, added)
     return torch.from_numpy(kept), torch.from_numpy(added)

@@ -35,7 +35,7 @@ from sparsefinder.attention.certified import certified_entmax_attention
 from sparsefinder.attention.sparse import sparse_entmax_attention
 from sparsefinder.capture import capture
 from sparsefinder.choice import resolve_mode
-from sparsefinder.config import DEFAULT_BATCH_TOKENS, default_data_dir, get_settings
+from sparsefinder.config import DEFAULT_BATCH_TOKENS, MODEL_DTYPES, default_data_dir, get_settings
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.metrics import compare
 from sparsefinder.pattern import Pattern
@@ -146,9 +146,11 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
                         help="padded tokens per forward pass (texts sorted by length; a larger value joins more)")
     parser.add_argument("--breakdown", action="store_true", help="also time each layer's parts")
+    parser.add_argument("--dtype", choices=MODEL_DTYPES, default="float32",
+                        help="precision of the model's dense layers (attention computes in float32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    encoder = SparseEncoder(args.model, device="cpu", batch_tokens=args.batch_tokens)
+    encoder = SparseEncoder(args.model, device="cpu", batch_tokens=args.batch_tokens, dtype=args.dtype)
     texts = wikitext_texts(encoder.tokenizer, args.texts, args.min_tokens, min(args.max_tokens, encoder.max_length))
     lengths = [min(len(encoder.tokenizer(t)["input_ids"]), encoder.max_length) for t in texts]
     store = args.store or get_settings().store
@@ -158,7 +160,8 @@ def main() -> None:
     for name, predictor in predictors.items():
         modes[name] = (predictor, False)
         modes[f"{name} certified"] = (predictor, True)
-    print(json.dumps({"model": encoder.info.id, "threads": args.threads, "batch_tokens": args.batch_tokens,
+    print(json.dumps({"model": encoder.info.id, "dtype": args.dtype, "threads": args.threads,
+                      "batch_tokens": args.batch_tokens,
                       "texts": len(texts),
                       "tokens_min_median_max": [min(lengths), int(statistics.median(lengths)), max(lengths)]}))
     for name, predictor in predictors.items():

@@ -26,7 +26,7 @@ import time
 import torch
 
 from sparsefinder.attention import cpu_rows
-from sparsefinder.config import default_data_dir
+from sparsefinder.config import MODEL_DTYPES, default_data_dir
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.hf.attention import CONFIG_WINDOW, window_of
 from sparsefinder.predictors.registry import predictor_from_spec
@@ -63,10 +63,12 @@ def main() -> None:
                         help="comma-separated reference modes to run, of softmax, softmax-all (a banded model's softmax "
                              "over every key), dense, exact ('' for none; dense is slow and needs n² memory at long "
                              "lengths)")
+    parser.add_argument("--dtype", choices=MODEL_DTYPES, default="float32",
+                        help="precision of the model's dense layers (attention computes in float32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu_rows.warm_up()  # compile (or load) the row kernels before anything is timed
-    encoder = SparseEncoder(args.model)
+    encoder = SparseEncoder(args.model, device="cpu", dtype=args.dtype)
     texts = documents(encoder.tokenizer, args.docs, args.tokens)
     labels = {"softmax": "softmax (SDPA)", "softmax-all": "softmax (SDPA), every key", "dense": "dense entmax",
               "exact": "exact"}
@@ -79,7 +81,8 @@ def main() -> None:
     predictors += [ArtifactStore(args.store).load(artifact) for artifact in args.stored]
     for predictor in predictors:
         modes += [(predictor.spec, predictor, False), (f"{predictor.spec} certified", predictor, True)]
-    print(json.dumps({"model": encoder.info.id, "tokens": args.tokens, "docs": len(texts), "threads": args.threads}))
+    print(json.dumps({"model": encoder.info.id, "dtype": args.dtype, "tokens": args.tokens, "docs": len(texts),
+                      "threads": args.threads}))
     reference = None
     with torch.inference_mode():
         for label, mode, certified in modes:

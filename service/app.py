@@ -49,7 +49,7 @@ def _load(app: FastAPI) -> None:
     app.state.jobs = JobManager(settings.model_copy(update={"model": engine.info.path}), engine.store,
                                 on_saved=engine.predictor)
     app.state.engine = engine
-    log.info("sparsefinder service ready: model %s on %s", engine.info.id, engine.device)
+    log.info("sparsefinder service ready: model %s on %s in %s", engine.info.id, engine.device, engine.encoder.dtype)
 
 
 def _loaded(app: FastAPI, loading: asyncio.Future) -> None:

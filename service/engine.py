@@ -43,7 +43,8 @@ class Engine:
         self.device = pick_device(settings.device)
         self.store = ArtifactStore(settings.store)
         self.encoder = SparseEncoder(model=settings.model, device=self.device, alpha=settings.alpha,
-                                     max_tokens=settings.max_tokens, batch_tokens=settings.batch_tokens)
+                                     max_tokens=settings.max_tokens, batch_tokens=settings.batch_tokens,
+                                     dtype=settings.dtype)
         self.model, self.tokenizer, self.info = self.encoder.model, self.encoder.tokenizer, self.encoder.info
         self._cache: OrderedDict[tuple[str, float | None], Predictor] = OrderedDict()
         self._lock = threading.Lock()

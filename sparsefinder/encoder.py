@@ -79,14 +79,18 @@ class SparseEncoder:
     batch_tokens : int
         Padded tokens per forward pass (:meth:`encode` sorts texts by length and runs groups of at
         most this many padded tokens; a longer text runs alone).
+    dtype : str
+        Precision of the weights and dense layers, one of ``MODEL_DTYPES`` (``Settings.dtype``); attention
+        computes in float32 and embeddings come back in float32 in every one.
     """
 
     def __init__(self, model: str | Path | None = None, device: str | None = None, alpha: float = DEFAULT_ALPHA,
-                 max_tokens: int | None = None, batch_tokens: int = DEFAULT_BATCH_TOKENS):
+                 max_tokens: int | None = None, batch_tokens: int = DEFAULT_BATCH_TOKENS, dtype: str = "float32"):
         self.device = torch.device(pick_device(device))
         self.alpha = alpha
+        self.dtype = dtype
         self.model, self.tokenizer, self.info = load_encoder(model, attn_implementation=SPARSE_ENTMAX,
-                                                             device=self.device)
+                                                             device=self.device, dtype=dtype)
         if max_tokens is not None and not 3 <= max_tokens:
             raise SparsefinderError(f"max tokens must be at least 3, got {max_tokens}")
         self.max_tokens = max_tokens
@@ -168,7 +172,7 @@ class SparseEncoder:
             hidden = self.model(**batch, attention_predictor=predictor, attention_certified=certified,
                                 attention_input_ids=batch["input_ids"], attention_stats=stats,
                                 entmax_alpha=self.alpha, **{LAYERS_KWARG: layers}).last_hidden_state
-            pooled = mean_pool(hidden, batch["attention_mask"]).float().cpu()
+            pooled = mean_pool(hidden, batch["attention_mask"]).cpu()
             seen = sorted(stats.sparsity)
             for b, i in enumerate(group):
                 embeddings[i] = pooled[b]

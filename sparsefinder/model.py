@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
 from .hf.attention import CONFIG_WINDOW, register_attention  # noqa: E402
-from .config import ADAPTED_MODEL_NAME, get_settings  # noqa: E402
+from .config import ADAPTED_MODEL_NAME, MODEL_DTYPES, get_settings  # noqa: E402
 from .errors import SparsefinderError  # noqa: E402
 
 __all__ = ["ModelInfo", "adapted_model_path", "describe_device", "is_model_folder", "load_encoder", "mean_pool", "model_info",
@@ -168,19 +168,24 @@ def load_encoder(
     path: str | Path | None = None,
     attn_implementation: str = "eager",
     device: str | torch.device | None = None,
+    dtype: str = "float32",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
     """Load encoder, tokenizer and :class:`ModelInfo` from ``path`` (default: :func:`resolve_model`).
 
     ``attn_implementation`` names a transformers attention function, such as the ones
-    :mod:`sparsefinder.hf.attention` registers. ``device`` ``None`` is :func:`pick_device`'s
-    choice. The model is returned in eval mode.
+    :mod:`sparsefinder.hf.attention` registers (they compute in float32 whatever the model's ``dtype``,
+    one of ``MODEL_DTYPES``). ``device`` ``None`` is :func:`pick_device`'s choice. The model is returned
+    in eval mode.
     """
+    if dtype not in MODEL_DTYPES:
+        raise SparsefinderError(f"dtype must be one of {', '.join(MODEL_DTYPES)}, got {dtype!r}")
     info = model_info(path)
     if attn_implementation.startswith("sparsefinder"):
         register_attention()
     try:
         tokenizer = AutoTokenizer.from_pretrained(info.path)
-        model = AutoModel.from_pretrained(info.path, attn_implementation=attn_implementation)
+        model = AutoModel.from_pretrained(info.path, attn_implementation=attn_implementation,
+                                          dtype=getattr(torch, dtype))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SparsefinderError(f"cannot load the model in {info.path}: {first}") from None
@@ -188,7 +193,9 @@ def load_encoder(
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Sentence embeddings: attention-masked mean of ``hidden`` ``(B, n, D)``, L2-normalised → ``(B, D)``."""
+    """Sentence embeddings: attention-masked mean of ``hidden`` ``(B, n, D)``, L2-normalised → ``(B, D)``, float32
+    (a bfloat16 model's states are summed in float32)."""
+    hidden = hidden.float()
     m = attention_mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
     return torch.nn.functional.normalize(pooled, dim=-1)

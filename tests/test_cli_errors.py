@@ -109,7 +109,8 @@ def test_evaluate_missing_dataset(tmp_path, cli):
     ("BATCH_TOKENS", "abc", "SPARSEFINDER_BATCH_TOKENS='abc': Input should be a valid integer"),
     ("BATCH_TOKENS", "0", "SPARSEFINDER_BATCH_TOKENS='0': Input should be greater than 0"),
     ("LONG_TOKENS", "0", "SPARSEFINDER_LONG_TOKENS='0': Input should be greater than 0"),
-    ("LONG_EVERY", "0", "SPARSEFINDER_LONG_EVERY='0': Input should be greater than 0")])
+    ("LONG_EVERY", "0", "SPARSEFINDER_LONG_EVERY='0': Input should be greater than 0"),
+    ("DTYPE", "float16", "SPARSEFINDER_DTYPE='float16': Input should be 'float32' or 'bfloat16'")])
 def test_a_setting_that_does_not_parse_is_one_line_naming_the_variable(cli, monkeypatch, name, value, message):
     monkeypatch.setenv(f"SPARSEFINDER_{name}", value)
     assert_user_error(cli("encode", "--text", "x", "--predictor", "exact", "--out", "unused.jsonl"), message)

@@ -108,7 +108,8 @@ def fidelity_report(corpus: str | Path, predictors: list[str], out: str | Path, 
     if layer_study and layers is not None:
         raise SparsefinderError("--layers and --layer-study exclude each other: the study chooses the layers")
     texts = list(itertools.islice(iter_texts(corpus), limit))
-    encoder = encoder or SparseEncoder(model, device=get_settings().device, alpha=alpha)
+    settings = get_settings()
+    encoder = encoder or SparseEncoder(model, device=settings.device, alpha=alpha, dtype=settings.dtype)
     layers = check_layers(layers, encoder.info.num_layers, "--layers")
     layer_sets = study_layer_sets(encoder.info.num_layers) if layer_study else [layers]
     specs = [(spec, resolve_mode(spec, store, model_id=encoder.info.id, alpha=encoder.alpha)) for spec in predictors]

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     mode = resolve_mode(args.predictor, args.store, model_id=model_info(args.model).id, alpha=args.alpha,
                         recall=args.recall)  # a bad name fails before the weights load
-    encoder = SparseEncoder(args.model, device=settings.device, alpha=args.alpha, batch_tokens=settings.batch_tokens)
+    encoder = SparseEncoder(args.model, device=settings.device, alpha=args.alpha, batch_tokens=settings.batch_tokens,
+                            dtype=settings.dtype)
     lines, index = [], 0
     with tqdm(total=total, desc="encode", unit="text") as bar:
         while batch := list(itertools.islice(texts, max(1, args.batch_size))):

@@ -31,10 +31,15 @@ route score each chunk of queries against its key range only (SDPA; one matrix p
 kernels), and a
 predictor's pattern is cut to the band before the sparse or certified compute reads it. Its gold graph
 is the support within the band.
+
+Every function here computes in float32: a model loaded in bfloat16 (``Settings.dtype``) hands its queries, keys,
+values and mask over upcast and gets the output back in its own dtype (:func:`in_float32`), so pairs, thresholds and
+certified exactness are those of the float32 computation in every mode, softmax included.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,7 +62,7 @@ from ..attention.sparse import needs_grad, row_kernels_apply, sparse_entmax_atte
 
 __all__ = [
     "CONFIG_WINDOW", "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats",
-    "alpha_of", "entmax_attention", "input_ids_of", "register_attention", "sparse_attention", "window_of",
+    "alpha_of", "entmax_attention", "in_float32", "input_ids_of", "register_attention", "sparse_attention", "window_of",
 ]
 
 DENSE_ENTMAX = "sparsefinder_entmax"
@@ -290,9 +295,24 @@ def sparse_attention(
     return out, None
 
 
+def in_float32(attend: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[..., tuple[Tensor, Tensor | None]]:
+    """``attend`` (an attention function of this module) computing in float32 for a model of another dtype: its
+    ``(B, H, n, d)`` query, key, value and additive mask upcast, its output ``(B, n, H, d)`` cast back to the
+    query's dtype (probabilities, when returned, stay float32); float32 inputs pass through untouched."""
+    @functools.wraps(attend)
+    def attend_in_float32(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
+                          attention_mask: Tensor | None, *args, **kwargs) -> tuple[Tensor, Tensor | None]:
+        if query.dtype == torch.float32:
+            return attend(module, query, key, value, attention_mask, *args, **kwargs)
+        out, probs = attend(module, query.float(), key.float(), value.float(),
+                            None if attention_mask is None else attention_mask.float(), *args, **kwargs)
+        return out.to(query.dtype), probs
+    return attend_in_float32
+
+
 def register_attention() -> None:
-    """Register every sparsefinder attention function (idempotent)."""
-    AttentionInterface.register(DENSE_ENTMAX, entmax_attention)
+    """Register every sparsefinder attention function (idempotent), each computing in float32 (:func:`in_float32`)."""
+    AttentionInterface.register(DENSE_ENTMAX, in_float32(entmax_attention))
     AttentionMaskInterface.register(DENSE_ENTMAX, eager_mask)
-    AttentionInterface.register(SPARSE_ENTMAX, sparse_attention)
+    AttentionInterface.register(SPARSE_ENTMAX, in_float32(sparse_attention))
     AttentionMaskInterface.register(SPARSE_ENTMAX, eager_mask)

@@ -1,0 +1,74 @@
+"""A model in bfloat16: dense layers in bfloat16, attention in float32 (its pairs and certified exactness kept)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsefinder.encoder import SparseEncoder
+from sparsefinder.errors import SparsefinderError
+from sparsefinder.hf.attention import in_float32
+from sparsefinder.model import load_encoder, packaged_model_path
+from sparsefinder.predictors.registry import predictor_from_spec
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hello world",
+         "Sparse attention equals dense entmax whenever the pattern contains the gold support."]
+
+
+@pytest.fixture(scope="module")
+def encoders() -> dict[str, SparseEncoder]:
+    return {dtype: SparseEncoder(packaged_model_path(), device="cpu", dtype=dtype) for dtype in ("float32", "bfloat16")}
+
+
+def test_attention_computes_in_float32_and_answers_in_the_models_dtype():
+    seen = {}
+
+    def attend(module, query, key, value, mask, scaling=None):
+        seen.update(q=query.dtype, k=key.dtype, v=value.dtype, mask=mask.dtype, scaling=scaling)
+        return query * 2, torch.ones(1)
+
+    def passed(module, query, key, value, mask):
+        return query, None
+
+    q, k, v = (torch.randn(1, 2, 3, 4).bfloat16() for _ in range(3))
+    mask = torch.zeros(1, 1, 3, 3, dtype=torch.bfloat16)
+    out, probs = in_float32(attend)(None, q, k, v, mask, scaling=0.5)
+    assert seen == {"q": torch.float32, "k": torch.float32, "v": torch.float32, "mask": torch.float32, "scaling": 0.5}
+    assert out.dtype == torch.bfloat16 and torch.equal(out, q * 2) and probs.dtype == torch.float32
+    q32 = q.float()
+    assert in_float32(passed)(None, q32, k.float(), v.float(), None)[0] is q32  # float32 passes through untouched
+
+
+def test_bfloat16_weights_and_float32_embeddings_close_to_the_float32_model(encoders):
+    low = encoders["bfloat16"]
+    assert {p.dtype for p in low.model.parameters()} == {torch.bfloat16}
+    for mode in ("dense", "softmax"):
+        ref, got = (encoders[d].encode(TEXTS, mode).embeddings for d in ("float32", "bfloat16"))
+        assert got.dtype == torch.float32 and got.shape == ref.shape
+        cosine = (ref * got).sum(-1)
+        assert float(cosine.min()) > 0.99 and not torch.equal(ref, got), (mode, cosine)
+
+
+def test_exact_and_certified_modes_equal_dense_entmax_in_bfloat16(encoders):
+    """Layer 0 sees the same bfloat16 inputs in every mode: its float32 attention outputs agree; later layers read
+    them rounded to bfloat16, where a difference in the last float32 bits may round apart (embeddings then agree
+    to about 1e-3, not 1e-5)."""
+    low = encoders["bfloat16"]
+    dense = low.encode(TEXTS, "dense", keep_attention=True)
+    narrow = predictor_from_spec("window2").fit(None)  # misses most of the support: certified mode adds it
+    valid = torch.arange(max(dense.num_tokens))[None, :] < torch.tensor(dense.num_tokens)[:, None]  # (B, n)
+    for mode, certified in (("exact", False), (narrow, True)):
+        got = low.encode(TEXTS, mode, certified=certified, keep_attention=True)
+        torch.testing.assert_close(got.attention_outputs[0][valid], dense.attention_outputs[0][valid], atol=1e-5,
+                                   rtol=0)
+        assert float((got.embeddings * dense.embeddings).sum(-1).min()) > 0.9999
+        assert sum(got.keys_added) > 0 if certified else True
+    sparse = low.encode(TEXTS, narrow, keep_attention=True).attention_outputs[0]
+    assert float((sparse[valid] - dense.attention_outputs[0][valid]).abs().max()) > 1e-2
+
+
+def test_an_unknown_dtype_is_refused_naming_it():
+    with pytest.raises(SparsefinderError, match="dtype must be one of float32, bfloat16, got 'float16'"):
+        load_encoder(packaged_model_path(), dtype="float16")

@@ -23,7 +23,7 @@ from itertools import islice
 
 import torch
 
-from sparsefinder.config import LONG_STRIDE, LONG_WINDOW, default_data_dir
+from sparsefinder.config import LONG_STRIDE, LONG_WINDOW, MODEL_DTYPES, default_data_dir
 from sparsefinder.corpus import long_article_ids
 from sparsefinder.hf.attention import EXACT, REFERENCE_MODES, SPARSE_ENTMAX
 from sparsefinder.model import load_encoder, packaged_model_path
@@ -39,7 +39,13 @@ def main() -> None:
     parser.add_argument("--predictor", default=EXACT,
                         help="an attention mode (exact, dense, softmax) or the spec of a pattern that learns nothing")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float32",
+                        help=f"comma-separated precisions to read each model in, of {', '.join(MODEL_DTYPES)} (its dense "
+                             "layers; attention computes in float32)")
     args = parser.parse_args()
+    dtypes = args.dtype.split(",")
+    if unknown := [d for d in dtypes if d not in MODEL_DTYPES]:
+        parser.error(f"--dtype: unknown {', '.join(unknown)} (choose from {', '.join(MODEL_DTYPES)})")
     torch.set_num_threads(args.threads)
     teacher, tokenizer, _ = load_encoder(packaged_model_path(), "eager", "cpu")
     bodies = list(islice(long_article_ids(default_data_dir() / "test.txt", tokenizer, args.tokens - 2), args.docs))
@@ -48,13 +54,14 @@ def main() -> None:
     targets = [windowed_targets(teacher, body, cls_id, sep_id, LONG_WINDOW, LONG_STRIDE) for body in bodies]
     print(json.dumps({"docs": len(bodies), "tokens": args.tokens, "teacher_s": round(time.perf_counter() - start, 1)}))
     predictor = args.predictor if args.predictor in REFERENCE_MODES else predictor_from_spec(args.predictor).fit(None)
-    for path in args.model:
-        model, _, info = load_encoder(path, SPARSE_ENTMAX, "cpu")
+    for path, dtype in ((path, dtype) for path in args.model for dtype in dtypes):
+        model, _, info = load_encoder(path, SPARSE_ENTMAX, "cpu", dtype)
         start = time.perf_counter()
         with torch.inference_mode():
-            states = [student_states(model, body, cls_id, sep_id, attention_predictor=predictor) for body in bodies]
+            states = [student_states(model, body, cls_id, sep_id, attention_predictor=predictor).float()
+                      for body in bodies]
         fid = long_fidelity(states, targets)
-        print(json.dumps({"model": path, "id": info.id, "predictor": args.predictor, **fid,
+        print(json.dumps({"model": path, "id": info.id, "dtype": dtype, "predictor": args.predictor, **fid,
                           "s_per_doc": round((time.perf_counter() - start) / len(bodies), 2)}), flush=True)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import torch
+from conftest import launch, wait_ready
 
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.errors import SparsefinderError
@@ -72,3 +74,22 @@ def test_exact_and_certified_modes_equal_dense_entmax_in_bfloat16(encoders):
 def test_an_unknown_dtype_is_refused_naming_it():
     with pytest.raises(SparsefinderError, match="dtype must be one of float32, bfloat16, got 'float16'"):
         load_encoder(packaged_model_path(), dtype="float16")
+
+
+def test_the_service_serves_the_model_in_the_dtype_of_its_settings(encoders, tmp_path, tiny_corpus):
+    log = tmp_path / "server.log"
+    proc, url = launch(tmp_path, tiny_corpus.parent, log, SPARSEFINDER_DTYPE="bfloat16",
+                       SPARSEFINDER_MODEL=str(packaged_model_path()))
+    try:
+        wait_ready(proc, url, log)
+        with httpx.Client(base_url=url, timeout=60) as c:
+            assert c.get("/readyz").json()["dtype"] == "bfloat16"
+            reply = c.post("/v1/encode", json={"texts": TEXTS[:1], "predictor": "exact"})
+        assert reply.status_code == 200, reply.text
+        served = torch.tensor(reply.json()["embeddings"])
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    low, full = (encoders[d].encode(TEXTS[:1], "exact").embeddings for d in ("bfloat16", "float32"))
+    torch.testing.assert_close(served, low, atol=1e-6, rtol=0)
+    assert float((served - full).abs().max()) > 1e-4  # the float32 model's embedding is another

@@ -92,11 +92,13 @@ def evaluate_adapted(
     max_length: int = ADAPT_EVAL_MAX_LENGTH,
     sparsity_sequences: int = ADAPT_EVAL_SPARSITY_SEQUENCES,
     device: str | None = None,
+    dtype: str = "float32",
 ) -> dict:
     """Fidelity, retrieval agreement and gold sparsity of the entmax ``model`` against the softmax ``base_model``.
 
     ``model`` ``None`` evaluates the unadapted entmax model alone. α defaults to the
-    adapted model's ``config.entmax_alpha``. ``sparsity_sequences`` 0 skips the extraction.
+    adapted model's ``config.entmax_alpha``. ``sparsity_sequences`` 0 skips the extraction. ``dtype``: the
+    precision the entmax models are read in (``Settings.dtype``; the softmax reference stays float32).
     """
     check_corpus(corpus)
     device = pick_device(device)
@@ -107,15 +109,15 @@ def evaluate_adapted(
     teacher, tokenizer, base_info = load_encoder(base_model, "eager", device)
     ref = embed(teacher, tokenizer, sample, max_length)
     del teacher
-    unadapted, _, _ = load_encoder(base_model, DENSE_ENTMAX, device)
+    unadapted, _, _ = load_encoder(base_model, DENSE_ENTMAX, device, dtype)
     candidates = {"unadapted": unadapted}
     adapted_info = None
     if model is not None:
-        adapted, _, adapted_info = load_encoder(model, DENSE_ENTMAX, device)
+        adapted, _, adapted_info = load_encoder(model, DENSE_ENTMAX, device, dtype)
         candidates["adapted"] = adapted
         alpha = alpha if alpha is not None else getattr(adapted.config, "entmax_alpha", None)
     alpha = check_alpha(alpha if alpha is not None else DEFAULT_ALPHA)
-    result: dict = {"corpus": str(corpus), "texts": len(sample), "max_length": max_length, "alpha": alpha,
+    result: dict = {"corpus": str(corpus), "texts": len(sample), "max_length": max_length, "alpha": alpha, "dtype": dtype,
                     "reference": base_info.id, "adapted_model": adapted_info.id if adapted_info else None}
     for name, m in candidates.items():
         m.config.entmax_alpha = alpha

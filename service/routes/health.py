@@ -26,7 +26,7 @@ async def readyz(request: Request):
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         return JSONResponse(error_body(503, deps.not_ready(request)), status_code=503)
-    return Health(status="ok", model=engine.info.id, predictors=len(engine.store.list()))
+    return Health(status="ok", model=engine.info.id, dtype=engine.encoder.dtype, predictors=len(engine.store.list()))
 
 
 @router.get("/metrics", operation_id="metrics", response_class=Response)

@@ -32,13 +32,15 @@ def run(args: argparse.Namespace) -> int:
         raise SparsefinderError(f"--texts must be at least 6, got {args.texts}")
     if args.model is None and resolve_model() != packaged_model_path():
         args.model = str(resolve_model())
+    settings = get_settings()
     result = evaluate_adapted(args.corpus, model=args.model, base_model=args.base_model, alpha=args.alpha,
                               texts=args.texts, max_length=args.max_length,
                               sparsity_sequences=args.sparsity_sequences,
-                              device=pick_device(get_settings().device))
+                              device=pick_device(settings.device), dtype=settings.dtype)
     if args.out:
         atomic_write_json(args.out, result)
-    if args.model is not None and (Path(args.model) / ADAPT_JSON).is_file():
+    # the model card's fidelity is the float32 model's: a reading in another precision is printed only
+    if args.model is not None and settings.dtype == "float32" and (Path(args.model) / ADAPT_JSON).is_file():
         record_fidelity(args.model, result)
     print(json.dumps(result))
     return 0

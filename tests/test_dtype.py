@@ -9,7 +9,7 @@ from conftest import launch, wait_ready
 
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.errors import SparsefinderError
-from sparsefinder.hf.attention import in_float32
+from sparsefinder.hf.attention import float32_mask, in_float32
 from sparsefinder.model import load_encoder, packaged_model_path
 from sparsefinder.predictors.registry import predictor_from_spec
 
@@ -41,6 +41,15 @@ def test_attention_computes_in_float32_and_answers_in_the_models_dtype():
     assert out.dtype == torch.bfloat16 and torch.equal(out, q * 2) and probs.dtype == torch.float32
     q32 = q.float()
     assert in_float32(passed)(None, q32, k.float(), v.float(), None)[0] is q32  # float32 passes through untouched
+
+
+def test_the_mask_is_built_in_float32_for_a_bfloat16_model():
+    from transformers.masking_utils import bidirectional_mask_function
+    padded = torch.tensor([[True, True, False]])
+    mask = float32_mask(batch_size=1, q_length=3, kv_length=3, mask_function=bidirectional_mask_function,
+                        attention_mask=padded, dtype=torch.bfloat16)
+    assert mask.dtype == torch.float32 and mask.shape == (1, 1, 3, 3)
+    assert bool((mask[..., :2] == 0).all()) and bool((mask[..., 2] == torch.finfo(torch.float32).min).all())
 
 
 def test_bfloat16_weights_and_float32_embeddings_close_to_the_float32_model(encoders):

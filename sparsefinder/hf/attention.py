@@ -310,9 +310,15 @@ def in_float32(attend: Callable[..., tuple[Tensor, Tensor | None]]) -> Callable[
     return attend_in_float32
 
 
+def float32_mask(*args, **kwargs) -> Tensor | None:
+    """transformers' additive ``eager`` mask ``(B, 1, n, n)`` (``None`` where nothing is masked), built in float32
+    whatever the model's dtype: the attention functions here compute in float32, so no layer converts it."""
+    return eager_mask(*args, **{**kwargs, "dtype": torch.float32})
+
+
 def register_attention() -> None:
     """Register every sparsefinder attention function (idempotent), each computing in float32 (:func:`in_float32`)."""
     AttentionInterface.register(DENSE_ENTMAX, in_float32(entmax_attention))
-    AttentionMaskInterface.register(DENSE_ENTMAX, eager_mask)
+    AttentionMaskInterface.register(DENSE_ENTMAX, float32_mask)
     AttentionInterface.register(SPARSE_ENTMAX, in_float32(sparse_attention))
-    AttentionMaskInterface.register(SPARSE_ENTMAX, eager_mask)
+    AttentionMaskInterface.register(SPARSE_ENTMAX, float32_mask)

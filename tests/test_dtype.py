@@ -102,3 +102,17 @@ def test_the_service_serves_the_model_in_the_dtype_of_its_settings(encoders, tmp
     low, full = (encoders[d].encode(TEXTS[:1], "exact").embeddings for d in ("bfloat16", "float32"))
     torch.testing.assert_close(served, low, atol=1e-6, rtol=0)
     assert float((served - full).abs().max()) > 1e-4  # the float32 model's embedding is another
+
+
+def test_encode_reads_the_dtype_from_the_environment(encoders, tmp_path, monkeypatch, capsys):
+    import json
+
+    from sparsefinder.cli import main
+
+    monkeypatch.setenv("SPARSEFINDER_DTYPE", "bfloat16")
+    out = tmp_path / "e.jsonl"
+    assert main(["encode", "--model", str(packaged_model_path()), "--text", TEXTS[0], "--predictor", "exact",
+                 "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["dtype"] == "bfloat16"
+    got = torch.tensor(json.loads(out.read_text())["embedding"])
+    torch.testing.assert_close(got, encoders["bfloat16"].encode(TEXTS[:1], "exact").embeddings[0], atol=1e-6, rtol=0)

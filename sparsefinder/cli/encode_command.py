@@ -74,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
     spec = mode if isinstance(mode, str) else mode.spec
     print(json.dumps({"out": args.out, "texts": index, "predictor": args.predictor, "spec": spec, "certified": args.certified,
-                      "layers": layers, "model": encoder.info.id}))
+                      "layers": layers, "model": encoder.info.id, "dtype": encoder.dtype}))
     return 0

@@ -189,7 +189,11 @@ def load_encoder(
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SparsefinderError(f"cannot load the model in {info.path}: {first}") from None
-    return model.to(device).eval(), tokenizer, info
+    model = model.to(device).eval()
+    if dtype == "bfloat16" and next(model.parameters()).device.type == "cpu" and not torch.cpu._is_avx512_bf16_supported():
+        _log.warning("sparsefinder: this CPU has no bfloat16 units (AVX512-BF16 or AMX): a model in bfloat16 runs "
+                     "slower than in float32 here")
+    return model, tokenizer, info
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,14 @@ def test_exact_and_certified_modes_equal_dense_entmax_in_bfloat16(encoders):
     assert float((sparse[valid] - dense.attention_outputs[0][valid]).abs().max()) > 1e-2
 
 
+def test_a_cpu_without_bfloat16_units_is_warned_about(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    load_encoder(packaged_model_path(), device="cpu", dtype="float32")
+    assert "no bfloat16 units" not in caplog.text
+    load_encoder(packaged_model_path(), device="cpu", dtype="bfloat16")
+    assert "this CPU has no bfloat16 units (AVX512-BF16 or AMX)" in caplog.text
+
+
 def test_an_unknown_dtype_is_refused_naming_it():
     with pytest.raises(SparsefinderError, match="dtype must be one of float32, bfloat16, got 'float16'"):
         load_encoder(packaged_model_path(), dtype="float16")

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import launch, wait_ready
 
+from sparsefinder.capture import capture
 from sparsefinder.encoder import SparseEncoder
 from sparsefinder.errors import SparsefinderError
 from sparsefinder.hf.attention import float32_mask, in_float32
@@ -102,14 +103,20 @@ def test_the_service_serves_the_model_in_the_dtype_of_its_settings(encoders, tmp
         with httpx.Client(base_url=url, timeout=60) as c:
             assert c.get("/readyz").json()["dtype"] == "bfloat16"
             reply = c.post("/v1/encode", json={"texts": TEXTS[:1], "predictor": "exact"})
+            graph = c.post("/v1/attention", json={"text": TEXTS[2], "predictor": "window2", "layer": 1, "head": 3})
         assert reply.status_code == 200, reply.text
         served = torch.tensor(reply.json()["embeddings"])
+        assert graph.status_code == 200, graph.text
+        gold = graph.json()["gold"]
     finally:
         proc.kill()
         proc.wait(timeout=30)
     low, full = (encoders[d].encode(TEXTS[:1], "exact").embeddings for d in ("bfloat16", "float32"))
     torch.testing.assert_close(served, low, atol=1e-6, rtol=0)
     assert float((served - full).abs().max()) > 1e-4  # the float32 model's embedding is another
+    ids = encoders["bfloat16"].tokenizer(TEXTS[2])["input_ids"]
+    support = next(capture(encoders["bfloat16"].model, [ids], 1.5)).gold[1].to_dense()[0, 3]  # layer 1, head 3
+    assert gold == [row.nonzero().flatten().tolist() for row in support]  # the bfloat16 model's graph
 
 
 def test_encode_reads_the_dtype_from_the_environment(encoders, tmp_path, monkeypatch, capsys):

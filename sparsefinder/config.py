@@ -39,6 +39,11 @@ DEFAULT_RECALL_TARGET: float = 0.99
 # ---------------------------------------------------------------- attention compute
 #: Sparse and certified attention hold at most this many scores (or gathered pairs) per chunk of queries.
 SPARSE_CHUNK_PAIRS: int = 1 << 22
+#: A banded model's chunk of c queries holds rows · c · (c + 2W) scores, at most this many (4 MiB of float32, so it
+#: stays in cache) unless the budget of its route is smaller: 135 queries a chunk at W = 256. Sized as if each query saw
+#: every key, chunks were 85 queries at 4,096 tokens and 21 at 16,384; this size made the `exact` route 9 % / 30 %
+#: faster there and the predicted path 10 % / 28 % (bfloat16, one process, session 12).
+BAND_CHUNK_PAIRS: int = 1 << 20
 #: Sparse attention gathers kept keys when rows keep fewer than n / ratio keys, else reads them off score rows.
 SPARSE_GATHER_RATIO: int = 16
 #: Added to the scores of the pairs outside a banded model's band by its dense mode and its softmax: far enough below

@@ -17,6 +17,8 @@ dense boolean mask (:meth:`Pattern.to_dense`, for tests and small inputs) are de
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import hit_counts
-from .config import SPARSE_WIDTH_CLASSES
+from .config import BAND_CHUNK_PAIRS, SPARSE_WIDTH_CLASSES
 
 __all__ = ["Pattern", "band_keys", "band_mask", "band_rows", "compact", "pad_width", "query_chunks",
            "row_key_spans", "shift_rows", "sparsity_of", "width_classes"]
@@ -90,9 +92,16 @@ def sparsity_of(kept: Tensor, lengths: Tensor) -> Tensor:
     return 1.0 - kept.double() / lengths.double().square().clamp(min=1)[:, None]
 
 
-def query_chunks(n: int, per_query: int, budget: int) -> range:
-    """Starts of chunks of the ``n`` queries, each chunk at most ``budget`` entries at ``per_query`` entries a query."""
-    return range(0, n, max(1, budget // max(per_query, 1)))
+def query_chunks(n: int, per_query: int, budget: int, window: int = 0) -> range:
+    """Starts of chunks of the ``n`` queries, each chunk at most ``budget`` entries at ``per_query`` entries a query
+    (``per_query`` = rows × ``n``: a query seeing every key). Within a band of ``±window`` a chunk of ``c`` queries
+    sees at most ``c + 2·window`` keys: its chunks are as long as ``rows · c · (c + 2·window)`` stays within
+    ``BAND_CHUNK_PAIRS`` (or ``budget`` if smaller), when that is longer."""
+    step = max(1, budget // max(per_query, 1))
+    if window:
+        rows = max(per_query // max(n, 1), 1)
+        step = max(step, math.isqrt(window * window + min(budget, BAND_CHUNK_PAIRS) // rows) - window)
+    return range(0, n, min(step, max(n, 1)))
 
 
 def band_keys(start: int, count: int, n: int, window: int) -> tuple[int, int]:

@@ -183,3 +183,15 @@ def test_within_a_band_keeps_the_pairs_near_the_diagonal_in_row_order():
     assert pattern.within(0) is pattern and pattern.within(19) == pattern
     assert band_keys(10, 4, 20, 3) == (7, 17) and band_keys(0, 4, 20, 3) == (0, 7) and band_keys(5, 4, 20, 0) == (0, 20)
     assert torch.equal(band_mask(10, 4, 7, 17, 3), (offsets <= 3)[10:14, 7:17])
+
+
+def test_query_chunks_of_a_banded_model_are_sized_by_the_keys_their_band_reaches():
+    from sparsefinder.config import BAND_CHUNK_PAIRS
+    from sparsefinder.pattern import query_chunks
+
+    assert query_chunks(4096, 12 * 4096, 1 << 22).step == 85  # every key: 12 rows × 85 queries × 4,096 keys ≤ 2²²
+    for n in (4096, 16384):  # within ±256: 12 × 135 × (135 + 512) ≤ 2²⁰ < 12 × 136 × 648, whatever n
+        step = query_chunks(n, 12 * n, 1 << 22, 256).step
+        assert step == 135 and 12 * step * (step + 512) <= BAND_CHUNK_PAIRS < 12 * (step + 1) * (step + 513)
+    assert query_chunks(48, 4 * 48, 1344, 6).step == 13  # a smaller budget binds: 4 × 13 × 25 ≤ 1,344
+    assert query_chunks(450, 12 * 450, 1 << 22, 256).step == 450  # never past the last query

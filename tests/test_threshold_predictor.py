@@ -218,9 +218,10 @@ def test_a_banded_models_threshold_is_taken_within_its_band(kernels, monkeypatch
                           / 8**0.5).masked_fill((torch.arange(30)[:, None] - torch.arange(30)).abs() > 6,
                                                  float("-inf")), 1.5))])
     inputs, gold = batch_inputs([seqs[0], short], 0, band=6)
-    monkeypatch.setattr(config, "PREDICT_CHUNK_SCORES", 2 * 2 * 48 * 7)  # chunks of 7 queries
+    # 1,344 scores a chunk: 13 queries, whose band spans at most 13 + 12 keys (4 rows × 13 × 25 ≤ 1,344)
+    monkeypatch.setattr(config, "PREDICT_CHUNK_SCORES", 2 * 2 * 48 * 7)
     assert predictor.predict(inputs) == gold
     rows = list(predictor.predict_rows(inputs))
-    assert len(rows) == 7 and Pattern.cat_rows([(i, c) for _, i, c in rows], inputs.lengths) == gold
+    assert [s for s, _, _ in rows] == [0, 13, 26, 39] and Pattern.cat_rows([(i, c) for _, i, c in rows], inputs.lengths) == gold
     every_key = predictor.predict(batch_inputs([seqs[0], short], 0)[0])
     assert every_key.within(6).nnz < gold.nnz and gold.contains(every_key.within(6))

@@ -121,7 +121,7 @@ def certified_entmax_rows(
     if kernel:  # once, not per chunk: the model's heads are strided views (copies per chunk were O(n²) at 16k)
         k, v = k.contiguous(), v.contiguous()
         values = v.view(batch * heads, n, -1)  # each chunk's kernel reads its key range from key lo on
-    for s, index, counts in _split(rows, query_chunks(n, batch * heads * n, chunk_pairs).step):
+    for s, index, counts in _split(rows, query_chunks(n, batch * heads * n, chunk_pairs, window).step):
         c = counts.shape[2]
         lo, hi = band_keys(s, c, n, window)
         if window and bool(counts.any()):  # the predicted keys within the band, counted from the chunk's first key

@@ -111,7 +111,7 @@ def banded_softmax(query: Tensor, key: Tensor, value: Tensor, attention_mask: Te
     work and memory, no ``n × n`` mask): ``(B, H, n, d)`` inputs, additive ``attention_mask`` ``(B, 1, n, n)`` or
     ``None`` → output ``(B, n, H, d)``."""
     batch, heads, n, _ = query.shape
-    starts = query_chunks(n, batch * heads * n, SPARSE_CHUNK_PAIRS)
+    starts = query_chunks(n, batch * heads * n, SPARSE_CHUNK_PAIRS, window)
     outs = []
     for s in starts:
         c = min(starts.step, n - s)

@@ -671,7 +671,7 @@ class ThresholdPredictor(ProjectionPredictor):
         O(n·band) there, as the model's exact attention) and the keys each row sees among them, ``first``/``nvalid``
         (:func:`~sparsefinder.pattern.row_key_spans`; the kernels read nothing else)."""
         batch, heads, n, _ = qp.shape
-        starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)
+        starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES, band)
         for s in starts:
             c = min(starts.step, n - s)
             lo, hi = band_keys(s, c, n, band)
@@ -692,7 +692,7 @@ class ThresholdPredictor(ProjectionPredictor):
                 yield s, [(shift_rows(index.view(batch, heads, c, -1), counts.view(batch, heads, c), lo),
                            counts.view(batch, heads, c)) for index, counts in selected]
             return
-        starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES)
+        starts = query_chunks(n, batch * heads * n, config.PREDICT_CHUNK_SCORES, band)
         for s in starts:
             c = min(starts.step, n - s)
             lo, hi = band_keys(s, c, n, band)

@@ -249,7 +249,7 @@ class Settings(BaseSettings):
     ``MODEL_DTYPES``. Attention computes in float32 whatever this is (its pairs, thresholds and certified
     exactness are those of the float32 computation on the model's queries, keys and values) and embeddings come
     back in float32. ``bfloat16`` runs the matrix products on a CPU's bfloat16 units (Intel AMX, AVX512-BF16):
-    docs/speed.md measured every mode faster (at 4,096 tokens the predicted path 890 → 583 ms) at an embedding
+    docs/speed.md measured every mode faster (at 4,096 tokens the predicted path 749 → 507 ms) at an embedding
     cosine of about 0.998 to float32."""
     token: str | None = None
     """Bearer token required by state-changing HTTP routes; ``None`` disables them."""

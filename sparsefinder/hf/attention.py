@@ -62,7 +62,7 @@ from ..attention.sparse import needs_grad, row_kernels_apply, sparse_entmax_atte
 
 __all__ = [
     "CONFIG_WINDOW", "DENSE_ENTMAX", "EXACT", "REFERENCE_MODES", "SPARSE_ENTMAX", "AttentionRecorder", "SparseAttentionStats",
-    "alpha_of", "entmax_attention", "in_float32", "input_ids_of", "register_attention", "sparse_attention", "window_of",
+    "alpha_of", "entmax_attention", "float32_mask", "in_float32", "input_ids_of", "register_attention", "sparse_attention", "window_of",
 ]
 
 DENSE_ENTMAX = "sparsefinder_entmax"

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sparsefinder.pattern import Pattern, band_keys, band_mask
 
@@ -195,3 +197,20 @@ def test_query_chunks_of_a_banded_model_are_sized_by_the_keys_their_band_reaches
         assert step == 135 and 12 * step * (step + 512) <= BAND_CHUNK_PAIRS < 12 * (step + 1) * (step + 513)
     assert query_chunks(48, 4 * 48, 1344, 6).step == 13  # a smaller budget binds: 4 × 13 × 25 ≤ 1,344
     assert query_chunks(450, 12 * 450, 1 << 22, 256).step == 450  # never past the last query
+
+
+@given(n=st.integers(1, 5000), rows=st.integers(1, 48), budget=st.integers(1, 1 << 23), window=st.integers(0, 600))
+@settings(max_examples=300, deadline=None)
+def test_query_chunks_cover_every_query_within_their_budget(n, rows, budget, window):
+    """Chunks start at 0, step evenly and cover the n queries; a chunk holds at most the budget of scores unless a
+    single query already exceeds it (then one query a chunk), counted over the keys it can reach: every key, or
+    c + 2·window within a band (at most BAND_CHUNK_PAIRS, or the budget if smaller)."""
+    from sparsefinder.config import BAND_CHUNK_PAIRS
+    from sparsefinder.pattern import query_chunks
+
+    starts = query_chunks(n, rows * n, budget, window)
+    assert starts.start == 0 and list(starts)[-1] + starts.step >= n and 1 <= starts.step <= n
+    c = starts.step
+    every_key = rows * c * n <= budget
+    banded = window and rows * c * min(n, c + 2 * window) <= min(budget, BAND_CHUNK_PAIRS)
+    assert c == 1 or every_key or banded

@@ -5,7 +5,8 @@ distillation at the new length yet) embeds ``--docs`` documents of ``--tokens`` 
 ``test.txt`` paragraphs joined) with SDPA softmax, dense α-entmax, the ``exact`` mode (dense α-entmax
 by the certified route from an empty pattern) — or the ``--modes`` named — and each ``--predictor``
 on the sparse path (its prediction included) and in certified mode. Prints ms per document (median
-of ``--repeats``), cosine to dense entmax, sparsity, and the process's peak RSS so far after each
+of ``--repeats``), how many times faster than each reference mode already run (``x_dense``, ``x_softmax``,
+``x_softmax-all``: same process, same documents), cosine to dense entmax, sparsity, and the process's peak RSS so far after each
 mode (run one mode per process to read each mode's own peak). Stored predictors are loaded by id. A banded
 model (``sparsefinder_attention_window``) runs every mode within its band; ``softmax-all`` reads it with softmax
 over every key, as the original model would.
@@ -83,7 +84,7 @@ def main() -> None:
         modes += [(predictor.spec, predictor, False), (f"{predictor.spec} certified", predictor, True)]
     print(json.dumps({"model": encoder.info.id, "dtype": args.dtype, "tokens": args.tokens, "docs": len(texts),
                       "threads": args.threads}))
-    reference = None
+    reference, baselines = None, {}
     with torch.inference_mode():
         for label, mode, certified in modes:
             times, result = [], None
@@ -100,8 +101,12 @@ def main() -> None:
                 reference = emb
             cosine = float((emb * reference).sum(-1).min()) if reference is not None else None
             sparsity = statistics.mean(statistics.mean(r.sparsity) for r in result)
-            print(json.dumps({"mode": label, "ms_per_doc": round(statistics.median(times) * 1000, 1),
-                              "cosine_to_dense_min": cosine, "sparsity": round(sparsity, 4),
+            ms = statistics.median(times) * 1000
+            if mode in ("dense", "softmax", "softmax-all"):
+                baselines[mode] = ms
+            speedups = {f"x_{name}": round(base / ms, 2) for name, base in baselines.items() if name != mode}
+            print(json.dumps({"mode": label, "ms_per_doc": round(ms, 1), **speedups, "cosine_to_dense_min": cosine,
+                              "sparsity": round(sparsity, 4),
                               "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}),
                   flush=True)
 

@@ -18,7 +18,6 @@ dense boolean mask (:meth:`Pattern.to_dense`, for tests and small inputs) are de
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 

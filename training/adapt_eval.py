@@ -46,7 +46,7 @@ def embed(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: lis
         enc = tokenizer(texts[i:i + batch_size], truncation=True, max_length=max_length, padding=True,
                         return_tensors="pt").to(device)
         hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        out.append(mean_pool(hidden, enc["attention_mask"]).float().cpu())
+        out.append(mean_pool(hidden, enc["attention_mask"]).cpu())
     return torch.cat(out)
 
 

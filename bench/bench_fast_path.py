@@ -147,7 +147,7 @@ def main() -> None:
                         help="padded tokens per forward pass (texts sorted by length; a larger value joins more)")
     parser.add_argument("--breakdown", action="store_true", help="also time each layer's parts")
     parser.add_argument("--dtype", choices=MODEL_DTYPES, default="float32",
-                        help="precision of the model's dense layers (attention computes in float32)")
+                        help="precision of the model's dense layers and softmax (α-entmax attention computes in float32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     encoder = SparseEncoder(args.model, device="cpu", batch_tokens=args.batch_tokens, dtype=args.dtype)

@@ -65,7 +65,7 @@ def main() -> None:
                              "over every key), dense, exact ('' for none; dense is slow and needs n² memory at long "
                              "lengths)")
     parser.add_argument("--dtype", choices=MODEL_DTYPES, default="float32",
-                        help="precision of the model's dense layers (attention computes in float32)")
+                        help="precision of the model's dense layers and softmax (α-entmax attention computes in float32)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu_rows.warm_up()  # compile (or load) the row kernels before anything is timed

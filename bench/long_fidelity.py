@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", default="float32",
                         help=f"comma-separated precisions to read each model in, of {', '.join(MODEL_DTYPES)} (its dense "
-                             "layers; attention computes in float32)")
+                             "layers; α-entmax attention computes in float32)")
     args = parser.parse_args()
     dtypes = args.dtype.split(",")
     if unknown := [d for d in dtypes if d not in MODEL_DTYPES]:

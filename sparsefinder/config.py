@@ -25,8 +25,8 @@ DEFAULT_ALPHA: float = 1.5
 DEFAULT_MAX_LENGTH: int = 512
 #: Default padded tokens per forward pass of :class:`~sparsefinder.encoder.SparseEncoder` (``Settings.batch_tokens``).
 DEFAULT_BATCH_TOKENS: int = 512
-#: Precisions a model's weights and dense layers may run in (``Settings.dtype``); attention computes in float32 in
-#: every one of them.
+#: Precisions a model's weights and dense layers may run in (``Settings.dtype``); α-entmax attention computes in
+#: float32 in every one of them, softmax in the model's own.
 ModelDtype = Literal["float32", "bfloat16"]
 MODEL_DTYPES: tuple[str, ...] = get_args(ModelDtype)
 #: Iterations of bisection for α ∉ {1.5, 2} (recorded in every manifest).

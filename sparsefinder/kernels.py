@@ -7,11 +7,15 @@ a torch path for when :func:`available` is false (Numba missing, or ``SPARSEFIND
 
 from __future__ import annotations
 
+import functools
+from typing import ContextManager
+
 import torch
+from threadpoolctl import ThreadpoolController
 
 from .config import CPU_KERNELS
 
-__all__ = ["available", "numba", "set_threads"]
+__all__ = ["available", "numba", "set_threads", "single_threaded_blas"]
 
 try:  # Numba is a dependency, but the torch paths must keep working without it
     import numba
@@ -27,3 +31,16 @@ def available() -> bool:
 def set_threads() -> None:
     """Run Numba's parallel loops on torch's thread count (one knob for both)."""
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    import scipy.linalg.cython_blas  # noqa: F401 - the BLAS Numba's np.dot calls: loaded before the controller looks
+    return ThreadpoolController().select(user_api="blas")
+
+
+def single_threaded_blas() -> ContextManager:
+    """A context in which the BLAS libraries loaded by numpy and scipy run one thread each (threadpoolctl; restored on
+    exit): kernels whose parallel tasks call BLAS (Numba's ``np.dot``) from their own threads would otherwise
+    oversubscribe the cores, and OpenBLAS called inside an OpenMP region warns that it may hang."""
+    return _blas().limit(limits=1)

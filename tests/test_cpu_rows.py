@@ -222,6 +222,48 @@ def test_probabilities_in_place_equal_dense_entmax_on_hard_rows():
     assert support.tolist()[:3] == [1, n, 2] and int(support[3]) > 16 and int(support[6]) == 0
 
 
+@pytest.mark.parametrize("window", [0, 3, 40])
+def test_exact_attention_tasks_equal_dense_entmax_over_valid_keys_within_the_band(window):
+    """``exact_attention``'s tasks (32 queries of one head, two BLAS products a task): dense α-entmax over each query's
+    valid keys within ``±window`` (0: every key), a length that is no multiple of the task, a padded sequence (zeros at
+    its padded queries, its padded keys never weighted), a tied row; the support sizes are dense α-entmax's."""
+    g = torch.Generator().manual_seed(41)
+    batch, heads, n, d = 2, 3, 70, 8
+    q, k, v = (torch.randn(batch, heads, n, d, generator=g) for _ in range(3))
+    q[0, 1, 5] = 0.0  # every key tied for this query
+    lengths = torch.tensor([n, 45])
+    scaling = 0.6
+    scores = q @ k.transpose(-1, -2) * scaling
+    offset = torch.arange(n)[None, :] - torch.arange(n)[:, None]
+    seen = (torch.arange(n) < lengths[:, None])[:, None, None, :] & ((offset.abs() <= window) if window else True)
+    p = entmax(scores.masked_fill(~seen, -1e4), 1.5)  # a padded query's row has no valid key: any finite fill
+    padded = torch.arange(n)[None, :] >= lengths[:, None]  # (B, n) queries
+    expected = (p @ v).masked_fill(padded[:, None, :, None], 0.0)
+    out, support = cpu_rows.exact_attention(q, k, v, lengths, scaling, window)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(support, (p > 0).sum(-1).masked_fill(padded[:, None, :], 0))
+    assert int(support[0, 1, 5]) == (min(n, 5 + window + 1) - max(0, 5 - window) if window else n)  # the tie
+    assert not out[1, :, 45:].any()
+
+
+def test_certified_attention_with_nothing_predicted_runs_the_exact_tasks(monkeypatch):
+    """An empty pattern without a pattern to keep (the ``exact`` mode) takes ``exact_attention``: the output, keys
+    added and kept pairs of the chunked route that keeps its pattern."""
+    g = torch.Generator().manual_seed(42)
+    q, k, v = (torch.randn(2, 2, 50, 8, generator=g) for _ in range(3))
+    lengths = torch.tensor([50, 31])
+    empty = Pattern.empty(2, 50, lengths)
+    calls = []
+    exact = cpu_rows.exact_attention
+    monkeypatch.setattr(cpu_rows, "exact_attention", lambda *a: calls.append(a) or exact(*a))
+    fast = certified_entmax_attention(q, k, v, empty, keep_pattern=False, window=7)
+    kept = certified_entmax_attention(q, k, v, empty, keep_pattern=True, window=7)
+    assert len(calls) == 1 and fast.pattern is None and kept.pattern is not None
+    valid = (torch.arange(50) < lengths[:, None])[:, None, :, None]
+    torch.testing.assert_close(fast.output * valid, kept.output * valid, atol=1e-6, rtol=1e-6)
+    assert torch.equal(fast.keys_added, kept.keys_added) and torch.equal(fast.kept, kept.kept)
+
+
 def test_thresholded_rows_attend_exactly_the_keys_select_rows_keeps():
     """The fused route (threshold, selection and attention in one pass a row) keeps the keys ``select_rows`` keeps,
     rows cut at unaligned ``first``/``nvalid`` (one with no key), ties, keys read from ``lo`` on, two row groups; its
@@ -269,3 +311,19 @@ def test_certified_thresholded_rows_equal_certified_probabilities_of_the_selecte
     fused_kept, fused_added = cpu_rows.certified_thresholded_rows(fused, zt, first, nvalid, margins)
     assert torch.equal(fused, expected) and torch.equal(fused_kept, kept) and torch.equal(fused_added, added)
     assert int(added.sum()) > 0 and int(kept[5]) == 0 and not fused[5].any()
+
+
+def test_blas_runs_one_thread_inside_the_kernels_that_call_it_and_is_restored():
+    """``single_threaded_blas``: the BLAS libraries numpy and scipy load (the one Numba's ``np.dot`` calls among them)
+    run one thread inside the context, as many as before after it."""
+    from threadpoolctl import threadpool_info
+
+    from sparsefinder.kernels import single_threaded_blas
+
+    def blas_threads() -> dict[str, int]:
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    with single_threaded_blas():
+        inside = blas_threads()
+    assert inside.keys() == before.keys() and set(inside.values()) == {1} and blas_threads() == before

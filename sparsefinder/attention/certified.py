@@ -14,7 +14,9 @@ gold pairs the predictor missed), so an empty pattern gives the exact support: t
 attention mode is this route with no predictor.
 
 Memory is bounded by chunks of queries. Inference with α = 1.5 on a CPU runs the whole check and
-the attention of a row in one compiled pass (:func:`sparsefinder.attention.cpu_rows.certified_rows`).
+the attention of a row in one compiled pass (:func:`sparsefinder.attention.cpu_rows.certified_rows`); with nothing
+predicted and no pattern to keep (the ``exact`` mode), the compiled tasks of
+:func:`sparsefinder.attention.cpu_rows.exact_attention` do the chunk's products too.
 """
 
 from __future__ import annotations
@@ -87,12 +89,21 @@ def certified_entmax_attention(
     (it is padded to the widest row: hundreds of MB a layer at 4,096 tokens, more than 20 GB at 16k);
     its size per head (``kept``) is counted either way. Chunks of at most ``chunk_pairs`` scores.
     ``window`` ``W`` > 0: a banded model's attention, over the keys within ``±W`` of each query only
-    (the pattern's keys outside the band are dropped; each chunk of queries scores its key range only).
+    (the pattern's keys outside the band are dropped; each chunk of queries scores its key range only). An empty
+    pattern without ``keep_pattern`` (the ``exact`` mode) runs on a CPU by
+    :func:`~sparsefinder.attention.cpu_rows.exact_attention`, whose tasks of a few queries keep their scores in cache.
     """
     q, k, v, single = as_batched(q, k, v, pattern)
     pattern = pattern.to(q.device)
-    result = certified_entmax_rows(q, k, v, [(0, pattern.index, pattern.counts)], pattern.lengths, alpha, scaling,
-                                   keep_pattern, chunk_pairs, window)
+    if not keep_pattern and not bool(pattern.counts.any()) and not needs_grad(q, k, v) \
+            and row_kernels_apply(q, check_alpha(alpha)):
+        out, support = cpu_rows.exact_attention(q, k, v, pattern.lengths, q.shape[-1] ** -0.5 if scaling is None
+                                                else scaling, window)
+        per_head = support.sum(-1)  # nothing predicted: every support key is added, and kept
+        result = CertifiedOutput(out.to(q.dtype), None, per_head, per_head)
+    else:
+        result = certified_entmax_rows(q, k, v, [(0, pattern.index, pattern.counts)], pattern.lengths, alpha, scaling,
+                                       keep_pattern, chunk_pairs, window)
     return CertifiedOutput(result.output[0], result.pattern, result.keys_added, result.kept) if single else result
 
 

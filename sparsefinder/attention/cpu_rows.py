@@ -48,11 +48,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..kernels import available, set_threads
+from ..config import EXACT_TASK_QUERIES
+from ..kernels import available, set_threads, single_threaded_blas
 from ..kernels import numba as _nb
 
 __all__ = ["available", "certified_probabilities", "certified_rows", "certified_thresholded_rows", "entmax15_rows",
-           "row_thresholds", "select_rows", "sparse_rows", "thresholded_rows", "warm_up"]
+           "exact_attention", "row_thresholds", "select_rows", "sparse_rows", "thresholded_rows", "warm_up"]
 
 
 #: Rows per parallel task: scratch buffers are allocated once per block, not per row.
@@ -160,6 +161,38 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
             buf = np.empty(max(index.shape[1], 1), np.float32)
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 probability_row(z, r, first[r], nvalid[r], index[r], counts[r], buf, kept, added)
+
+    @_jit(parallel=True, fastmath=_FAST)
+    def exact_tasks(q, kt, v, lengths, window, c, out, support):  # q (G, n, d) scaled queries, kt (G, d, n) keys
+        # transposed, v (G, n, dv), lengths (G,) valid tokens of group g, window W (0: every key) → out (G, n, dv),
+        # support (G, n): per task (a group, c queries) one BLAS product gives the scores of the keys its queries may
+        # see, each row becomes its α-entmax probabilities in place (probability_row), a second BLAS product weights
+        # the values; the task's scores stay in the core's cache throughout
+        groups, n, _ = q.shape
+        chunks = (n + c - 1) // c
+        none = np.empty(1, np.int64)
+        for task in _nb.prange(groups * chunks):
+            g = task // chunks
+            s = (task % chunks) * c
+            end = min(s + c, n)
+            valid = min(end, lengths[g])  # queries [valid, end) are padding: zeros
+            for r in range(max(s, valid), end):
+                out[g, r, :] = 0.0
+                support[g, r] = 0
+            if valid <= s:
+                continue
+            lo = max(0, s - window) if window else 0
+            hi = min(lengths[g], valid + window) if window else lengths[g]
+            z = np.dot(q[g, s:valid], np.ascontiguousarray(kt[g, :, lo:hi]))  # (valid − s, hi − lo)
+            buf = np.empty(1, np.float32)
+            kept = np.empty(valid - s, np.int64)
+            added = np.empty(valid - s, np.int64)
+            for i in range(valid - s):
+                f = max(lo, s + i - window) - lo if window else 0
+                nv = min(hi, s + i + window + 1) - lo if window else hi - lo
+                probability_row(z, i, f, nv, none, 0, buf, kept, added)
+                support[g, s + i] = kept[i]
+            out[g, s:valid] = np.dot(z, v[g, lo:hi])
 
     @_jit(parallel=True, fastmath=_FAST)
     def certified_thresholded(z, zt, first, nvalid, margins, kept, added):  # probabilities, each row seeded by the
@@ -453,6 +486,28 @@ def certified_probabilities(z: Tensor, index: Tensor, counts: Tensor, nvalid: Te
     return torch.from_numpy(kept), torch.from_numpy(added)
 
 
+def exact_attention(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, scaling: float, window: int = 0
+                    ) -> tuple[Tensor, Tensor]:
+    """Exact α-entmax (α = 1.5) attention of ``q``/``k``/``v`` ``(B, H, n, d)`` over each sequence's ``lengths`` ``(B,)``
+    valid keys (within ``±window`` of each query when ``window`` > 0), by tasks of ``EXACT_TASK_QUERIES`` queries of
+    one head: their scores by one matrix product (BLAS, called from the task's thread), each row's probabilities in
+    place, their product with the values. Returns the output ``(B, H, n, dv)`` (zeros at padded queries) and each
+    query's support size ``(B, H, n)``: what :func:`certified_probabilities` then one product with the values give,
+    with no chunk's scores leaving the cache."""
+    set_threads()
+    batch, heads, n, d = q.shape
+    groups = batch * heads
+    queries = _np(q * scaling, torch.float32).reshape(groups, n, d)
+    keys_t = _np(k.transpose(-1, -2), torch.float32).reshape(groups, d, n)
+    values = _np(v, torch.float32).reshape(groups, n, -1)
+    out = np.empty((groups, n, values.shape[-1]), np.float32)
+    support = np.empty((groups, n), np.int64)
+    with single_threaded_blas():
+        exact_tasks(queries, keys_t, values, _np(lengths.repeat_interleave(heads), torch.int64), window,
+                    EXACT_TASK_QUERIES, out, support)
+    return torch.from_numpy(out).view(batch, heads, n, -1), torch.from_numpy(support).view(batch, heads, n)
+
+
 def certified_thresholded_rows(z: Tensor, zt: Tensor, first: Tensor | None, nvalid: Tensor, margins: Tensor
                                ) -> tuple[Tensor, Tensor]:
     """:func:`certified_probabilities` seeded by the keys of :func:`thresholded_rows`, found in the same pass a row.
@@ -515,3 +570,4 @@ def warm_up() -> None:
     certified_rows(z, index.view(2, 1), counts.view(2), nvalid, q.view(1, 2, 2), 2)
     certified_probabilities(z.clone(), index.view(2, 1), counts.view(2), nvalid)
     certified_thresholded_rows(z.clone(), z, None, nvalid, torch.zeros(2))
+    exact_attention(q, q, q, torch.tensor([2]), 1.0)

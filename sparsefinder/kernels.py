@@ -40,7 +40,8 @@ def _blas() -> ThreadpoolController:
 
 
 def single_threaded_blas() -> ContextManager:
-    """A context in which the BLAS libraries loaded by numpy and scipy run one thread each (threadpoolctl; restored on
-    exit): kernels whose parallel tasks call BLAS (Numba's ``np.dot``) from their own threads would otherwise
-    oversubscribe the cores, and OpenBLAS called inside an OpenMP region warns that it may hang."""
+    """A context in which the BLAS libraries loaded when it is first used run one thread each (threadpoolctl; restored
+    on exit); scipy's, the one Numba's ``np.dot`` calls, is loaded first. Kernels whose parallel tasks call BLAS from
+    their own threads would otherwise oversubscribe the cores, and OpenBLAS called inside an OpenMP region warns that it
+    may hang. (A controller lists the loaded libraries in about a millisecond, so it is made once.)"""
     return _blas().limit(limits=1)

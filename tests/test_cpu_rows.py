@@ -246,6 +246,43 @@ def test_exact_attention_tasks_equal_dense_entmax_over_valid_keys_within_the_ban
     assert not out[1, :, 45:].any()
 
 
+@pytest.mark.parametrize("window", [0, 5])
+def test_threshold_predictor_tasks_keep_the_selected_keys_and_certified_tasks_equal_dense_entmax(window):
+    """``thresholded_attention``: each valid query keeps the keys of its band whose approximate score clears its
+    threshold (over those keys) by its head's margin, and attends over them; ``certified_thresholded_attention``:
+    dense α-entmax over the band, the certified keys (kept plus support) and the support keys not kept; padded
+    queries get zeros and keep nothing."""
+    g = torch.Generator().manual_seed(43)
+    batch, heads, n, d, rank = 2, 2, 70, 8, 4
+    q, k, v = (torch.randn(batch, heads, n, d, generator=g) for _ in range(3))
+    qp, kp = (torch.randn(batch, heads, n, rank, generator=g) * 2 for _ in range(2))
+    lengths, margins, scaling = torch.tensor([n, 40]), torch.tensor([-0.5, 0.2]), 0.5
+    out, counts = cpu_rows.thresholded_attention(qp, kp, q, k, v, lengths, margins, scaling, window)
+    exact_out, certified, added = cpu_rows.certified_thresholded_attention(qp, kp, q, k, v, lengths, margins, scaling,
+                                                                           window)
+    approximate, scores = qp @ kp.transpose(-1, -2), q @ k.transpose(-1, -2) * scaling
+    for b in range(batch):
+        for h in range(heads):
+            for i in range(n):
+                if i >= lengths[b]:
+                    assert counts[b, h, i] == certified[b, h, i] == 0
+                    assert not out[b, h, i].any() and not exact_out[b, h, i].any()
+                    continue
+                seen = torch.arange(int(lengths[b]))
+                seen = seen[(seen - i).abs() <= window] if window else seen
+                t = threshold(approximate[b, h, i, seen][None], 1.5)[0]
+                keep = seen[approximate[b, h, i, seen] - t >= margins[h]]
+                assert int(counts[b, h, i]) == len(keep)
+                p = entmax(scores[b, h, i, keep][None], 1.5)[0] if len(keep) else torch.zeros(0)
+                torch.testing.assert_close(out[b, h, i], p @ v[b, h, keep], atol=1e-5, rtol=1e-5)
+                dense = entmax(scores[b, h, i, seen][None], 1.5)[0]
+                torch.testing.assert_close(exact_out[b, h, i], dense @ v[b, h, seen], atol=1e-5, rtol=1e-5)
+                support = set(seen[dense > 0].tolist())
+                assert int(certified[b, h, i]) == len(support | set(keep.tolist()))
+                assert int(added[b, h, i]) == len(support - set(keep.tolist()))
+    assert 0 < int(added.sum()) and torch.equal(certified - added, counts)  # the kept keys, then the support missed
+
+
 def test_certified_attention_with_nothing_predicted_runs_the_exact_tasks(monkeypatch):
     """An empty pattern without a pattern to keep (the ``exact`` mode) takes ``exact_attention``: the output, keys
     added and kept pairs of the chunked route that keeps its pattern."""
@@ -314,16 +351,19 @@ def test_certified_thresholded_rows_equal_certified_probabilities_of_the_selecte
 
 
 def test_blas_runs_one_thread_inside_the_kernels_that_call_it_and_is_restored():
-    """``single_threaded_blas``: the BLAS libraries numpy and scipy load (the one Numba's ``np.dot`` calls among them)
-    run one thread inside the context, as many as before after it."""
+    """``single_threaded_blas``: the BLAS libraries loaded when it is first used (scipy's, the one Numba's ``np.dot``
+    calls, loaded first) run one thread inside the context, as many as before after it."""
     from threadpoolctl import threadpool_info
 
-    from sparsefinder.kernels import single_threaded_blas
+    from sparsefinder import kernels
 
     def blas_threads() -> dict[str, int]:
         return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
+    kernels._blas.cache_clear()  # first use now: every BLAS library this process has loaded
+    with kernels.single_threaded_blas():
+        pass
     before = blas_threads()
-    with single_threaded_blas():
+    with kernels.single_threaded_blas():
         inside = blas_threads()
     assert inside.keys() == before.keys() and set(inside.values()) == {1} and blas_threads() == before

@@ -52,8 +52,9 @@ from ..config import EXACT_TASK_QUERIES
 from ..kernels import available, set_threads, single_threaded_blas
 from ..kernels import numba as _nb
 
-__all__ = ["available", "certified_probabilities", "certified_rows", "certified_thresholded_rows", "entmax15_rows",
-           "exact_attention", "row_thresholds", "select_rows", "sparse_rows", "thresholded_rows", "warm_up"]
+__all__ = ["available", "certified_probabilities", "certified_rows", "certified_thresholded_attention",
+           "certified_thresholded_rows", "entmax15_rows", "exact_attention", "row_thresholds", "select_rows", "sparse_rows",
+           "thresholded_attention", "thresholded_rows", "warm_up"]
 
 
 #: Rows per parallel task: scratch buffers are allocated once per block, not per row.
@@ -297,6 +298,71 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                         attend_row(q, r, k, v, r // rows_per_head, keys, c, lo, scaling, z, support, out)
                 counts[r] = c
 
+    @_jit(parallel=True, fastmath=_FAST)
+    def thresholded_tasks(qp, kpt, q, k, v, lengths, window, margins, heads, c, scaling, out, counts):
+        # qp (G, n, r) projected queries, kpt (G, r, n) projected keys transposed, q/k (G, n, d) exact queries and
+        # keys, v (G, n, dv), margins (H,) of head g % heads → out (G, n, dv), counts (G, n) kept keys: per task (a
+        # group, c queries) one BLAS product gives the approximate scores of the keys its queries may see, then each
+        # row keeps and attends as thresholded does, the task's scores in cache
+        groups, n, _ = q.shape
+        chunks = (n + c - 1) // c
+        for task in _nb.prange(groups * chunks):
+            g = task // chunks
+            s = (task % chunks) * c
+            end = min(s + c, n)
+            valid = min(end, lengths[g])  # queries [valid, end) are padding: zeros
+            for r in range(s, end):
+                out[g, r, :] = 0.0
+                counts[g, r] = 0
+            if valid <= s:
+                continue
+            lo = max(0, s - window) if window else 0
+            hi = min(lengths[g], valid + window) if window else lengths[g]
+            zt = np.dot(qp[g, s:valid], np.ascontiguousarray(kpt[g, :, lo:hi]))  # (valid − s, hi − lo)
+            keys = np.empty(hi - lo, np.int32)
+            z = np.empty(hi - lo, np.float32)
+            support = np.empty(hi - lo, np.int64)
+            queries, outputs = q[g], out[g]
+            for i in range(valid - s):
+                f = max(lo, s + i - window) - lo if window else 0
+                nv = min(hi, s + i + window + 1) - lo if window else hi - lo
+                kept = kept_keys(zt, i, f, nv, margins[g % heads], keys)
+                if kept > 0:
+                    attend_row(queries, s + i, k, v, g, keys, kept, lo, scaling, z, support, outputs)
+                counts[g, s + i] = kept
+
+    @_jit(parallel=True, fastmath=_FAST)
+    def certified_thresholded_tasks(qp, kpt, q, kt, v, lengths, window, margins, heads, c, out, kept, added):
+        # thresholded_tasks' approximate scores and kept keys seeding exact_tasks' rows (q scaled, kt keys transposed):
+        # per task both products, then each row's probabilities in place from the threshold of its kept keys
+        # (probability_row), then the product with the values → out (G, n, dv), kept/added (G, n) the certified keys
+        # and the support keys not kept
+        groups, n, _ = q.shape
+        chunks = (n + c - 1) // c
+        for task in _nb.prange(groups * chunks):
+            g = task // chunks
+            s = (task % chunks) * c
+            end = min(s + c, n)
+            valid = min(end, lengths[g])  # queries [valid, end) are padding: zeros
+            for r in range(s, end):
+                out[g, r, :] = 0.0
+                kept[g, r] = 0
+                added[g, r] = 0
+            if valid <= s:
+                continue
+            lo = max(0, s - window) if window else 0
+            hi = min(lengths[g], valid + window) if window else lengths[g]
+            zt = np.dot(qp[g, s:valid], np.ascontiguousarray(kpt[g, :, lo:hi]))  # (valid − s, hi − lo) approximate
+            z = np.dot(q[g, s:valid], np.ascontiguousarray(kt[g, :, lo:hi]))  # exact
+            keys = np.empty(hi - lo, np.int32)
+            buf = np.empty(hi - lo, np.float32)
+            for i in range(valid - s):
+                f = max(lo, s + i - window) - lo if window else 0
+                nv = min(hi, s + i + window + 1) - lo if window else hi - lo
+                predicted = kept_keys(zt, i, f, nv, margins[g % heads], keys)
+                probability_row(z, i, f, nv, keys, predicted, buf, kept[g, s:valid], added[g, s:valid])
+            out[g, s:valid] = np.dot(z, v[g, lo:hi])
+
     @_jit(parallel=True)
     def widen(kept, counts, index):  # int32 rows kept (R, ≥ w) → int64 index (R, w), zeros past counts
         for r in _nb.prange(index.shape[0]):
@@ -426,6 +492,56 @@ def thresholded_rows(z: Tensor, first: Tensor | None, nvalid: Tensor, margins: T
                 _np(q, torch.float32), _np(k, torch.float32), _np(v, torch.float32), lo, rows_per_head,
                 float(scaling), out, counts)
     return torch.from_numpy(out), torch.from_numpy(counts)
+
+
+def thresholded_attention(qp: Tensor, kp: Tensor, q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, margins: Tensor,
+                          scaling: float, window: int = 0) -> tuple[Tensor, Tensor]:
+    """The threshold predictor's fused route by tasks of ``EXACT_TASK_QUERIES`` queries of one head, as
+    :func:`exact_attention` runs the ``exact`` mode: the task's approximate scores ``q'·k'`` by one matrix product (BLAS),
+    then :func:`thresholded_rows`' pass a row (each query keeps the keys whose approximate score clears its
+    threshold by its head's margin, and attends over them).
+
+    ``qp``/``kp`` ``(B, H, n, r)`` projected queries and keys, ``q``/``k``/``v`` ``(B, H, n, d)``, ``lengths``
+    ``(B,)``, ``margins`` ``(H,)``, each query seeing the valid keys within ``±window`` (0: every key). Returns the
+    output ``(B, H, n, dv)`` (zeros at padded queries and queries that keep nothing) and the kept keys per query
+    ``(B, H, n)``: the pairs of :func:`select_rows` and the output of :func:`sparse_rows` on them, up to the float
+    rounding of the approximate scores' product."""
+    set_threads()
+    batch, heads, n, d = q.shape
+    groups = batch * heads
+    out = np.empty((groups, n, v.shape[-1]), np.float32)
+    counts = np.empty((groups, n), np.int64)
+    with single_threaded_blas():
+        thresholded_tasks(_np(qp, torch.float32).reshape(groups, n, -1),
+                          _np(kp.transpose(-1, -2), torch.float32).reshape(groups, -1, n),
+                          _np(q, torch.float32).reshape(groups, n, d), _np(k, torch.float32).reshape(groups, n, d),
+                          _np(v, torch.float32).reshape(groups, n, -1), _np(lengths.repeat_interleave(heads), torch.int64),
+                          window, _np(margins, torch.float32), heads, EXACT_TASK_QUERIES, float(scaling), out, counts)
+    return torch.from_numpy(out).view(batch, heads, n, -1), torch.from_numpy(counts).view(batch, heads, n)
+
+
+def certified_thresholded_attention(qp: Tensor, kp: Tensor, q: Tensor, k: Tensor, v: Tensor, lengths: Tensor,
+                                    margins: Tensor, scaling: float, window: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """The threshold predictor's certified route by tasks (as :func:`thresholded_attention`): per task the approximate
+    and the exact scores (two BLAS products), each row's exact α-entmax probabilities in place from the threshold of
+    the keys it keeps (:func:`certified_thresholded_rows`), then one product with the values.
+
+    Arguments as :func:`thresholded_attention`. Returns the output ``(B, H, n, dv)`` (dense α-entmax over each query's
+    valid keys within the band; zeros at padded queries), the certified keys (kept plus support) and the support keys
+    not kept per query, ``(B, H, n)`` each."""
+    set_threads()
+    batch, heads, n, d = q.shape
+    groups = batch * heads
+    out = np.empty((groups, n, v.shape[-1]), np.float32)
+    kept, added = np.empty((groups, n), np.int64), np.empty((groups, n), np.int64)
+    with single_threaded_blas():
+        certified_thresholded_tasks(
+            _np(qp, torch.float32).reshape(groups, n, -1), _np(kp.transpose(-1, -2), torch.float32).reshape(groups, -1, n),
+            _np(q * scaling, torch.float32).reshape(groups, n, d), _np(k.transpose(-1, -2), torch.float32).reshape(groups, d, n),
+            _np(v, torch.float32).reshape(groups, n, -1), _np(lengths.repeat_interleave(heads), torch.int64), window,
+            _np(margins, torch.float32), heads, EXACT_TASK_QUERIES, out, kept, added)
+    return (torch.from_numpy(out).view(batch, heads, n, -1), torch.from_numpy(kept).view(batch, heads, n),
+            torch.from_numpy(added).view(batch, heads, n))
 
 
 def row_thresholds(z: Tensor, nvalid: Tensor) -> Tensor:
@@ -571,3 +687,5 @@ def warm_up() -> None:
     certified_probabilities(z.clone(), index.view(2, 1), counts.view(2), nvalid)
     certified_thresholded_rows(z.clone(), z, None, nvalid, torch.zeros(2))
     exact_attention(q, q, q, torch.tensor([2]), 1.0)
+    thresholded_attention(q, q, q, q, q, torch.tensor([2]), torch.zeros(1), 1.0)
+    certified_thresholded_attention(q, q, q, q, q, torch.tensor([2]), torch.zeros(1), 1.0)

@@ -635,16 +635,23 @@ class ThresholdPredictor(ProjectionPredictor):
             return None
         qp, kp = self.project(inputs)
         batch, heads, n, d = inputs.queries.shape
+        margin = self.margins(inputs.layer, self.recall).to(qp) - config.MARGIN_TOLERANCE  # (H,)
+        if self.score:  # tasks of a few queries of one head: their scores stay in cache
+            args = (qp, kp, inputs.queries, inputs.keys, values, inputs.lengths, margin, scaling, inputs.band)
+            if certified:
+                out, counts, more = cpu_rows.certified_thresholded_attention(*args)
+                return out.to(values.dtype), counts.sum(-1), more.sum(-1)
+            out, counts = cpu_rows.thresholded_attention(*args)
+            return out.to(values.dtype), counts.sum(-1), torch.zeros(batch, heads, dtype=torch.long)
         # contiguous once per layer: the kernels read them as numpy arrays, which would copy a strided view per chunk
         keys = inputs.keys.reshape(batch * heads, n, d).contiguous()
         vals = values.reshape(batch * heads, n, -1).contiguous()
         scaled = inputs.queries * scaling if certified else None  # once, not per chunk
-        margin = self.margins(inputs.layer, self.recall).to(qp)[None, :, None] - config.MARGIN_TOLERANCE
         outs = []
         kept, added = torch.zeros(batch, heads, dtype=torch.long), torch.zeros(batch, heads, dtype=torch.long)
         for s, lo, z, first, nvalid in self._scored_chunks(qp, kp, inputs.lengths, inputs.band):
             c, m = z.shape[2], z.shape[3]
-            margins = margin.expand(batch, heads, c).reshape(-1)
+            margins = margin[None, :, None].expand(batch, heads, c).reshape(-1)
             if certified:
                 exact = torch.matmul(scaled[:, :, s:s + c], inputs.keys[:, :, lo:lo + m].transpose(-1, -2))
                 counts, more = cpu_rows.certified_thresholded_rows(exact.view(-1, m), z.reshape(-1, m), first, nvalid,

@@ -163,6 +163,24 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
             for r in range(b * _BLOCK, min(rows, (b + 1) * _BLOCK)):
                 probability_row(z, r, first[r], nvalid[r], index[r], counts[r], buf, kept, added)
 
+    @_jit
+    def task_keys(s, valid, n, length, window):  # the key columns [lo, hi) of a task of queries [s, valid): their band,
+        if window:                                # or all n (those past the sequence's length are never read)
+            return max(0, s - window), min(length, valid + window)
+        return 0, n
+
+    @_jit
+    def row_span(r, lo, hi, length, window):  # the keys [f, nv) query r sees, counted from the task's column lo
+        if window:
+            return max(lo, r - window) - lo, min(hi, r + window + 1) - lo
+        return 0, length
+
+    @_jit
+    def key_block(kt, g, lo, hi, window):  # keys transposed (d, hi − lo), contiguous for BLAS: a copy of the band's
+        if window:                          # columns (70 KB at W = 256), or group g's whole block as it is
+            return np.ascontiguousarray(kt[g, :, lo:hi])
+        return kt[g]
+
     @_jit(parallel=True, fastmath=_FAST)
     def exact_tasks(q, kt, v, lengths, window, c, out, support):  # q (G, n, d) scaled queries, kt (G, d, n) keys
         # transposed, v (G, n, dv), lengths (G,) valid tokens of group g, window W (0: every key) → out (G, n, dv),
@@ -182,15 +200,13 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 support[g, r] = 0
             if valid <= s:
                 continue
-            lo = max(0, s - window) if window else 0
-            hi = min(lengths[g], valid + window) if window else lengths[g]
-            z = np.dot(q[g, s:valid], np.ascontiguousarray(kt[g, :, lo:hi]))  # (valid − s, hi − lo)
+            lo, hi = task_keys(s, valid, n, lengths[g], window)
+            z = np.dot(q[g, s:valid], key_block(kt, g, lo, hi, window))  # (valid − s, hi − lo)
             buf = np.empty(1, np.float32)
             kept = np.empty(valid - s, np.int64)
             added = np.empty(valid - s, np.int64)
             for i in range(valid - s):
-                f = max(lo, s + i - window) - lo if window else 0
-                nv = min(hi, s + i + window + 1) - lo if window else hi - lo
+                f, nv = row_span(s + i, lo, hi, lengths[g], window)
                 probability_row(z, i, f, nv, none, 0, buf, kept, added)
                 support[g, s + i] = kept[i]
             out[g, s:valid] = np.dot(z, v[g, lo:hi])
@@ -316,16 +332,14 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 counts[g, r] = 0
             if valid <= s:
                 continue
-            lo = max(0, s - window) if window else 0
-            hi = min(lengths[g], valid + window) if window else lengths[g]
-            zt = np.dot(qp[g, s:valid], np.ascontiguousarray(kpt[g, :, lo:hi]))  # (valid − s, hi − lo)
+            lo, hi = task_keys(s, valid, n, lengths[g], window)
+            zt = np.dot(qp[g, s:valid], key_block(kpt, g, lo, hi, window))  # (valid − s, hi − lo)
             keys = np.empty(hi - lo, np.int32)
             z = np.empty(hi - lo, np.float32)
             support = np.empty(hi - lo, np.int64)
             queries, outputs = q[g], out[g]
             for i in range(valid - s):
-                f = max(lo, s + i - window) - lo if window else 0
-                nv = min(hi, s + i + window + 1) - lo if window else hi - lo
+                f, nv = row_span(s + i, lo, hi, lengths[g], window)
                 kept = kept_keys(zt, i, f, nv, margins[g % heads], keys)
                 if kept > 0:
                     attend_row(queries, s + i, k, v, g, keys, kept, lo, scaling, z, support, outputs)
@@ -350,15 +364,13 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 added[g, r] = 0
             if valid <= s:
                 continue
-            lo = max(0, s - window) if window else 0
-            hi = min(lengths[g], valid + window) if window else lengths[g]
-            zt = np.dot(qp[g, s:valid], np.ascontiguousarray(kpt[g, :, lo:hi]))  # (valid − s, hi − lo) approximate
+            lo, hi = task_keys(s, valid, n, lengths[g], window)
+            zt = np.dot(qp[g, s:valid], key_block(kpt, g, lo, hi, window))  # (valid − s, hi − lo) approximate
             z = np.dot(q[g, s:valid], np.ascontiguousarray(kt[g, :, lo:hi]))  # exact
             keys = np.empty(hi - lo, np.int32)
             buf = np.empty(hi - lo, np.float32)
             for i in range(valid - s):
-                f = max(lo, s + i - window) - lo if window else 0
-                nv = min(hi, s + i + window + 1) - lo if window else hi - lo
+                f, nv = row_span(s + i, lo, hi, lengths[g], window)
                 predicted = kept_keys(zt, i, f, nv, margins[g % heads], keys)
                 probability_row(z, i, f, nv, keys, predicted, buf, kept[g, s:valid], added[g, s:valid])
             out[g, s:valid] = np.dot(z, v[g, lo:hi])

@@ -164,6 +164,13 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 probability_row(z, r, first[r], nvalid[r], index[r], counts[r], buf, kept, added)
 
     @_jit
+    def task_queries(task, chunks, c, n, lengths):  # task → (group g, its queries [s, end), of which [s, valid) valid)
+        g = task // chunks
+        s = (task % chunks) * c
+        end = min(s + c, n)
+        return g, s, end, min(end, lengths[g])
+
+    @_jit
     def task_keys(s, valid, n, length, window):  # the key columns [lo, hi) of a task of queries [s, valid): their band,
         if window:                                # or all n (those past the sequence's length are never read)
             return max(0, s - window), min(length, valid + window)
@@ -191,13 +198,9 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         chunks = (n + c - 1) // c
         none = np.empty(1, np.int64)
         for task in _nb.prange(groups * chunks):
-            g = task // chunks
-            s = (task % chunks) * c
-            end = min(s + c, n)
-            valid = min(end, lengths[g])  # queries [valid, end) are padding: zeros
-            for r in range(max(s, valid), end):
-                out[g, r, :] = 0.0
-                support[g, r] = 0
+            g, s, end, valid = task_queries(task, chunks, c, n, lengths)
+            out[g, s:end] = 0.0  # queries [valid, end) are padding: zeros
+            support[g, s:end] = 0
             if valid <= s:
                 continue
             lo, hi = task_keys(s, valid, n, lengths[g], window)
@@ -323,13 +326,9 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         groups, n, _ = q.shape
         chunks = (n + c - 1) // c
         for task in _nb.prange(groups * chunks):
-            g = task // chunks
-            s = (task % chunks) * c
-            end = min(s + c, n)
-            valid = min(end, lengths[g])  # queries [valid, end) are padding: zeros
-            for r in range(s, end):
-                out[g, r, :] = 0.0
-                counts[g, r] = 0
+            g, s, end, valid = task_queries(task, chunks, c, n, lengths)
+            out[g, s:end] = 0.0  # queries [valid, end) are padding: zeros
+            counts[g, s:end] = 0
             if valid <= s:
                 continue
             lo, hi = task_keys(s, valid, n, lengths[g], window)
@@ -354,19 +353,15 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
         groups, n, _ = q.shape
         chunks = (n + c - 1) // c
         for task in _nb.prange(groups * chunks):
-            g = task // chunks
-            s = (task % chunks) * c
-            end = min(s + c, n)
-            valid = min(end, lengths[g])  # queries [valid, end) are padding: zeros
-            for r in range(s, end):
-                out[g, r, :] = 0.0
-                kept[g, r] = 0
-                added[g, r] = 0
+            g, s, end, valid = task_queries(task, chunks, c, n, lengths)
+            out[g, s:end] = 0.0  # queries [valid, end) are padding: zeros
+            kept[g, s:end] = 0
+            added[g, s:end] = 0
             if valid <= s:
                 continue
             lo, hi = task_keys(s, valid, n, lengths[g], window)
             zt = np.dot(qp[g, s:valid], key_block(kpt, g, lo, hi, window))  # (valid − s, hi − lo) approximate
-            z = np.dot(q[g, s:valid], np.ascontiguousarray(kt[g, :, lo:hi]))  # exact
+            z = np.dot(q[g, s:valid], key_block(kt, g, lo, hi, window))  # exact
             keys = np.empty(hi - lo, np.int32)
             buf = np.empty(hi - lo, np.float32)
             for i in range(valid - s):

@@ -11,10 +11,11 @@ These kernels do the same work row by row in compiled loops, parallel over rows
 - :func:`row_thresholds`: the exact α-entmax threshold of each row of a score matrix;
 - :func:`select_rows`: the keys of each row whose score clears its threshold plus a margin,
   as the rows of a :class:`~sparsefinder.pattern.Pattern`;
-- :func:`thresholded_rows`: both in one pass a row (the threshold predictor's route in a model): the
+- :func:`thresholded_rows`: both in one pass a row, over a chunk's approximate scores: the
   keys a row keeps stay in a buffer and are attended at once, no padded index is built between
   prediction and compute (415 tokens, a layer: 4.0–5.9 ms with the approximate scores, against
-  5.3–8.0 for prediction then sparse compute); :func:`certified_thresholded_rows` is its certified form;
+  5.3–8.0 for prediction then sparse compute); :func:`certified_thresholded_rows` is its certified form
+  (the threshold predictor's route in a model under the distance objective);
 - :func:`certified_rows`: exact attention from exact score rows and a predicted pattern (the
   threshold of the predicted keys starts the row's exact threshold; the support keys the pattern
   missed are added; recall 1 by construction), with the certified pattern's rows;
@@ -22,7 +23,11 @@ These kernels do the same work row by row in compiled loops, parallel over rows
   certified mode in a model): each row of exact scores becomes its α-entmax probabilities in place,
   then one vectorised pass writes ``((z − t) / 2)₊²`` (zeros outside the row's keys, so a band or padding
   needs no mask); the output is one matrix product with the values (accumulating ``Σ p v``
-  key by key in the row kernel cost more: 512 tokens, exact attention 1.49 → 1.26× softmax's time).
+  key by key in the row kernel cost more: 512 tokens, exact attention 1.49 → 1.26× softmax's time);
+- :func:`exact_attention`, :func:`thresholded_attention`, :func:`certified_thresholded_attention`: the ``exact``
+  mode and the threshold predictor's routes in a model, by tasks of ``EXACT_TASK_QUERIES`` queries of one head that
+  compute their own scores by BLAS products (Numba's ``np.dot``, BLAS held to one thread) and run the row passes
+  above on them while they are in cache (a 4,096-token layer: 8–19 % less than by chunks of torch products).
 
 Thresholds are exact: Newton's method on ``√Σ (x − τ)₊² = 1`` rises monotonically from a lower
 bound (method.md §1) and ends on the closed-form root of the keys above it (no sort). The square

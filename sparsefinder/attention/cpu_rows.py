@@ -27,7 +27,8 @@ These kernels do the same work row by row in compiled loops, parallel over rows
 - :func:`exact_attention`, :func:`thresholded_attention`, :func:`certified_thresholded_attention`: the ``exact``
   mode and the threshold predictor's routes in a model, by tasks of ``EXACT_TASK_QUERIES`` queries of one head that
   compute their own scores by BLAS products (Numba's ``np.dot``, BLAS held to one thread) and run the row passes
-  above on them while they are in cache (4,096 tokens: the whole model 8–19 % faster than by chunks of torch products).
+  above on them while they are in cache (4,096 tokens: the whole model 8–19 % faster than by chunks of torch
+  products).
 
 Thresholds are exact: Newton's method on ``√Σ (x − τ)₊² = 1`` rises monotonically from a lower
 bound (method.md §1) and ends on the closed-form root of the keys above it (no sort). The square
@@ -169,7 +170,7 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
                 probability_row(z, r, first[r], nvalid[r], index[r], counts[r], buf, kept, added)
 
     @_jit
-    def task_queries(task, chunks, c, n, lengths):  # task → (group g, its queries [s, end), of which [s, valid) valid)
+    def task_queries(task, chunks, c, n, lengths):  # task → (group g, its queries [s, end), [s, valid) of them valid)
         g = task // chunks
         s = (task % chunks) * c
         end = min(s + c, n)
@@ -445,6 +446,16 @@ def _firsts(first: Tensor | None, rows: int) -> np.ndarray:
     return np.zeros(rows, np.int64) if first is None else _np(first, torch.int64)
 
 
+def _by_group(x: Tensor) -> np.ndarray:
+    """``(B, H, …)`` → float32, contiguous, ``(B·H, …)``: a task kernel's view of a layer's tensor, one group a head."""
+    return _np(x, torch.float32).reshape(-1, *x.shape[2:])
+
+
+def _group_lengths(lengths: Tensor, heads: int) -> np.ndarray:
+    """Each group's valid tokens ``(B·H,)`` from each sequence's ``(B,)``."""
+    return _np(lengths.repeat_interleave(heads), torch.int64)
+
+
 def sparse_rows(q: Tensor, k: Tensor, v: Tensor, index: Tensor, counts: Tensor, scaling: float) -> Tensor:
     """Sparse α-entmax (α = 1.5) attention: ``q`` ``(B, H, n, d)``, ``k``/``v`` ``(B, H, n, d)``,
     ``index`` ``(B, H, n, w)`` and ``counts`` ``(B, H, n)`` → output ``(B, H, n, dv)`` (zeros for empty rows)."""
@@ -509,8 +520,8 @@ def thresholded_rows(z: Tensor, first: Tensor | None, nvalid: Tensor, margins: T
 def thresholded_attention(qp: Tensor, kp: Tensor, q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, margins: Tensor,
                           scaling: float, window: int = 0) -> tuple[Tensor, Tensor]:
     """The threshold predictor's fused route by tasks of ``EXACT_TASK_QUERIES`` queries of one head, as
-    :func:`exact_attention` runs the ``exact`` mode: the task's approximate scores ``q'·k'`` by one matrix product (BLAS),
-    then :func:`thresholded_rows`' pass a row (each query keeps the keys whose approximate score clears its
+    :func:`exact_attention` runs the ``exact`` mode: the task's approximate scores ``q'·k'`` by one matrix product
+    (BLAS), then :func:`thresholded_rows`' pass a row (each query keeps the keys whose approximate score clears its
     threshold by its head's margin, and attends over them).
 
     ``qp``/``kp`` ``(B, H, n, r)`` projected queries and keys, ``q``/``k``/``v`` ``(B, H, n, d)``, ``lengths``
@@ -519,16 +530,13 @@ def thresholded_attention(qp: Tensor, kp: Tensor, q: Tensor, k: Tensor, v: Tenso
     ``(B, H, n)``: the pairs of :func:`select_rows` and the output of :func:`sparse_rows` on them, up to the float
     rounding of the approximate scores' product."""
     set_threads()
-    batch, heads, n, d = q.shape
-    groups = batch * heads
-    out = np.empty((groups, n, v.shape[-1]), np.float32)
-    counts = np.empty((groups, n), np.int64)
+    batch, heads, n, _ = q.shape
+    out = np.empty((batch * heads, n, v.shape[-1]), np.float32)
+    counts = np.empty((batch * heads, n), np.int64)
     with single_threaded_blas():
-        thresholded_tasks(_np(qp, torch.float32).reshape(groups, n, -1),
-                          _np(kp.transpose(-1, -2), torch.float32).reshape(groups, -1, n),
-                          _np(q, torch.float32).reshape(groups, n, d), _np(k, torch.float32).reshape(groups, n, d),
-                          _np(v, torch.float32).reshape(groups, n, -1), _np(lengths.repeat_interleave(heads), torch.int64),
-                          window, _np(margins, torch.float32), heads, EXACT_TASK_QUERIES, float(scaling), out, counts)
+        thresholded_tasks(_by_group(qp), _by_group(kp.transpose(-1, -2)), _by_group(q), _by_group(k), _by_group(v),
+                          _group_lengths(lengths, heads), window, _np(margins, torch.float32), heads,
+                          EXACT_TASK_QUERIES, float(scaling), out, counts)
     return torch.from_numpy(out).view(batch, heads, n, -1), torch.from_numpy(counts).view(batch, heads, n)
 
 
@@ -542,16 +550,13 @@ def certified_thresholded_attention(qp: Tensor, kp: Tensor, q: Tensor, k: Tensor
     valid keys within the band; zeros at padded queries), the certified keys (kept plus support) and the support keys
     not kept per query, ``(B, H, n)`` each."""
     set_threads()
-    batch, heads, n, d = q.shape
-    groups = batch * heads
-    out = np.empty((groups, n, v.shape[-1]), np.float32)
-    kept, added = np.empty((groups, n), np.int64), np.empty((groups, n), np.int64)
+    batch, heads, n, _ = q.shape
+    out = np.empty((batch * heads, n, v.shape[-1]), np.float32)
+    kept, added = np.empty((batch * heads, n), np.int64), np.empty((batch * heads, n), np.int64)
     with single_threaded_blas():
-        certified_thresholded_tasks(
-            _np(qp, torch.float32).reshape(groups, n, -1), _np(kp.transpose(-1, -2), torch.float32).reshape(groups, -1, n),
-            _np(q * scaling, torch.float32).reshape(groups, n, d), _np(k.transpose(-1, -2), torch.float32).reshape(groups, d, n),
-            _np(v, torch.float32).reshape(groups, n, -1), _np(lengths.repeat_interleave(heads), torch.int64), window,
-            _np(margins, torch.float32), heads, EXACT_TASK_QUERIES, out, kept, added)
+        certified_thresholded_tasks(_by_group(qp), _by_group(kp.transpose(-1, -2)), _by_group(q * scaling),
+                                    _by_group(k.transpose(-1, -2)), _by_group(v), _group_lengths(lengths, heads), window,
+                                    _np(margins, torch.float32), heads, EXACT_TASK_QUERIES, out, kept, added)
     return (torch.from_numpy(out).view(batch, heads, n, -1), torch.from_numpy(kept).view(batch, heads, n),
             torch.from_numpy(added).view(batch, heads, n))
 
@@ -623,16 +628,12 @@ def exact_attention(q: Tensor, k: Tensor, v: Tensor, lengths: Tensor, scaling: f
     query's support size ``(B, H, n)``: what :func:`certified_probabilities` then one product with the values give,
     with no chunk's scores leaving the cache."""
     set_threads()
-    batch, heads, n, d = q.shape
-    groups = batch * heads
-    queries = _np(q * scaling, torch.float32).reshape(groups, n, d)
-    keys_t = _np(k.transpose(-1, -2), torch.float32).reshape(groups, d, n)
-    values = _np(v, torch.float32).reshape(groups, n, -1)
-    out = np.empty((groups, n, values.shape[-1]), np.float32)
-    support = np.empty((groups, n), np.int64)
+    batch, heads, n, _ = q.shape
+    out = np.empty((batch * heads, n, v.shape[-1]), np.float32)
+    support = np.empty((batch * heads, n), np.int64)
     with single_threaded_blas():
-        exact_tasks(queries, keys_t, values, _np(lengths.repeat_interleave(heads), torch.int64), window,
-                    EXACT_TASK_QUERIES, out, support)
+        exact_tasks(_by_group(q * scaling), _by_group(k.transpose(-1, -2)), _by_group(v), _group_lengths(lengths, heads),
+                    window, EXACT_TASK_QUERIES, out, support)
     return torch.from_numpy(out).view(batch, heads, n, -1), torch.from_numpy(support).view(batch, heads, n)
 
 

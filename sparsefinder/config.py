@@ -44,10 +44,11 @@ SPARSE_CHUNK_PAIRS: int = 1 << 22
 #: every key, chunks were 85 queries at 4,096 tokens and 21 at 16,384; this size made the `exact` route 9 % / 30 %
 #: faster there and the predicted path 10 % / 28 % (bfloat16, one process, session 12).
 BAND_CHUNK_PAIRS: int = 1 << 20
-#: Queries per task of the ``exact`` route's compiled kernel (:func:`~sparsefinder.attention.cpu_rows.exact_attention`):
-#: a task's scores (32 × (32 + 2W) at W = 256: 70 KB) stay in the core's cache between its two matrix products and its
-#: threshold passes. One layer at 4,096 tokens, W = 256: 51–56 ms by chunks of 135 queries a torch product, 33 by
-#: tasks of 32 (24–48 alike; 16: 35–36, 64: 39–40, 135: 41; session 13).
+#: Queries per task of the compiled routes that compute their own scores (``cpu_rows.exact_attention``, and the
+#: threshold predictor's ``thresholded_attention`` / ``certified_thresholded_attention``): a task's scores (32 × (32 +
+#: 2W) at W = 256: 70 KB) stay in the core's cache between its matrix products and its row passes. One `exact` layer
+#: at 4,096 tokens, W = 256: 45.5–49 ms by chunks of 135 queries a torch product, 40–42 by tasks of 32 (a scratch
+#: kernel: 24–48 queries alike; 16: 35–36 ms, 64: 39–40, 135: 41; session 13).
 EXACT_TASK_QUERIES: int = 32
 #: Sparse attention gathers kept keys when rows keep fewer than n / ratio keys, else reads them off score rows.
 SPARSE_GATHER_RATIO: int = 16

@@ -212,12 +212,10 @@ if _nb is not None:  # module-level definitions, so Numba caches the compiled co
             lo, hi = task_keys(s, valid, n, lengths[g], window)
             z = np.dot(q[g, s:valid], key_block(kt, g, lo, hi, window))  # (valid − s, hi − lo)
             buf = np.empty(1, np.float32)
-            kept = np.empty(valid - s, np.int64)
-            added = np.empty(valid - s, np.int64)
+            added = np.empty(valid - s, np.int64)  # nothing predicted: every support key, as support counts it
             for i in range(valid - s):
                 f, nv = row_span(s + i, lo, hi, lengths[g], window)
-                probability_row(z, i, f, nv, none, 0, buf, kept, added)
-                support[g, s + i] = kept[i]
+                probability_row(z, i, f, nv, none, 0, buf, support[g, s:valid], added)
             out[g, s:valid] = np.dot(z, v[g, lo:hi])
 
     @_jit(parallel=True, fastmath=_FAST)

@@ -166,6 +166,6 @@ class ReportList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     model: str | None = None
-    dtype: str | None = Field(None, description="precision of the served model's dense layers (attention computes in "
-                                                 "float32)")
+    dtype: str | None = Field(None, description="precision of the served model's dense layers and softmax (α-entmax "
+                                                 "attention computes in float32)")
     predictors: int | None = None

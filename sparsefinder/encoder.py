@@ -80,8 +80,9 @@ class SparseEncoder:
         Padded tokens per forward pass (:meth:`encode` sorts texts by length and runs groups of at
         most this many padded tokens; a longer text runs alone).
     dtype : str
-        Precision of the weights and dense layers, one of ``MODEL_DTYPES`` (``Settings.dtype``); attention
-        computes in float32 and embeddings come back in float32 in every one.
+        Precision of the weights and dense layers, one of ``MODEL_DTYPES`` (``Settings.dtype``); α-entmax attention
+        computes in float32 (softmax in this precision, as transformers runs it) and embeddings come back in float32
+        in every one.
     """
 
     def __init__(self, model: str | Path | None = None, device: str | None = None, alpha: float = DEFAULT_ALPHA,

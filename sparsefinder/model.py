@@ -173,8 +173,8 @@ def load_encoder(
     """Load encoder, tokenizer and :class:`ModelInfo` from ``path`` (default: :func:`resolve_model`).
 
     ``attn_implementation`` names a transformers attention function, such as the ones
-    :mod:`sparsefinder.hf.attention` registers (they compute in float32 whatever the model's ``dtype``,
-    one of ``MODEL_DTYPES``). ``device`` ``None`` is :func:`pick_device`'s choice. The model is returned
+    :mod:`sparsefinder.hf.attention` registers (their α-entmax modes compute in float32 whatever the model's
+    ``dtype``, one of ``MODEL_DTYPES``; softmax runs in that dtype). ``device`` ``None`` is :func:`pick_device`'s choice. The model is returned
     in eval mode.
     """
     if dtype not in MODEL_DTYPES:
